@@ -1,0 +1,72 @@
+"""The one exception tree and the one map from errors to exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; listed in `--help` and in the README."""
+
+    OK = 0
+    """Everything done; verify found no mismatch."""
+    PARTIAL = 1
+    """Some runs failed, something was lost on the way, or verify found mismatches."""
+    USAGE = 2
+    """Bad command line, configuration or input that cannot be read at all."""
+    UNREACHABLE = 3
+    """A source or destination could not be reached."""
+    BLOCKED = 4
+    """A dry run found problems that would block the import."""
+
+
+class MigrateError(Exception):
+    """Base of every error this tool raises on purpose. The message is one line for the user."""
+
+    exit_code: ExitCode = ExitCode.PARTIAL
+
+
+class UsageError(MigrateError):
+    """The user asked for something that cannot work as given."""
+
+    exit_code = ExitCode.USAGE
+
+
+class MissingDependencyError(UsageError):
+    """An optional SDK is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        """Build the one-line install hint."""
+        super().__init__(
+            f"{package} is not installed; install it with: pip install \"neptune-migrate[{extra}]\""
+        )
+
+
+class DumpFormatError(MigrateError):
+    """A dump is missing, corrupt, or of a format version this tool does not know."""
+
+    exit_code = ExitCode.USAGE
+
+
+class SourceFormatError(MigrateError):
+    """A Neptune source could not be recognised or parsed."""
+
+    exit_code = ExitCode.USAGE
+
+
+class UnreachableError(MigrateError):
+    """A source or destination did not answer."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class TransientError(MigrateError):
+    """An error worth retrying (timeouts, resets, 429, 5xx)."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class PermanentError(MigrateError):
+    """An error that retrying will not fix; it fails one run, not the whole import."""
+
+    exit_code = ExitCode.PARTIAL

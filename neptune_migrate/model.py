@@ -1,0 +1,160 @@
+"""The neutral data model: what every source produces and every destination consumes.
+
+No vendor imports here. Series points never live in these objects: they stream as Arrow tables
+(columns fixed by `neptune_migrate.dump.schema`), so a run's size does not bound memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, NewType
+
+SourceRunId = NewType("SourceRunId", str)
+DestinationRunId = NewType("DestinationRunId", str)
+ErrorKind = Literal["transient", "permanent"]
+
+FieldType = Literal["float", "int", "bool", "string", "datetime", "string_set"]
+FIELD_TYPES: tuple[FieldType, ...] = ("float", "int", "bool", "string", "datetime", "string_set")
+FieldValue = float | int | bool | str | datetime | frozenset[str]
+
+SeriesKind = Literal["float", "string", "histogram", "file"]
+SERIES_KINDS: tuple[SeriesKind, ...] = ("float", "string", "histogram", "file")
+
+ContainerKind = Literal["run", "model", "model_version", "project"]
+FileKind = Literal["file", "file_set", "artifact"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RunKey:
+    """A run's identity in Neptune: its project (`workspace/project`) and its id there.
+
+    The id is the Neptune `sys/id` (e.g. `PROJ-12`), a neptune-scale run id, or, for offline
+    runs that never reached a server, the client's run uuid.
+    """
+
+    project: str
+    run_id: SourceRunId
+
+    def __str__(self) -> str:
+        """`workspace/project/RUN-ID`, the form used in reports and destination tags."""
+        return f"{self.project}/{self.run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One typed scalar attribute value."""
+
+    type: FieldType
+    value: FieldValue
+
+    def same_as(self, other: Field) -> bool:
+        """Equality that treats NaN as equal to NaN (values are compared bit for bit)."""
+        if self.type != other.type:
+            return False
+        a, b = self.value, other.value
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            return True
+        return a == b
+
+
+@dataclass(frozen=True, slots=True)
+class ForkPoint:
+    """Where a run was forked from: the parent run and the step it branched at."""
+
+    parent: RunKey
+    step: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemInfo:
+    """The `sys/*` attributes that make up a run's identity. `None` means the source lacks it."""
+
+    name: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    state: str | None = None
+    failed: bool | None = None
+    trashed: bool | None = None
+    created_at: datetime | None = None
+    modified_at: datetime | None = None
+    custom_run_id: str | None = None
+    experiment_name: str | None = None
+    tags: frozenset[str] = frozenset()
+    group_tags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of a run: a `file` attribute, a member of a file set, or an artifact entry.
+
+    `sha256` names the blob in the dump's content-addressed store; it is `None` when the content
+    could not be saved, and then `missing` says why.
+    """
+
+    attribute_path: str
+    kind: FileKind
+    name: str
+    sha256: str | None
+    size: int | None
+    mime_type: str | None = None
+    missing: str | None = None
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """Summary of one series in the dump; its points are in the run's Parquet parts."""
+
+    path: str
+    kind: SeriesKind
+    count: int
+    first_step: float | None
+    last_step: float | None
+    meta: Mapping[str, str | float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """Something a source held that did not make it into the dump unchanged, with a count."""
+
+    kind: str
+    path: str | None
+    count: int
+    detail: str
+    error: bool = False
+    """True when data the user holds could not be saved (exit non-zero); False for a documented,
+    deliberate conversion (e.g. metric previews excluded by default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a run came from."""
+
+    source: str
+    location: str
+    files: tuple[str, ...] = ()
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run's metadata as committed to the dump. Series points and file bytes live beside it."""
+
+    key: RunKey
+    system: SystemInfo
+    fields: Mapping[str, Field]
+    provenance: Provenance
+    kind: ContainerKind = "run"
+    fork: ForkPoint | None = None
+    series: tuple[SeriesInfo, ...] = ()
+    files: tuple[FileEntry, ...] = ()
+    complete: bool = True
+    """False when the source itself lost part of the run (truncated log, interrupted export)."""
+    partial_copy: bool = False
+    """True when the source is a leftover that holds only what was not yet synced."""
+    losses: tuple[Loss, ...] = ()
+    absent: tuple[str, ...] = ()
+    """System fields the source does not hold (marked absent, not invented)."""

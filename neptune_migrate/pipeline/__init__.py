@@ -1,0 +1,1 @@
+"""Export, import and the ledger: the logic shared by every source and destination."""

@@ -1,0 +1,1 @@
+"""Read a destination back and compare it with the dump."""

@@ -1,0 +1,121 @@
+"""The one place test data is assembled: runs with every attribute type, written with DumpWriter."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from neptune_migrate.dump.writer import DumpWriter, RunWriter
+from neptune_migrate.model import (
+    Field,
+    FileEntry,
+    ForkPoint,
+    Loss,
+    Provenance,
+    RunKey,
+    RunRecord,
+    SourceRunId,
+    SystemInfo,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def key(run_id: str = "PROJ-1", project: str = "my-ws/my-proj") -> RunKey:
+    return RunKey(project, SourceRunId(run_id))
+
+
+def float_points(path: str, steps: list[float], values: list[float], t0: datetime = T0) -> pa.Table:
+    return pa.table({
+        "path": [path] * len(steps),
+        "step": pa.array(steps, pa.float64()),
+        "timestamp": pa.array([t0 + timedelta(seconds=i) for i in range(len(steps))],
+                              pa.timestamp("us", tz="UTC")),
+        "value": pa.array(values, pa.float64()),
+    })
+
+
+def every_field() -> dict[str, Field]:
+    return {
+        "parameters/lr": Field("float", 1e-3),
+        "parameters/nan": Field("float", float("nan")),
+        "parameters/inf": Field("float", float("inf")),
+        "parameters/-inf": Field("float", float("-inf")),
+        "parameters/batch_size": Field("int", 64),
+        "parameters/big": Field("int", 2**62),
+        "parameters/use_bn": Field("bool", True),
+        "parameters/optimizer": Field("string", "adam"),
+        "parameters/ünïcødé/ключ": Field("string", "значение ✓"),
+        "info/started_at": Field("datetime", T0),
+        "info/labels": Field("string_set", frozenset({"a", "b"})),
+        "info/empty_set": Field("string_set", frozenset()),
+    }
+
+
+def make_record(k: RunKey, files: tuple[FileEntry, ...] = (), **kw: object) -> RunRecord:
+    defaults: dict[str, object] = {
+        "system": SystemInfo(
+            name="resnet-baseline",
+            description="a run",
+            owner="alice",
+            state="inactive",
+            failed=False,
+            trashed=False,
+            created_at=T0,
+            modified_at=T0 + timedelta(hours=1),
+            tags=frozenset({"baseline", "ünï"}),
+            group_tags=frozenset({"group-a"}),
+        ),
+        "fields": every_field(),
+        "provenance": Provenance("test", "/nowhere", ("a.log",), {"note": "factory"}),
+        "files": files,
+    }
+    defaults.update(kw)
+    return RunRecord(key=k, **defaults)  # type: ignore[arg-type]
+
+
+def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -> RunRecord:
+    """Stream a run with every series kind and a file into `run`; return the uncommitted record."""
+    run.add_points("float", float_points("train/loss", list(range(points)), [1.0 / (i + 1) for i in range(points)]))
+    run.add_points("float", float_points("train/special", [0.5, 1.5, 2.5], [float("nan"), float("inf"), float("-inf")]))
+    run.declare_series("float", "train/empty")
+    run.add_points("string", pa.table({
+        "path": ["train/log"] * 2, "step": [0.0, 1.0],
+        "timestamp": pa.array([T0, T0], pa.timestamp("us", tz="UTC")), "value": ["épоch 0", ""],
+    }))
+    run.add_points("histogram", pa.table({
+        "path": ["hist/w"], "step": [0.0], "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+        "type": ["COUNTING"], "edges": [[0.0, 1.0, 2.5]], "values": [[3.0, 4.0]],
+    }))
+    src = tmp / "weights.bin"
+    src.write_bytes(b"\x00\x01weights" * 100)
+    sha, size = run.store_file(src)
+    img_sha, img_size = run.store_bytes(b"\x89PNG fake image")
+    run.add_points("file", pa.table({
+        "path": ["images/preds"], "step": [0.0], "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+        "sha256": [img_sha], "size": [img_size], "name": ["red.png"], "mime_type": ["image/png"],
+        "title": ["red"], "description": ["a red square"],
+    }))
+    files = (
+        FileEntry("model/weights", "file", "weights.bin", sha, size, "application/octet-stream", None, str(src)),
+        FileEntry("model/lost", "file", "lost.txt", None, None, None, "not found: /old/lost.txt", "/old/lost.txt"),
+    )
+    return make_record(
+        k,
+        files=files,
+        fork=ForkPoint(key("PROJ-0"), 3.0),
+        losses=(Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", error=True),),
+        absent=("owner",),
+    )
+
+
+def build_dump(root: Path, tmp: Path, run_ids: tuple[str, ...] = ("PROJ-1",), points: int = 100) -> list[RunRecord]:
+    records = []
+    with DumpWriter(root) as dump:
+        for rid in run_ids:
+            k = key(rid)
+            with dump.begin_run(k) as run:
+                records.append(run.commit(write_full_run(run, k, tmp, points=points)))
+    return records
