@@ -46,7 +46,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")] = 0,
-    version: Annotated[
+    version: Annotated[  # noqa: ARG001 - handled by the eager callback
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
@@ -258,7 +258,7 @@ def _destination_unavailable(name: str) -> NoReturn:
 def import_cmd(
     dump: Annotated[Path, typer.Argument(help="A dump folder written by `export`.")],
     to: Annotated[str, typer.Option("--to", help="mlflow, wandb or aim.")],
-    dry_run: Annotated[
+    dry_run: Annotated[  # noqa: ARG001 - used once a destination is registered
         bool, typer.Option("--dry-run", help="Write nothing; show the plan and what would be lost.")
     ] = False,
 ) -> None:
@@ -297,11 +297,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # Click's usage errors (typer vendors click) arrive here in non-standalone mode.
+        if any(cls.__name__ == "ClickException" for cls in type(exc).__mro__):
+            exc.show()  # type: ignore[attr-defined]
             sys.exit(ExitCode.USAGE)
         raise
     sys.exit(result if isinstance(result, int) else ExitCode.OK)

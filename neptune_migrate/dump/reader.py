@@ -100,10 +100,11 @@ def check_run_dir(layout: DumpLayout, run_dir: Path, *, check_blobs: bool) -> li
                 continue
             seen.add(digest)
             blob = layout.blob(digest)
+            where = f"files/sha256/{digest[:2]}/{digest}"
             if not blob.is_file():
-                problems.append(DumpProblem(name, f"files/sha256/{digest[:2]}/{digest}", "blob is missing"))
+                problems.append(DumpProblem(name, where, "blob is missing"))
             elif _sha(blob) != digest:
-                problems.append(DumpProblem(name, f"files/sha256/{digest[:2]}/{digest}", "blob content does not match its sha256"))
+                problems.append(DumpProblem(name, where, "blob content does not match its sha256"))
     return problems
 
 

@@ -131,7 +131,7 @@ def _export_one(
             record = source.export_run(key, run)
         except MigrateError as exc:
             return RunOutcome(key=str(key), status="failed", message=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the export
+        except Exception as exc:  # one run's failure must not stop the export
             log.debug("export of %s failed", key, exc_info=True)
             return RunOutcome(
                 key=str(key), status="failed", message=f"{type(exc).__name__}: {exc}"
