@@ -180,14 +180,19 @@ class DumpReader:
         kind: SeriesKind,
         *,
         paths: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
         batch_rows: int = 64 * 1024,
     ) -> Iterator[pa.Table]:
-        """Stream a run's points of one kind in bounded batches, optionally only some paths."""
+        """Stream a run's points of one kind in bounded batches, optionally only some paths/columns."""
         wanted = None if paths is None else pa.array(list(paths), pa.string())
+        schema = SERIES_SCHEMAS[kind]
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
         for part in run.part_paths(kind):
             pf = pq.ParquetFile(part)
-            for batch in pf.iter_batches(batch_size=batch_rows):
-                table = pa.Table.from_batches([batch], schema=SERIES_SCHEMAS[kind])
+            cols = None if columns is None else list(columns)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+                table = pa.Table.from_batches([batch], schema=schema)
                 if wanted is not None:
                     table = table.filter(pc.is_in(table.column("path"), value_set=wanted))
                 if table.num_rows:

@@ -1,0 +1,200 @@
+"""The Destination protocol: MLflow, W&B and Aim behind one seam.
+
+The import pipeline (`pipeline/import_.py`) owns the order of calls and the resume logic; a
+destination only knows how to write and read back its own system. Every method may be called
+again after it raised: transient errors are retried by `destinations/retrying.py`, and a whole
+import may be re-run after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Literal, Protocol
+
+import pyarrow as pa
+
+from neptune_migrate.model import (
+    DestinationRunId,
+    ErrorKind,
+    Field,
+    FileEntry,
+    Loss,
+    RunKey,
+    RunRecord,
+    SeriesKind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a destination can hold; the pipeline adapts to it instead of special-casing names."""
+
+    integer_steps_only: bool
+    """Steps must be int64: fractional steps go through the step policy."""
+    single_step_axis: bool
+    """One monotonic step axis per run (W&B): all series are merged before writing."""
+    can_delete_runs: bool
+    """A half-written run can be deleted and recreated; otherwise it is resumed."""
+    file_hashes: bool
+    """Read-back gives file content (sha256 comparable); otherwise sizes only."""
+    duplicate_steps: Literal["kept", "overwritten", "dropped"]
+    """What the destination does with two points of one series at the same step."""
+    points_per_request: int = 1000
+    """For the dry run's request estimate."""
+    points_per_second: float = 5000.0
+    """For the dry run's time estimate (measured single-process on 2 cores; see benchmarks/)."""
+    parallel_runs: bool = True
+    """Several runs may be written at once from threads of one process."""
+    sanitize_key: Callable[[str], str] = field(default=lambda k: k)
+    """Maps a Neptune attribute path to a key the destination accepts (may merge keys: the
+    pipeline detects and resolves collisions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRun:
+    """A run found in the destination by its source key."""
+
+    run_id: DestinationRunId
+    complete: bool
+    """The completion marker (written last) is present."""
+    digest: str | None
+    """The dump digest recorded at import; a different one means the dump changed since."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """How one series' Neptune steps become destination steps."""
+
+    policy: Literal["int", "scale", "rank", "floor"]
+    """`int`: integral steps kept; `scale`: multiplied by `scale`; `rank`: i-th distinct step -> i;
+    `floor`: truncated."""
+    scale: int = 1
+    """Multiplier for `scale` (a power of ten)."""
+    duplicates: int = 0
+    """Points whose (converted) step repeats an earlier point of the same series."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A dump run plus everything the pipeline decided for this destination."""
+
+    record: RunRecord
+    digest: str
+    key_map: Mapping[str, str]
+    """Neptune attribute path -> destination key, for fields and series alike."""
+    steps: Mapping[tuple[SeriesKind, str], StepPlan]
+    parent_run_id: DestinationRunId | None = None
+    """The destination id of the fork parent when it was imported already."""
+
+    def dest_fields(self) -> dict[str, Field]:
+        return {self.key_map.get(p, p): f for p, f in self.record.fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    size: int | None
+    sha256: str | None
+
+
+@dataclass
+class RunSnapshot:
+    """A destination run read back, in destination terms (keys already mapped)."""
+
+    run_id: DestinationRunId
+    name: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    status: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    tags: frozenset[str] = frozenset()
+    params: dict[str, str] = field(default_factory=dict)
+    series: dict[tuple[SeriesKind, str], int] = field(default_factory=dict)
+    """(kind, key) -> point count, for every series found."""
+    files: dict[str, FileDigest] = field(default_factory=dict)
+    """Destination file path -> size and hash."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Anything else a destination reads back (e.g. provenance tags)."""
+
+
+class Destination(Protocol):
+    """Writes runs into one system and reads them back for verification."""
+
+    name: ClassVar[str]
+    capabilities: Capabilities
+
+    def describe(self) -> str:
+        """Where it writes, without secrets (e.g. `mlflow http://127.0.0.1:5000`)."""
+        ...
+
+    def plan_run(self, run: PreparedRun) -> list[Loss]:
+        """Pure: every loss this run would suffer (truncations, clamps, unsupported items).
+
+        Used by `--dry-run` and by the real import, so both report the same losses.
+        """
+        ...
+
+    def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
+        """Pure: what `read_snapshot` must return after a faithful import of `run`.
+
+        Encodes the destination's mapping once (names, status, param strings, file paths), so
+        verify compares like with like.
+        """
+        ...
+
+    def expected_series(self, kind: SeriesKind, points: pa.Table) -> pa.Table:
+        """Pure: the dump points of one series (with `dest_step`) as `read_series` must return
+        them: the destination's documented rounding applied (ms timestamps, clamped inf...)."""
+        ...
+
+    def find_run(self, key: RunKey) -> DestinationRun | None:
+        """Look the run up by its source key (read only)."""
+        ...
+
+    def create_run(self, run: PreparedRun) -> DestinationRunId:
+        """Create the run with identity, system fields, params and the source key, marked incomplete."""
+        ...
+
+    def write_series(self, run_id: DestinationRunId, kind: SeriesKind, chunk: pa.Table) -> None:
+        """Write a batch of points; `chunk` has the dump columns plus `key` (destination key) and
+        `dest_step` (int64 when `integer_steps_only`)."""
+        ...
+
+    def finish_series(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        """Called once after every chunk of the run was written (flush buffered series)."""
+        ...
+
+    def upload_file(self, run_id: DestinationRunId, entry: FileEntry, local_path: Path) -> None:
+        """Upload one file of the run (content from the dump's blob store)."""
+        ...
+
+    def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        """Write the completion marker and digest; always the run's last write."""
+        ...
+
+    def discard_run(self, run_id: DestinationRunId) -> None:
+        """Delete (or archive) a half-written run so it can be recreated."""
+        ...
+
+    def read_snapshot(self, run_id: DestinationRunId) -> RunSnapshot:
+        """Read back everything but series points."""
+        ...
+
+    def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
+        """Read back one whole series: columns `step`, `timestamp`, `value` (kind-specific)."""
+        ...
+
+    def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
+        """Download one file for hashing; None when the destination cannot."""
+        ...
+
+    def classify_error(self, error: Exception) -> ErrorKind:
+        """Transient errors are retried; permanent ones fail the run."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release connections."""
+        ...

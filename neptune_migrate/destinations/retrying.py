@@ -1,0 +1,103 @@
+"""RetryingDestination: wraps any Destination; retries what the destination classifies transient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import pyarrow as pa
+
+from neptune_migrate.destinations.base import (
+    Capabilities,
+    Destination,
+    DestinationRun,
+    PreparedRun,
+    RunSnapshot,
+)
+from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
+from neptune_migrate.retry import RetryPolicy, call_with_retry
+
+T = TypeVar("T")
+
+
+class RetryingDestination:
+    """Same protocol; every call goes through `retry.call_with_retry`."""
+
+    name: ClassVar[str] = "retrying"
+
+    def __init__(self, inner: Destination, policy: RetryPolicy) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.capabilities: Capabilities = inner.capabilities
+        self.retries = 0
+
+    def _count(self, error: Exception, attempt: int) -> None:
+        self.retries += 1
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return call_with_retry(fn, self.inner.classify_error, self.policy, what=what, on_retry=self._count)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def plan_run(self, run: PreparedRun) -> list[Loss]:
+        return self.inner.plan_run(run)
+
+    def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
+        return self.inner.expected_snapshot(run)
+
+    def expected_series(self, kind: SeriesKind, points: pa.Table) -> pa.Table:
+        return self.inner.expected_series(kind, points)
+
+    def find_run(self, key: RunKey) -> DestinationRun | None:
+        return self._call("find_run", lambda: self.inner.find_run(key))
+
+    def create_run(self, run: PreparedRun) -> DestinationRunId:
+        # A create whose response was lost may have happened: look before creating again.
+        attempts = 0
+
+        def create() -> DestinationRunId:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                found = self.inner.find_run(run.record.key)
+                if found is not None:
+                    return found.run_id
+            return self.inner.create_run(run)
+
+        return self._call("create_run", create)
+
+    def write_series(self, run_id: DestinationRunId, kind: SeriesKind, chunk: pa.Table) -> None:
+        self._call("write_series", lambda: self.inner.write_series(run_id, kind, chunk))
+
+    def finish_series(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        self._call("finish_series", lambda: self.inner.finish_series(run_id, run))
+
+    def upload_file(self, run_id: DestinationRunId, entry: FileEntry, local_path: Path) -> None:
+        self._call("upload_file", lambda: self.inner.upload_file(run_id, entry, local_path))
+
+    def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        self._call("mark_complete", lambda: self.inner.mark_complete(run_id, run))
+
+    def discard_run(self, run_id: DestinationRunId) -> None:
+        self._call("discard_run", lambda: self.inner.discard_run(run_id))
+
+    def read_snapshot(self, run_id: DestinationRunId) -> RunSnapshot:
+        return self._call("read_snapshot", lambda: self.inner.read_snapshot(run_id))
+
+    def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
+        return self._call("read_series", lambda: self.inner.read_series(run_id, kind, key))
+
+    def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
+        return self._call("read_file", lambda: self.inner.read_file(run_id, path, into))
+
+    def classify_error(self, error: Exception) -> ErrorKind:
+        return self.inner.classify_error(error)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+if TYPE_CHECKING:
+    _: type[Destination] = RetryingDestination

@@ -1,0 +1,106 @@
+"""The step policy: Neptune steps (float64) -> destination steps, exactly or reported.
+
+`auto`: integral steps pass as they are; fractional ones are scaled per series by the smallest
+power of ten (up to 10^6) that makes every step of the series an integer exactly (for a double
+`s`, `round(s * 10^k) / 10^k == s` holds exactly when the shortest decimal form of `s` has at most
+k decimals, so this is decimal arithmetic on the step as Neptune showed it); anything else is
+ranked (the i-th distinct step becomes i). `scale` and `rank` force one of those; `floor` truncates
+(and so may merge steps: the collisions are counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from neptune_migrate.destinations.base import StepPlan
+
+StepPolicyName = Literal["auto", "scale", "rank", "floor"]
+STEP_POLICIES: tuple[StepPolicyName, ...] = ("auto", "scale", "rank", "floor")
+MAX_SCALE_DIGITS = 6
+_INT64_SAFE = float(2**53)
+
+
+@dataclass(frozen=True)
+class SeriesSteps:
+    """The converted-step plan for one series, and what it changed."""
+
+    policy: Literal["int", "scale", "rank", "floor"]
+    scale: int = 1
+    points: int = 0
+    duplicates: int = 0
+    """Points whose destination step repeats another point's step in the same series."""
+    ranks: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def as_plan(self) -> StepPlan:
+        return StepPlan(self.policy, self.scale, self.duplicates)
+
+    @property
+    def changed(self) -> bool:
+        return self.policy != "int"
+
+    def describe(self) -> str:
+        if self.policy == "scale":
+            return f"steps multiplied by {self.scale}"
+        if self.policy == "rank":
+            return "steps replaced by their rank (0, 1, 2, ...)"
+        if self.policy == "floor":
+            return "fractional steps truncated"
+        return "integer steps kept"
+
+    def convert(self, steps: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Destination steps (int64) for a batch of this series' steps."""
+        arr = np.asarray(steps.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if self.policy == "scale":
+            out = np.round(arr * self.scale)
+        elif self.policy == "rank":
+            assert self.ranks is not None
+            out = np.searchsorted(self.ranks, arr).astype(np.float64)
+        elif self.policy == "floor":
+            out = np.floor(arr)
+        else:
+            out = arr
+        return pa.array(out.astype(np.int64), pa.int64())
+
+
+class StepCollector:
+    """Accumulates one series' steps over bounded batches, then decides its plan."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self.points = 0
+
+    def add(self, steps: pa.Array | pa.ChunkedArray) -> None:
+        arr = np.asarray(steps.to_numpy(zero_copy_only=False), dtype=np.float64)
+        self.points += len(arr)
+        # Only distinct steps are kept: memory is bounded by the series' distinct steps.
+        self._chunks.append(np.unique(arr))
+        if len(self._chunks) > 16:
+            self._chunks = [np.unique(np.concatenate(self._chunks))]
+
+    def plan(self, policy: StepPolicyName) -> SeriesSteps:
+        distinct = np.unique(np.concatenate(self._chunks)) if self._chunks else np.array([], np.float64)
+        dupes = self.points - len(distinct)
+        finite = bool(np.all(np.isfinite(distinct)))
+        in_range = finite and (len(distinct) == 0 or float(np.max(np.abs(distinct))) < _INT64_SAFE)
+        integral = in_range and bool(np.all(distinct == np.floor(distinct)))
+        if policy == "rank" or not in_range:
+            return SeriesSteps("rank", points=self.points, duplicates=dupes, ranks=distinct)
+        if policy == "floor":
+            floored = len(np.unique(np.floor(distinct)))
+            policy_name: Literal["int", "floor"] = "int" if integral else "floor"
+            return SeriesSteps(policy_name, points=self.points,
+                               duplicates=dupes + (len(distinct) - floored))
+        if integral:
+            return SeriesSteps("int", points=self.points, duplicates=dupes)
+        for k in range(1, MAX_SCALE_DIGITS + 1):
+            factor = 10**k
+            scaled = np.round(distinct * factor)
+            if np.max(np.abs(scaled)) >= _INT64_SAFE:
+                break
+            if bool(np.all(scaled / factor == distinct)):
+                return SeriesSteps("scale", scale=factor, points=self.points, duplicates=dupes)
+        return SeriesSteps("rank", points=self.points, duplicates=dupes, ranks=distinct)

@@ -1,0 +1,81 @@
+"""Key sanitising with collisions, and the step policy, on exact values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from neptune_migrate.destinations.fake import fake_sanitize
+from neptune_migrate.pipeline.keys import build_key_map
+from neptune_migrate.pipeline.steps import StepCollector
+
+
+def test_unchanged_keys_pass_and_renames_are_listed() -> None:
+    km = build_key_map(["train/loss", "a b", "ключ"], fake_sanitize)
+    assert km.mapping["train/loss"] == "train/loss"
+    assert km.mapping["a b"] == "a_b"
+    assert km.mapping["ключ"] == "____"
+    assert km.renamed == {"a b": "a_b", "ключ": "____"}
+    assert km.collisions == {}
+
+
+def test_collision_is_resolved_deterministically_and_reported() -> None:
+    km = build_key_map(["a_b", "a b", "a@b"], fake_sanitize)
+    assert km.mapping["a_b"] == "a_b"  # the path that needs no change keeps its key
+    assert km.mapping["a b"] != km.mapping["a@b"]
+    assert km.mapping["a b"].startswith("a_b_") and km.mapping["a@b"].startswith("a_b_")  # "~" sanitised too
+    assert km.collisions == {"a_b": ["a b", "a@b", "a_b"]}
+    assert len(set(km.mapping.values())) == 3
+    # the same path gets the same key whatever else is in the run and in whatever order
+    again = build_key_map(["a@b", "a b", "zzz", "a_b"], fake_sanitize)
+    assert again.mapping["a b"] == km.mapping["a b"]
+
+
+def _plan(steps: list[float], policy: str = "auto"):  # type: ignore[no-untyped-def]
+    col = StepCollector()
+    for i in range(0, len(steps), 3):  # several batches, as the pipeline feeds them
+        col.add(pa.array(steps[i:i + 3], pa.float64()))
+    plan = col.plan(policy)  # type: ignore[arg-type]
+    return plan, plan.convert(pa.array(steps, pa.float64())).to_pylist()
+
+
+def test_integer_steps_pass_unchanged() -> None:
+    plan, out = _plan([0.0, 1.0, 5.0, -3.0, 2.0**52])
+    assert plan.policy == "int"
+    assert out == [0, 1, 5, -3, 2**52]
+
+
+def test_fractional_steps_are_scaled_exactly_by_the_smallest_power_of_ten() -> None:
+    plan, out = _plan([0.29, 0.5, 1.25, 2.0])
+    assert (plan.policy, plan.scale) == ("scale", 100)
+    assert out == [29, 50, 125, 200]  # 0.29 * 100 is 28.999999999999996 in floats: not truncated
+    plan, out = _plan([0.001, 0.0012])
+    assert (plan.policy, plan.scale) == ("scale", 10_000)
+    assert out == [10, 12]
+    plan, out = _plan([3.000001, 1.0])
+    assert (plan.policy, plan.scale) == ("scale", 1_000_000)
+    assert out == [3_000_001, 1_000_000]
+
+
+def test_steps_beyond_six_decimals_are_ranked() -> None:
+    plan, out = _plan([0.1234567, 0.5, 0.25])
+    assert plan.policy == "rank"
+    assert out == [0, 2, 1]
+
+
+def test_duplicates_and_floor_collisions_are_counted() -> None:
+    plan, _ = _plan([1.0, 1.0, 2.0])
+    assert plan.duplicates == 1
+    plan, out = _plan([1.2, 1.7, 2.0], "floor")
+    assert plan.policy == "floor"
+    assert out == [1, 1, 2]
+    assert plan.duplicates == 1
+
+
+@pytest.mark.parametrize("policy", ["rank", "scale", "auto"])
+def test_nonfinite_or_huge_steps_fall_back_to_rank(policy: str) -> None:
+    plan, out = _plan([1e300, 1.0], policy)
+    assert plan.policy == "rank"
+    assert out == [1, 0]
+    assert np.int64(out[0]) == 1
