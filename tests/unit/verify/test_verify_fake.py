@@ -1,0 +1,93 @@
+"""verify against the fake destination: a clean import matches; each tampering is one exact finding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neptune_migrate.destinations.fake import FakeDestination
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
+from neptune_migrate.retry import FAST
+from neptune_migrate.verify.findings import Finding
+from neptune_migrate.verify.report import render_html
+from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
+from tests.factories import build_dump
+
+RUN = "my-ws/my-proj/PROJ-1"
+
+
+def _imported(tmp_path: Path) -> tuple[DumpReader, FakeDestination]:
+    build_dump(tmp_path / "dump", tmp_path, run_ids=("PROJ-1", "PROJ-2"))
+    reader = DumpReader(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, ImportOptions(retry=FAST))
+    return reader, fake
+
+
+def _verify(reader: DumpReader, fake: FakeDestination, **kw: object):  # type: ignore[no-untyped-def]
+    return verify_runs(reader, fake, VerifyOptions(import_options=ImportOptions(retry=FAST), **kw))  # type: ignore[arg-type]
+
+
+def test_clean_import_verifies_with_zero_findings(tmp_path: Path) -> None:
+    reader, fake = _imported(tmp_path)
+    report = _verify(reader, fake)
+    assert report.findings == []
+    assert report.ok
+    assert [r.status for r in report.runs] == ["match", "match"]
+    assert report.to_json()["totals"]["points_compared"] == 2 * (100 + 3 + 2 + 1 + 1)
+
+
+def test_each_tampering_is_exactly_one_finding(tmp_path: Path) -> None:
+    reader, fake = _imported(tmp_path)
+    [run] = [r for r in fake.live_runs() if str(r.key) == RUN]
+    loss = pa.concat_tables(run.series["float", "train/loss"])
+    # delete the point at step 7, change the value at step 8
+    values = loss.column("value").to_pylist()
+    values[8] = 123.0
+    loss = loss.set_column(loss.column_names.index("value"), "value", pa.array(values))
+    run.series["float", "train/loss"] = [loss.filter(pc.not_equal(loss.column("step"), 7.0))]
+    run.params["parameters/optimizer"] = '{"type": "string", "value": "sgd"}'
+    del run.files["model/weights/weights.bin"]
+    run.params["surprise"] = "1"
+    report = _verify(reader, fake)
+    item = "series:float:train/loss"
+    got = set(report.findings)
+    assert got == {
+        Finding(RUN, "missing", item, step=7.0, expected="path=train/loss, timestamp=2025-03-01T12:00:07+00:00, "
+                "value=0.125, preview_completion=None, key=train/loss, dest_step=7"),
+        Finding(RUN, "differs", item, step=8.0, expected="value=0.1111111111111111", actual="value=123.0",
+                detail="value"),
+        Finding(RUN, "differs", item, expected="100 points", actual="99 points", detail="point count"),
+        Finding(RUN, "differs", "param:parameters/optimizer", expected='{"type": "string", "value": "adam"}',
+                actual='{"type": "string", "value": "sgd"}'),
+        Finding(RUN, "missing", "file:model/weights/weights.bin", expected="900 bytes"),
+        Finding(RUN, "extra", "param:surprise", actual="1"),
+    }
+    assert [r.status for r in report.runs] == ["mismatch", "match"]
+    html = render_html(report)
+    assert "data:image/png;base64," in html
+    assert "param:parameters/optimizer" in html
+
+
+def test_missing_and_half_written_runs_are_findings(tmp_path: Path) -> None:
+    reader, fake = _imported(tmp_path)
+    [run] = [r for r in fake.live_runs() if str(r.key) == RUN]
+    run.complete = False
+    other = next(r for r in fake.live_runs() if str(r.key) != RUN)
+    other.deleted = True
+    report = _verify(reader, fake)
+    kinds = {(f.run, f.kind, f.item, f.detail) for f in report.findings}
+    assert (RUN, "differs", "run", "import did not finish") in kinds
+    assert ("my-ws/my-proj/PROJ-2", "missing", "run", "not in the destination") in kinds
+
+
+def test_sampling_compares_fewer_series_and_says_so(tmp_path: Path) -> None:
+    reader, fake = _imported(tmp_path)
+    report = _verify(reader, fake, sample=0.5, seed=1)
+    doc = report.to_json()
+    assert doc["sample"] == 0.5
+    assert doc["totals"]["series_sampled_out"] > 0
+    assert doc["totals"]["series_compared"] + doc["totals"]["series_sampled_out"] == 2 * 6
