@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -242,43 +242,250 @@ def inspect_cmd(
         raise typer.Exit(ExitCode.PARTIAL)
 
 
-def _destination_unavailable(name: str) -> NoReturn:
-    from neptune_migrate.destinations import DESTINATIONS, KNOWN_DESTINATIONS
+ToOpt = Annotated[str, typer.Option("--to", help="Destination: mlflow, wandb or aim.")]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                 help="MLflow: tracking server URL or sqlite:///path.db."),
+]
+ExperimentOpt = Annotated[
+    str, typer.Option("--experiment-template", help="MLflow/Aim experiment name: {project}, {workspace}, "
+                      "{project_name}.")
+]
+EntityOpt = Annotated[str | None, typer.Option("--entity", envvar="WANDB_ENTITY", help="W&B entity.")]
+WandbProjectOpt = Annotated[str, typer.Option("--project-template", help="W&B project name template.")]
+WandbModeOpt = Annotated[str, typer.Option("--wandb-mode", help="W&B: online or offline.")]
+WandbDirOpt = Annotated[Path | None, typer.Option("--wandb-dir", help="W&B: folder for offline runs.")]
+AimRepoOpt = Annotated[str | None, typer.Option("--aim-repo", help="Aim: repository path or aim://host:port.")]
+StepPolicyOpt = Annotated[
+    str, typer.Option("--step-policy", help="Fractional steps: auto (exact scale, else rank), scale, rank, floor.")
+]
+AttributesOpt = Annotated[
+    str | None, typer.Option("--attributes", help="Only attributes whose path matches this regex.")
+]
 
-    if name not in KNOWN_DESTINATIONS:
-        msg = f"unknown destination {name!r}; choose one of: {', '.join(KNOWN_DESTINATIONS)}"
+
+def _destination(
+    to: str, tracking_uri: str | None, experiment_template: str, entity: str | None, project_template: str,
+    wandb_mode: str, wandb_dir: Path | None, aim_repo: str | None,
+) -> Any:
+    from neptune_migrate.destinations import DestinationOptions, load_destination
+
+    return load_destination(to, DestinationOptions(
+        tracking_uri=tracking_uri,
+        experiment_template=experiment_template,
+        entity=entity,
+        project_template=project_template,
+        wandb_mode=wandb_mode,
+        wandb_dir=wandb_dir,
+        aim_repo=aim_repo,
+    ))
+
+
+def _import_options(
+    selection: Any, attributes: str | None, step_policy: str, workers: int, *, dry_run: bool
+) -> Any:
+    import re
+
+    from neptune_migrate.pipeline.import_ import ImportOptions
+    from neptune_migrate.pipeline.steps import STEP_POLICIES
+
+    if step_policy not in STEP_POLICIES:
+        msg = f"--step-policy {step_policy!r}: choose one of {', '.join(STEP_POLICIES)}"
         raise UsageError(msg)
-    if name not in DESTINATIONS:
-        msg = f"destination {name!r} is not available yet in neptune-migrate {__version__}"
+    if attributes is not None:
+        try:
+            re.compile(attributes)
+        except re.error as exc:
+            msg = f"--attributes {attributes!r}: {exc}"
+            raise UsageError(msg) from exc
+    if workers < 1:
+        msg = "--workers must be at least 1"
         raise UsageError(msg)
-    raise AssertionError(name)
+    return ImportOptions(selection=selection, attribute_regex=attributes, step_policy=step_policy,
+                         workers=workers, dry_run=dry_run)
+
+
+def _stamp() -> str:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+class _Progress:
+    """Progress bars (runs, points, ETA) on a terminal; one plain line per run otherwise."""
+
+    def __init__(self, *, dry_run: bool) -> None:
+        from neptune_migrate.console import console
+
+        self.console = console
+        self.dry_run = dry_run
+        self.bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed:,}/{task.total:,}"), TimeRemainingColumn(),
+                                console=self.console, transient=True)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def start(self, runs: int, points: int) -> None:
+        if self.bar is not None:
+            self.runs_task = self.bar.add_task("runs", total=runs)
+            self.points_task = self.bar.add_task("points", total=points)
+
+    def advance(self, points: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.points_task, points)
+
+    def run_done(self, result: Any) -> None:
+        from rich.markup import escape
+
+        if self.bar is not None:
+            self.bar.advance(self.runs_task, 1)
+        ok = result.status in ("created", "skipped", "repaired", "would_create", "would_skip", "would_repair")
+        style = "green" if ok and not result.has_error_loss else "red"
+        msg = f" {escape(result.message)}" if result.message else ""
+        self.console.print(f"[{style}]{result.status:>12}[/] {escape(result.key)} points={result.points} "
+                           f"files={result.files}{msg}")
+
+
+def _print_import_summary(report: Any) -> None:
+    from rich.markup import escape
+
+    from neptune_migrate.console import console
+
+    doc = report.to_json()
+    for r in report.runs:
+        for lo in r.losses:
+            if lo["error"]:
+                console.print(f"[red]lost:[/] {escape(r.key)}: {lo['kind']} {escape(lo['path'] or '')}: "
+                              f"{escape(lo['detail'])} ({lo['count']})")
+    losses = ", ".join(f"{k}={v}" for k, v in doc["losses"].items()) or "none"
+    counts = ", ".join(f"{k} {v}" for k, v in doc["counts"].items())
+    t = doc["totals"]
+    console.print(f"{'plan' if report.dry_run else 'import'} -> {escape(report.target)}: {counts}; "
+                  f"points {t['points']:,}, files {t['files']}, requests ~{t['requests']:,}")
+    console.print(f"renamed keys {t['renamed_keys']}, collisions {t['collisions']}, "
+                  f"step conversions {t['step_changes']}; losses: {losses}")
+    if report.dry_run:
+        seconds = sum(r.seconds for r in report.runs)
+        console.print(f"estimated time: ~{seconds:,.0f} s (single worker); nothing was written")
 
 
 @app.command("import")
 def import_cmd(
     dump: Annotated[Path, typer.Argument(help="A dump folder written by `export`.")],
-    to: Annotated[str, typer.Option("--to", help="mlflow, wandb or aim.")],
-    dry_run: Annotated[  # noqa: ARG001 - used once a destination is registered
+    to: ToOpt,
+    dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Write nothing; show the plan and what would be lost.")
     ] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Runs imported in parallel.")] = 1,
+    step_policy: StepPolicyOpt = "auto",
+    attributes: AttributesOpt = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment_template: ExperimentOpt = "{project}",
+    entity: EntityOpt = None,
+    project_template: WandbProjectOpt = "{project_name}",
+    wandb_mode: WandbModeOpt = "online",
+    wandb_dir: WandbDirOpt = None,
+    aim_repo: AimRepoOpt = None,
+    only_project: ProjectsOpt = None,
+    run_id: RunIdOpt = None,
+    run_regex: RunRegexOpt = None,
+    tag: TagOpt = None,
+    created_after: AfterOpt = None,
+    created_before: BeforeOpt = None,
 ) -> None:
     """Replay a dump into a destination, idempotently (re-running never duplicates)."""
     from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.pipeline.import_ import import_runs
+    from neptune_migrate.pipeline.ledger import Ledger
 
-    DumpReader(dump)
-    _destination_unavailable(to)
+    reader = DumpReader(dump)
+    selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    options = _import_options(selection, attributes, step_policy, workers, dry_run=dry_run)
+    destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
+                               wandb_mode, wandb_dir, aim_repo)
+    try:
+        ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe())
+        with _Progress(dry_run=dry_run) as progress:
+            result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
+    finally:
+        destination.close()
+    text = json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
+    if not dry_run:
+        reader.layout.reports_dir.mkdir(exist_ok=True)
+        (reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json").write_text(text, encoding="utf-8")
+    if report is not None:
+        report.write_text(text, encoding="utf-8")
+    _print_import_summary(result)
+    if result.failed:
+        raise typer.Exit(ExitCode.BLOCKED if dry_run else ExitCode.PARTIAL)
 
 
 @app.command("verify")
 def verify_cmd(
     dump: Annotated[Path, typer.Argument(help="A dump folder written by `export`.")],
-    to: Annotated[str, typer.Option("--to", help="mlflow, wandb or aim.")],
+    to: ToOpt,
+    sample: Annotated[
+        float | None,
+        typer.Option("--sample", help="Fraction (0-1] of series compared point by point (counts always)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+    html_report: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+    step_policy: StepPolicyOpt = "auto",
+    attributes: AttributesOpt = None,
+    tracking_uri: TrackingOpt = None,
+    experiment_template: ExperimentOpt = "{project}",
+    entity: EntityOpt = None,
+    project_template: WandbProjectOpt = "{project_name}",
+    wandb_mode: WandbModeOpt = "online",
+    wandb_dir: WandbDirOpt = None,
+    aim_repo: AimRepoOpt = None,
+    only_project: ProjectsOpt = None,
+    run_id: RunIdOpt = None,
+    run_regex: RunRegexOpt = None,
+    tag: TagOpt = None,
+    created_after: AfterOpt = None,
+    created_before: BeforeOpt = None,
 ) -> None:
     """Read the destination back and compare it with the dump, run by run, point by point."""
+    from neptune_migrate.console import console
     from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.verify.report import print_summary, write_html, write_json
+    from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
 
-    DumpReader(dump)
-    _destination_unavailable(to)
+    if sample is not None and not 0 < sample <= 1:
+        msg = "--sample must be a fraction in (0, 1]"
+        raise UsageError(msg)
+    reader = DumpReader(dump)
+    selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    options = _import_options(selection, attributes, step_policy, 1, dry_run=True)
+    destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
+                               wandb_mode, wandb_dir, aim_repo)
+    try:
+        result = verify_runs(reader, destination, VerifyOptions(import_options=options, sample=sample, seed=seed))
+    finally:
+        destination.close()
+    stamp = _stamp()
+    json_path = report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
+    html_path = html_report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
+    write_json(result, json_path)
+    write_html(result, html_path)
+    print_summary(result)
+    console.print(f"reports: {json_path} {html_path}")
+    if not result.ok:
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 def main() -> None:

@@ -1,8 +1,54 @@
-"""Destination registry: name -> "module:Class", loaded lazily so `--help` stays fast."""
+"""Destination registry: name -> "module:Class", loaded lazily so `--help` stays fast.
+
+Each destination class has `from_options(options: DestinationOptions)`; the CLI knows the
+options, never the classes.
+"""
 
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from neptune_migrate.destinations.base import Destination
+from neptune_migrate.errors import UsageError
 
 DESTINATIONS: dict[str, str] = {}
 """Filled by the destination issues: `"mlflow"`, `"wandb"`, `"aim"`."""
 
 KNOWN_DESTINATIONS: tuple[str, ...] = ("mlflow", "wandb", "aim")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationOptions:
+    """Every destination's command-line options; each destination reads its own."""
+
+    tracking_uri: str | None = None
+    """MLflow: tracking URI (`http://...`, `sqlite:///...`); default `MLFLOW_TRACKING_URI`."""
+    experiment_template: str = "{project}"
+    """MLflow/Aim: experiment name from `{project}`, `{workspace}`, `{project_name}`."""
+    entity: str | None = None
+    """W&B: entity (team or user)."""
+    project_template: str = "{project_name}"
+    """W&B: project name template."""
+    wandb_mode: str = "online"
+    wandb_dir: Path | None = None
+    aim_repo: str | None = None
+    """Aim: repository path or `aim://host:port`."""
+
+
+def load_destination(name: str, options: DestinationOptions) -> Destination:
+    """Build a destination; an unknown name lists the valid ones."""
+    if name not in KNOWN_DESTINATIONS:
+        msg = f"unknown destination {name!r}; choose one of: {', '.join(KNOWN_DESTINATIONS)}"
+        raise UsageError(msg)
+    target = DESTINATIONS.get(name)
+    if target is None:
+        from neptune_migrate import __version__
+
+        msg = f"destination {name!r} is not available yet in neptune-migrate {__version__}"
+        raise UsageError(msg)
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cast(Destination, cls.from_options(options))
