@@ -183,11 +183,10 @@ def export_cmd(
             source, writer, selection, location=str(path.resolve()), force=force, on_run=on_run
         )
         doc = summary.to_json()
-        stamp = summary.started_at.replace(":", "").replace("-", "")[:15]
         reports = writer.layout.reports_dir
         reports.mkdir(exist_ok=True)
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
-        (reports / f"export-{stamp}.json").write_text(text, encoding="utf-8")
+        (reports / f"export-{_stamp()}.json").write_text(text, encoding="utf-8")
         if report is not None:
             report.write_text(text, encoding="utf-8")
     for warning in summary.warnings:
@@ -309,7 +308,7 @@ def _import_options(
 def _stamp() -> str:
     from datetime import timezone
 
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 class _Progress:

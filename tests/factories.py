@@ -107,7 +107,7 @@ def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -
         files=files,
         fork=ForkPoint(key("PROJ-0"), 3.0),
         losses=(Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", error=True),),
-        absent=("owner",),
+        absent=("experiment_name",),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +25,12 @@ class Manifest:
         default_factory=lambda: {"tool": "neptune-migrate", "version": __version__}
     )
     exports: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys written by a newer minor version; kept as they are when the manifest is rewritten."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "format": FORMAT_NAME,
             "format_version": self.format_version,
             "created_at": self.created_at,
@@ -37,7 +41,7 @@ class Manifest:
 
 def check_version(version: object, where: Path) -> None:
     """Refuse a dump whose major version this tool does not know."""
-    if not isinstance(version, str) or not version.split(".")[0].isdigit():
+    if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+", version):
         msg = f"{where}: format_version {version!r} is not MAJOR.MINOR"
         raise DumpFormatError(msg)
     major = version.split(".")[0]
@@ -62,7 +66,8 @@ def read_manifest(layout: DumpLayout) -> Manifest:
         msg = f"{path}: unreadable manifest ({exc})"
         raise DumpFormatError(msg) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        msg = f"{path}: not a neptune-migrate manifest (format is {data.get('format')!r})"
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        msg = f"{path}: not a neptune-migrate manifest (format is {found!r})"
         raise DumpFormatError(msg)
     check_version(data.get("format_version"), path)
     return Manifest(
@@ -70,6 +75,8 @@ def read_manifest(layout: DumpLayout) -> Manifest:
         created_at=data.get("created_at", ""),
         created_by=data.get("created_by", {}),
         exports=list(data.get("exports", [])),
+        extra={k: v for k, v in data.items()
+               if k not in ("format", "format_version", "created_at", "created_by", "exports")},
     )
 
 

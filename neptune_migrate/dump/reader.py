@@ -189,7 +189,8 @@ class DumpReader:
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
         for part in run.part_paths(kind):
-            pf = pq.ParquetFile(part)
+            # pre_buffer=False: otherwise pyarrow keeps every row group read so far until close.
+            pf = pq.ParquetFile(part, pre_buffer=False)
             cols = None if columns is None else list(columns)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
                 table = pa.Table.from_batches([batch], schema=schema)

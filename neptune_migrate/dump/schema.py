@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, cast
 
 import pyarrow as pa
@@ -107,8 +107,13 @@ def decode_float(value: float | int | str) -> float:
     return float(value)
 
 
+def _aware(value: datetime) -> datetime:
+    """Datetimes are stored with an offset; a naive one is taken as UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
 def _dt(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return None if value is None else _aware(value).isoformat()
 
 
 def _parse_dt(value: str | None) -> datetime | None:
@@ -119,9 +124,9 @@ def encode_field(f: Field) -> dict[str, Any]:
     """One typed scalar as `{"type": ..., "value": ...}`."""
     value: Any
     if f.type == "float":
-        value = encode_float(cast(float, f.value))
+        value = encode_float(float(cast(float, f.value)))
     elif f.type == "datetime":
-        value = cast(datetime, f.value).isoformat()
+        value = _aware(cast(datetime, f.value)).isoformat()
     elif f.type == "string_set":
         value = sorted(cast(frozenset[str], f.value))
     else:
@@ -269,8 +274,7 @@ def record_from_json(data: Mapping[str, Any]) -> RunRecord:
                     count=int(si["count"]),
                     first_step=_opt_decode_float(si.get("first_step")),
                     last_step=_opt_decode_float(si.get("last_step")),
-                    meta={k: (decode_float(v) if isinstance(v, int | float) or v in
-                              ("NaN", "Infinity", "-Infinity") else v)
+                    meta={k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
                           for k, v in si.get("meta", {}).items()},
                 )
                 for si in data.get("series", [])

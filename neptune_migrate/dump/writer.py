@@ -48,6 +48,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def record_digest(doc: dict[str, Any]) -> str:
     """sha256 of a run document (parts' checksums included, `digest` itself excluded)."""
     body = {k: v for k, v in doc.items() if k not in ("digest", "committed_at")}
@@ -183,6 +188,7 @@ class RunWriter:
         for kind, writer in sorted(self._kinds.items()):
             for name in writer.close():
                 path = self.staging / name
+                _fsync_file(path)
                 rows = pq.ParquetFile(path).metadata.num_rows
                 parts.append({
                     "kind": kind,
@@ -335,6 +341,7 @@ class DumpWriter:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(target)
+            fsync_dir(target.parent)
         return digest, size
 
 

@@ -27,7 +27,7 @@ def test_every_attribute_type_round_trips(tmp_path: Path) -> None:
     assert rec.fork == written.fork
     assert rec.files == written.files
     assert rec.losses == written.losses
-    assert rec.absent == ("owner",)
+    assert rec.absent == ("experiment_name",)
     assert set(rec.fields) == set(written.fields)
     for path, f in written.fields.items():
         assert rec.fields[path].same_as(f), path
