@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -220,8 +221,10 @@ def _verify_series(
         result.series_compared += 1
         result.points_compared += points
         if info.kind == "float" and plotted < options.plots and expected.num_rows:
-            plotted += 1
-            report.plots.append(_plot_data(result.key, item, expected, actual))
+            plot = _plot_data(result.key, item, expected, actual)
+            if any(math.isfinite(v) for v in plot.expected_values):
+                plotted += 1
+                report.plots.append(plot)
 
 
 def _plot_data(run: str, item: str, expected: pa.Table, actual: pa.Table) -> PlotData:

@@ -91,3 +91,18 @@ def test_sampling_compares_fewer_series_and_says_so(tmp_path: Path) -> None:
     assert doc["sample"] == 0.5
     assert doc["totals"]["series_sampled_out"] > 0
     assert doc["totals"]["series_compared"] + doc["totals"]["series_sampled_out"] == 2 * 6
+
+
+def test_json_report_follows_the_documented_schema(tmp_path: Path) -> None:
+    import json
+
+    jsonschema = __import__("pytest").importorskip("jsonschema")
+    from tests.conftest import REPO
+
+    schema = json.loads((REPO / "docs" / "schemas" / "verify-report.schema.json").read_text())
+    reader, fake = _imported(tmp_path)
+    [run] = [r for r in fake.live_runs() if str(r.key) == RUN]
+    run.params["surprise"] = "1"
+    for report in (_verify(reader, fake), _verify(reader, fake, sample=0.5)):
+        jsonschema.validate(report.to_json(), schema)
+    assert not _verify(reader, fake).to_json()["ok"]
