@@ -8,7 +8,9 @@ from typing import cast
 from neptune_migrate.errors import UsageError
 from neptune_migrate.sources.base import Source, SourceOptions
 
-SOURCES: dict[str, str] = {}
+SOURCES: dict[str, str] = {
+    "neptune-exporter": "neptune_migrate.sources.exporter_dump.source:ExporterDumpSource",
+}
 """Filled by the source issues: `"neptune-offline"`, `"neptune-scale"`, `"neptune-exporter"`."""
 
 
