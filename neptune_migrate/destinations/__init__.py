@@ -7,35 +7,18 @@ options, never the classes.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
-from neptune_migrate.destinations.base import Destination
+from neptune_migrate.destinations.base import Destination, DestinationOptions
 from neptune_migrate.errors import UsageError
 
-DESTINATIONS: dict[str, str] = {}
+DESTINATIONS: dict[str, str] = {
+    "mlflow": "neptune_migrate.destinations.mlflow.destination:MlflowDestination",
+}
 """Filled by the destination issues: `"mlflow"`, `"wandb"`, `"aim"`."""
 
 KNOWN_DESTINATIONS: tuple[str, ...] = ("mlflow", "wandb", "aim")
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationOptions:
-    """Every destination's command-line options; each destination reads its own."""
-
-    tracking_uri: str | None = None
-    """MLflow: tracking URI (`http://...`, `sqlite:///...`); default `MLFLOW_TRACKING_URI`."""
-    experiment_template: str = "{project}"
-    """MLflow/Aim: experiment name from `{project}`, `{workspace}`, `{project_name}`."""
-    entity: str | None = None
-    """W&B: entity (team or user)."""
-    project_template: str = "{project_name}"
-    """W&B: project name template."""
-    wandb_mode: str = "online"
-    wandb_dir: Path | None = None
-    aim_repo: str | None = None
-    """Aim: repository path or `aim://host:port`."""
+__all__ = ["DESTINATIONS", "KNOWN_DESTINATIONS", "DestinationOptions", "load_destination"]
 
 
 def load_destination(name: str, options: DestinationOptions) -> Destination:

@@ -29,6 +29,24 @@ from neptune_migrate.model import (
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationOptions:
+    """Every destination's command-line options; each destination reads its own."""
+
+    tracking_uri: str | None = None
+    """MLflow: tracking URI (`http://...`, `sqlite:///...`); default `MLFLOW_TRACKING_URI`."""
+    experiment_template: str = "{project}"
+    """MLflow/Aim: experiment name from `{project}`, `{workspace}`, `{project_name}`."""
+    entity: str | None = None
+    """W&B: entity (team or user)."""
+    project_template: str = "{project_name}"
+    """W&B: project name template."""
+    wandb_mode: str = "online"
+    wandb_dir: Path | None = None
+    aim_repo: str | None = None
+    """Aim: repository path or `aim://host:port`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a destination can hold; the pipeline adapts to it instead of special-casing names."""
 
@@ -135,6 +153,12 @@ class Destination(Protocol):
 
         Used by `--dry-run` and by the real import, so both report the same losses.
         """
+        ...
+
+    def chunk_losses(self, kind: SeriesKind, chunk: pa.Table) -> list[Loss]:
+        """Pure: per-point losses of one converted chunk (e.g. clamped inf), counted by path.
+
+        Called for every chunk by the import and by the dry run, so both report the same."""
         ...
 
     def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:

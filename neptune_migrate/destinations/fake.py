@@ -115,6 +115,12 @@ class FakeDestination:
             if f.type == "string" and len(str(f.value)) > 1000
         ]
 
+    def chunk_losses(self, kind: SeriesKind, chunk: pa.Table) -> list[Loss]:
+        if kind != "float":
+            return []
+        count = pa.compute.sum(pa.compute.is_null(chunk.column("value"))).as_py() or 0
+        return [Loss("null_value", None, count, "fake counts null values")] if count else []
+
     def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
         return RunSnapshot(
             run_id=DestinationRunId(""),

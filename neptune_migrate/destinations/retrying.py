@@ -44,6 +44,9 @@ class RetryingDestination:
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)
 
+    def chunk_losses(self, kind: SeriesKind, chunk: pa.Table) -> list[Loss]:
+        return self.inner.chunk_losses(kind, chunk)
+
     def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
         return self.inner.expected_snapshot(run)
 

@@ -14,7 +14,6 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -344,10 +343,6 @@ def import_runs(
     return report
 
 
-def _chunks(reader: DumpReader, run: DumpRun, kind: SeriesKind) -> Iterator[pa.Table]:
-    yield from reader.iter_points(run, kind)
-
-
 def _import_one(
     reader: DumpReader,
     dest: RetryingDestination,
@@ -394,6 +389,13 @@ def _import_one(
             sink.advance(prep.points)
             return result
         if options.dry_run:
+            chunk_losses: list[Loss] = []
+            for kind in SERIES_KINDS:
+                for chunk in reader.iter_points(run, kind):
+                    table = convert_chunk(chunk, kind, prep, reader, dest.inner)
+                    if table.num_rows:
+                        chunk_losses.extend(dest.chunk_losses(kind, table))
+            result.losses += [_loss(lo) for lo in merge_losses(chunk_losses)]
             result.status = "would_create" if existing is None else "would_repair"
             if existing is not None:
                 result.message = _repair_reason(existing.complete)
@@ -407,7 +409,8 @@ def _import_one(
                 dest.discard_run(existing.run_id)
         run_id = dest.create_run(prep.run)
         result.destination_run_id = run_id
-        _write_points(reader, dest, run, prep, run_id, sink)
+        written_losses = _write_points(reader, dest, run, prep, run_id, sink)
+        result.losses += [_loss(lo) for lo in merge_losses(written_losses)]
         dest.finish_series(run_id, prep.run)
         for fe in prep.run.record.files:
             if fe.sha256 is None or not reader.blob_path(fe.sha256).is_file():
@@ -450,11 +453,24 @@ def _write_points(
     prep: Prepared,
     run_id: DestinationRunId,
     sink: ImportProgress,
-) -> None:
+) -> list[Loss]:
+    """Stream every series into the destination; return the per-point losses of every chunk."""
+    losses: list[Loss] = []
     for kind in SERIES_KINDS:
-        for chunk in _chunks(reader, run, kind):
+        for chunk in reader.iter_points(run, kind):
             table = convert_chunk(chunk, kind, prep, reader, dest.inner)
             if table.num_rows == 0:
                 continue
+            losses.extend(dest.chunk_losses(kind, table))
             dest.write_series(run_id, kind, table)
             sink.advance(table.num_rows)
+    return losses
+
+
+def merge_losses(losses: list[Loss]) -> list[Loss]:
+    """Sum the counts of losses that differ only in count (chunks of one series)."""
+    merged: dict[tuple[str, str | None, str, bool], int] = {}
+    for lo in losses:
+        k = (lo.kind, lo.path, lo.detail, lo.error)
+        merged[k] = merged.get(k, 0) + lo.count
+    return [Loss(kind, path, count, detail, error) for (kind, path, detail, error), count in merged.items()]

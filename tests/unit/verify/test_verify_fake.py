@@ -90,7 +90,7 @@ def test_sampling_compares_fewer_series_and_says_so(tmp_path: Path) -> None:
     doc = report.to_json()
     assert doc["sample"] == 0.5
     assert doc["totals"]["series_sampled_out"] > 0
-    assert doc["totals"]["series_compared"] + doc["totals"]["series_sampled_out"] == 2 * 6
+    assert doc["totals"]["series_compared"] + doc["totals"]["series_sampled_out"] == 2 * 5  # 5 non-empty per run
 
 
 def test_json_report_follows_the_documented_schema(tmp_path: Path) -> None:

@@ -1,0 +1,584 @@
+"""MlflowDestination: writes runs through `MlflowClient` (SQL stores and tracking servers alike).
+
+The mapping itself (keys, tags, param text, metric rows, artifact paths) is in `mapping.py`;
+this module only talks to MLflow. mlflow is imported lazily, on first use of the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+
+from neptune_migrate import __version__
+from neptune_migrate.destinations.base import (
+    Capabilities,
+    DestinationOptions,
+    DestinationRun,
+    FileDigest,
+    PreparedRun,
+    RunSnapshot,
+)
+from neptune_migrate.destinations.mlflow import mapping as m
+from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
+from neptune_migrate.model import (
+    DestinationRunId,
+    ErrorKind,
+    FileEntry,
+    Loss,
+    RunKey,
+    SeriesKind,
+)
+
+if TYPE_CHECKING:
+    from neptune_migrate.destinations.base import Destination
+
+_HASH_CHUNK = 1024 * 1024
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _quote(value: str) -> tuple[str, str]:
+    """(operator, literal) matching `value` in an MLflow search filter.
+
+    MLflow's filter grammar has no escape for quotes: use '...' or "...", and for a value holding
+    both, a LIKE pattern with `_` for each quote (callers re-check the exact value).
+    """
+    if "'" not in value:
+        return "=", f"'{value}'"
+    if '"' not in value:
+        return "=", f'"{value}"'
+    return "LIKE", "'" + value.replace("'", "_").replace('"', "_") + "'"
+
+
+def _redact(uri: str) -> str:
+    """A tracking URI without user, password or query string."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable tracking URI>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _make_client(tracking_uri: str) -> Any:
+    """Build an `MlflowClient` with MLflow's console noise off (URL prints, progress bars)."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    user_level = os.environ.get("MLFLOW_LOGGING_LEVEL")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise MissingDependencyError("mlflow", "mlflow") from exc
+    if user_level is None:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"mlflow(\..*)?$")
+    warnings.filterwarnings("ignore", message=r".*noload.*")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+@dataclass
+class _RunBuffers:
+    """Series points of one run that become artifacts in `finish_series` (JSON lines on disk)."""
+
+    root: Path
+    files: dict[tuple[SeriesKind, str], Path] = field(default_factory=dict)
+    uploaded: dict[str, str] = field(default_factory=dict)
+    """File-series artifact path -> sha256 already written in this import."""
+
+    def path(self, kind: SeriesKind, key: str) -> Path:
+        found = self.files.get((kind, key))
+        if found is None:
+            leaf = PurePosixPath(m.series_artifact(kind, key)).name
+            found = self.root / kind / str(len(self.files)) / leaf
+            found.parent.mkdir(parents=True, exist_ok=True)
+            found.touch()
+            self.files[(kind, key)] = found
+        return found
+
+    def append(self, kind: SeriesKind, lines: dict[str, list[str]]) -> None:
+        for key, rows in lines.items():
+            with self.path(kind, key).open("a", encoding="utf-8") as fh:
+                fh.write("".join(rows))
+
+
+class MlflowDestination:
+    """Imports runs into MLflow: one experiment per Neptune project, one MLflow run per Neptune run.
+
+    Identity lives in tags set by `create_run` itself (`neptune.project`, `neptune.run_id`), the
+    completion marker is the tag `neptune_migrate.status` = `complete`, written last.
+    """
+
+    name: ClassVar[str] = "mlflow"
+    capabilities: Capabilities = Capabilities(
+        integer_steps_only=True,
+        single_step_axis=False,
+        can_delete_runs=True,
+        file_hashes=True,
+        duplicate_steps="kept",
+        parallel_runs=True,
+        sanitize_key=m.sanitize_key,
+    )
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_template: str = "{project}",
+        *,
+        artifact_check: bool = True,
+        artifact_location: str | None = None,
+    ) -> None:
+        """Args:
+        tracking_uri: `http(s)://...` server, `sqlite:///...`, `postgresql://...`, ...
+        experiment_template: experiment name per Neptune project; fields {project} (`ws/proj`),
+            {workspace}, {project_name}.
+        artifact_check: check each uploaded file's size, and hash artifacts on read-back.
+        artifact_location: artifact root for experiments this tool creates (default: the
+            server's or MLflow's own default, `./mlruns` for a local SQL store).
+        """
+        self.tracking_uri = tracking_uri
+        self.experiment_template = experiment_template
+        self.artifact_check = artifact_check
+        self.artifact_location = artifact_location
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._experiments: dict[str, str] = {}
+        self._buffers: dict[str, _RunBuffers] = {}
+        self._blob_resolver: Callable[[str], Path] | None = None
+
+    @classmethod
+    def from_options(cls, options: DestinationOptions) -> MlflowDestination:
+        """From the CLI options. A local SQLite store keeps its artifacts beside the database
+        (`<db folder>/mlartifacts`), not in the current directory."""
+        if not options.tracking_uri:
+            msg = "MLflow needs a tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
+            raise UsageError(msg)
+        location = None
+        if options.tracking_uri.startswith("sqlite:///"):
+            db = Path(options.tracking_uri[len("sqlite:///"):]).resolve()
+            location = (db.parent / "mlartifacts").as_uri()
+        return cls(options.tracking_uri, options.experiment_template, artifact_location=location)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The `MlflowClient` (built, and mlflow imported, on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _make_client(self.tracking_uri)
+        return self._client
+
+    def describe(self) -> str:
+        """`mlflow <tracking URI>` without credentials."""
+        return f"mlflow {_redact(self.tracking_uri)}"
+
+    def set_blob_resolver(self, resolver: Callable[[str], Path]) -> None:
+        """Where file-series blobs are: sha256 -> local path (`DumpReader.blob_path`). Used for
+        file-series chunks without a `local_path` column."""
+        self._blob_resolver = resolver
+
+    def classify_error(self, error: Exception) -> ErrorKind:
+        """Transient errors are retried; permanent ones fail the run."""
+        return classify_error(error)
+
+    def close(self) -> None:
+        """Drop buffered series of runs that were never finished."""
+        with self._lock:
+            buffers = list(self._buffers.values())
+            self._buffers.clear()
+        for buf in buffers:
+            shutil.rmtree(buf.root, ignore_errors=True)
+
+    def _log_bytes(self, run_id: str, artifact_path: str, data: bytes) -> None:
+        path = PurePosixPath(artifact_path)
+        with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(data)
+            self.client.log_artifact(run_id, str(local), str(path.parent))
+
+    def _log_file(self, run_id: str, artifact_path: str, source: Path) -> None:
+        """Upload `source` as `artifact_path` (its own name is irrelevant)."""
+        path = PurePosixPath(artifact_path)
+        with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
+            local = Path(tmp) / path.name
+            try:
+                local.symlink_to(source.resolve())
+            except OSError:
+                shutil.copyfile(source, local)
+            self.client.log_artifact(run_id, str(local), str(path.parent))
+
+    def _list(self, run_id: str, path: str) -> list[Any]:
+        return list(self.client.list_artifacts(run_id, path))
+
+    def _walk(self, run_id: str, path: str) -> Iterator[Any]:
+        """Every file artifact under `path`, recursively."""
+        for info in self._list(run_id, path):
+            if info.is_dir:
+                yield from self._walk(run_id, info.path)
+            else:
+                yield info
+
+    def _download(self, run_id: str, path: str, into: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, str(into)))
+
+    def _read_json_artifact(self, run_id: str, path: str) -> Any:
+        with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
+            return json.loads(self._download(run_id, path, Path(tmp)).read_text(encoding="utf-8"))
+
+    # -- experiments ----------------------------------------------------------------------------
+
+    def _experiment_id(self, project: str, *, create: bool) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        name = m.experiment_name(self.experiment_template, project)
+        with self._lock:
+            cached = self._experiments.get(name)
+        if cached is not None:
+            return cached
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            if not create:
+                return None
+            try:
+                exp_id = self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(name)  # another thread created it
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            msg = (f"MLflow experiment {name!r} is deleted; restore it "
+                   f"(mlflow experiments restore --experiment-id {exp_id}) or choose another experiment name")
+            raise PermanentError(msg)
+        with self._lock:
+            self._experiments[name] = str(exp_id)
+        return str(exp_id)
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        if self.artifact_location is None:
+            return None
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("._")[:80]
+        digest = hashlib.sha256(experiment.encode()).hexdigest()[:8]
+        return f"{self.artifact_location.rstrip('/')}/{slug}-{digest}"
+
+    # -- finding runs -----------------------------------------------------------------------------
+
+    def _search(self, key: RunKey) -> list[Any]:
+        """Active runs tagged with `key`, newest import first."""
+        exp_id = self._experiment_id(key.project, create=False)
+        if exp_id is None:
+            return []
+        op_id, lit_id = _quote(str(key.run_id))
+        op_p, lit_p = _quote(key.project)
+        query = f"tags.`{m.TAG_RUN_ID}` {op_id} {lit_id} and tags.`{m.TAG_PROJECT}` {op_p} {lit_p}"
+        runs = [
+            r for r in self.client.search_runs([exp_id], query, max_results=1000)
+            if r.data.tags.get(m.TAG_RUN_ID) == str(key.run_id) and r.data.tags.get(m.TAG_PROJECT) == key.project
+        ]
+        runs.sort(key=lambda r: (r.data.tags.get(m.TAG_IMPORTED_AT, ""), r.info.run_id), reverse=True)
+        return runs
+
+    def find_run(self, key: RunKey) -> DestinationRun | None:
+        """The run imported for `key`: the newest complete one, else the newest (deleted runs are
+        ignored). None when there is none."""
+        runs = self._search(key)
+        if not runs:
+            return None
+        complete = [r for r in runs if r.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE]
+        best = (complete or runs)[0]
+        return DestinationRun(
+            run_id=DestinationRunId(best.info.run_id),
+            complete=best.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE,
+            digest=best.data.tags.get(m.TAG_DIGEST),
+        )
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def plan_run(self, run: PreparedRun) -> list[Loss]:
+        """Truncated params/tags/name, empty metrics, series stored as artifacts."""
+        return m.plan_losses(run)
+
+    def chunk_losses(self, kind: SeriesKind, chunk: pa.Table) -> list[Loss]:
+        """Per-point conversions of one chunk (clamped inf, dropped nulls, missing timestamps)."""
+        return m.chunk_losses(kind, chunk)
+
+    def create_run(self, run: PreparedRun) -> DestinationRunId:
+        """Create the run (identity tags in the same call), log params and the `neptune/*.json`
+        artifacts. Called again after an error, it reuses the in-progress run of the same digest."""
+        from mlflow.entities import Param
+
+        record = run.record
+        exp_id = self._experiment_id(record.key.project, create=True)
+        reuse = [r for r in self._search(record.key)
+                 if r.data.tags.get(m.TAG_STATUS) == m.STATUS_IN_PROGRESS
+                 and r.data.tags.get(m.TAG_DIGEST) == run.digest]
+        if reuse:
+            run_id = reuse[0].info.run_id
+        else:
+            tags = m.run_tags(run, __version__)
+            tags[m.TAG_IMPORTED_AT] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            created = self.client.create_run(
+                exp_id, start_time=m.start_time_ms(record.system), run_name=m.run_name(record), tags=tags,
+            )
+            run_id = created.info.run_id
+        params = [Param(k, v) for k, v in m.run_params(run).items()]
+        for i in range(0, len(params), m.PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=params[i:i + m.PARAMS_PER_BATCH])
+        for key, text in m.long_params(run).items():
+            self._log_bytes(run_id, m.param_artifact(key), text.encode("utf-8"))
+        self._log_bytes(run_id, m.PARAMS_TYPES_ARTIFACT, _json_bytes(m.params_types(run)))
+        self._log_bytes(run_id, m.KEY_MAP_ARTIFACT, _json_bytes(dict(sorted(run.key_map.items()))))
+        self._log_bytes(run_id, m.RUN_ARTIFACT, _json_bytes(m.run_document(run)))
+        return DestinationRunId(run_id)
+
+    def _buffers_of(self, run_id: str) -> _RunBuffers:
+        with self._lock:
+            buf = self._buffers.get(run_id)
+            if buf is None:
+                buf = _RunBuffers(Path(tempfile.mkdtemp(prefix="neptune-migrate-mlflow-")))
+                self._buffers[run_id] = buf
+            return buf
+
+    def write_series(self, run_id: DestinationRunId, kind: SeriesKind, chunk: pa.Table) -> None:
+        """Float points: `log_batch` (1000 per call). Other kinds: buffered as JSON lines, uploaded
+        as artifacts by `finish_series`; file-series blobs (from the chunk's `local_path` column,
+        else the blob resolver) are uploaded now."""
+        if chunk.num_rows == 0:
+            return
+        if kind == "float":
+            self._write_metrics(run_id, chunk)
+            return
+        buf = self._buffers_of(run_id)
+        lines: dict[str, list[str]] = {}
+        local_paths: list[str | None] = (
+            chunk.column("local_path").to_pylist() if "local_path" in chunk.column_names
+            else [None] * chunk.num_rows
+        )
+        for (key, obj), local in zip(m.jsonl_lines(kind, chunk), local_paths, strict=True):
+            if kind == "file":
+                obj["artifact"] = self._upload_series_file(run_id, buf, key, obj, local)
+            lines.setdefault(key, []).append(m.dumps_line(obj))
+        buf.append(kind, lines)
+
+    def _write_metrics(self, run_id: str, chunk: pa.Table) -> None:
+        from mlflow.entities import Metric
+
+        batch: list[Any] = []
+        for key, value, ts, step in m.metric_rows(chunk):
+            batch.append(Metric(key, value, ts, step))
+            if len(batch) == m.METRICS_PER_BATCH:
+                self.client.log_batch(run_id, metrics=batch)
+                batch = []
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def _upload_series_file(
+        self, run_id: str, buf: _RunBuffers, key: str, obj: dict[str, Any], local: str | None
+    ) -> str | None:
+        sha = obj.get("sha256")
+        if not sha:
+            return None
+        if local is not None:
+            blob = Path(local)
+        elif self._blob_resolver is not None:
+            blob = self._blob_resolver(sha)
+        else:
+            msg = "file series need the dump's blobs: a `local_path` column or set_blob_resolver()"
+            raise PermanentError(msg)
+        if not blob.is_file():
+            msg = f"blob {sha} of file series {key!r} is missing from the dump"
+            raise PermanentError(msg)
+        name = obj.get("name") or ""
+        path = m.file_series_artifact(key, obj["dest_step"], name, sha, disambiguate=False)
+        if buf.uploaded.get(path, sha) != sha:
+            path = m.file_series_artifact(key, obj["dest_step"], name, sha, disambiguate=True)
+        if buf.uploaded.get(path) != sha:
+            self._log_file(run_id, path, blob)
+            buf.uploaded[path] = sha
+        return path
+
+    def finish_series(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        """Upload the buffered string/histogram series and file-series indexes (empty series as
+        empty files)."""
+        buf = self._buffers_of(run_id)
+        for si in run.record.series:
+            if si.kind != "float":
+                buf.path(si.kind, m.dest_key(run, si.path))
+        for (kind, key), local in sorted(buf.files.items()):
+            artifact = PurePosixPath(m.series_artifact(kind, key))
+            self.client.log_artifact(run_id, str(local), str(artifact.parent))
+        with self._lock:
+            self._buffers.pop(run_id, None)
+        shutil.rmtree(buf.root, ignore_errors=True)
+
+    def upload_file(self, run_id: DestinationRunId, entry: FileEntry, local_path: Path) -> None:
+        """`neptune/files/<attribute key>/<name>`; with `artifact_check`, the stored size is checked."""
+        if entry.sha256 is None:
+            why = entry.missing or "no content"
+            msg = f"file {entry.attribute_path} ({entry.name}) is missing from the dump: {why}"
+            raise PermanentError(msg)
+        artifact = m.file_entry_artifact(entry)
+        self._log_file(run_id, artifact, local_path)
+        if not self.artifact_check:
+            return
+        expected = entry.size if entry.size is not None else local_path.stat().st_size
+        parent = str(PurePosixPath(artifact).parent)
+        sizes = {info.path: info.file_size for info in self._list(run_id, parent)}
+        if sizes.get(artifact) != expected:
+            msg = f"artifact {artifact} has {sizes.get(artifact)} bytes after upload, expected {expected}"
+            raise PermanentError(msg)
+
+    def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
+        """Terminate the run (status, end time), then set `neptune_migrate.status=complete` last."""
+        system = run.record.system
+        self.client.set_terminated(run_id, m.run_status(system), end_time=m.end_time_ms(system))
+        self.client.set_tag(run_id, m.TAG_STATUS, m.STATUS_COMPLETE)
+
+    def discard_run(self, run_id: DestinationRunId) -> None:
+        """Delete the run (MLflow keeps it as `deleted` until `mlflow gc`; searches skip it)."""
+        from mlflow.exceptions import MlflowException
+
+        with self._lock:
+            buf = self._buffers.pop(run_id, None)
+        if buf is not None:
+            shutil.rmtree(buf.root, ignore_errors=True)
+        try:
+            info = self.client.get_run(run_id).info
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return
+            raise
+        if info.lifecycle_stage != "deleted":
+            self.client.delete_run(run_id)
+
+    # -- reading back -----------------------------------------------------------------------------
+
+    def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
+        """What `read_snapshot` returns after a faithful import (see mapping.expected_snapshot)."""
+        return m.expected_snapshot(run, __version__, hashes=self.artifact_check)
+
+    def expected_series(self, kind: SeriesKind, points: pa.Table) -> pa.Table:
+        """Dump points (with `dest_step`) as `read_series` returns them."""
+        if kind == "float":
+            return m.expected_float(points)
+        table = m.expected_jsonl(kind, points)
+        if kind == "file" and not self.artifact_check:
+            idx = table.schema.get_field_index("sha256")
+            table = table.set_column(idx, "sha256", pa.nulls(table.num_rows, pa.string()))
+        return table
+
+    def read_snapshot(self, run_id: DestinationRunId) -> RunSnapshot:
+        """Run info, tags, params, point counts per series, and `neptune/files/**` artifacts."""
+        mrun = self.client.get_run(run_id)
+        info, tags = mrun.info, dict(mrun.data.tags)
+        try:
+            neptune_tags = frozenset(json.loads(tags.get(m.TAG_TAGS, "[]")))
+        except ValueError:  # cut at 8000 chars: the full list is in run.json
+            neptune_tags = frozenset(self._read_json_artifact(run_id, m.RUN_ARTIFACT)["system"]["tags"])
+        snap = RunSnapshot(
+            run_id=run_id,
+            name=info.run_name,
+            description=tags.get(m.TAG_NOTE),
+            owner=tags.get(m.TAG_USER),
+            status=info.status,
+            start_time=None if info.start_time is None else m.from_ms(info.start_time),
+            end_time=None if info.end_time is None else m.from_ms(info.end_time),
+            tags=neptune_tags,
+            params=dict(mrun.data.params),
+            extra=m.own_tags(tags),
+        )
+        for key in sorted(mrun.data.metrics):
+            snap.series[("float", key)] = len(self.client.get_metric_history(run_id, key))
+        with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
+            for kind, root in (*m.SERIES_DIRS.items(), ("file", m.FILE_SERIES_DIR)):
+                suffix = "/" + m.FILE_SERIES_INDEX if kind == "file" else ".jsonl"
+                for art in self._walk(run_id, root):
+                    if not art.path.endswith(suffix):
+                        continue
+                    key = art.path[len(root) + 1: -len(suffix)]
+                    local = self._download(run_id, art.path, Path(tmp))
+                    with local.open(encoding="utf-8") as fh:
+                        snap.series[(kind, key)] = sum(1 for line in fh if line.strip())
+            for art in self._walk(run_id, m.FILES_DIR):
+                sha = None
+                if self.artifact_check:
+                    sha = _sha256(self._download(run_id, art.path, Path(tmp)))
+                snap.files[art.path] = FileDigest(art.file_size, sha)
+        return snap
+
+    def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
+        """A whole series: metrics via `get_metric_history` (not sampled), others from artifacts."""
+        if kind == "float":
+            history = self.client.get_metric_history(run_id, key)
+            return m.float_table([h.step for h in history], [h.timestamp for h in history],
+                                 [h.value for h in history])
+        artifact = m.series_artifact(kind, key)
+        with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
+            parent = str(PurePosixPath(artifact).parent)
+            if artifact not in {a.path for a in self._list(run_id, parent)}:
+                return m.JSONL_READ_SCHEMAS[kind].empty_table()
+            local = self._download(run_id, artifact, Path(tmp))
+            with local.open(encoding="utf-8") as fh:
+                objects = [json.loads(line) for line in fh if line.strip()]
+            if kind == "file":
+                self._check_series_files(run_id, key, objects, Path(tmp))
+        return m.jsonl_table(kind, objects)
+
+    def _check_series_files(self, run_id: str, key: str, objects: list[dict[str, Any]], tmp: Path) -> None:
+        """Replace the index's sha256/size by what the stored artifacts really hold."""
+        sizes = {a.path: a.file_size for a in self._list(run_id, f"{m.FILE_SERIES_DIR}/{key}")}
+        hashes: dict[str, str] = {}
+        for obj in objects:
+            path = obj.get("artifact")
+            if path is None or path not in sizes:
+                obj["sha256"], obj["size"] = None, None
+                continue
+            obj["size"] = sizes[path]
+            if not self.artifact_check:
+                obj["sha256"] = None
+                continue
+            if path not in hashes:
+                hashes[path] = _sha256(self._download(run_id, path, tmp))
+            obj["sha256"] = hashes[path]
+
+    def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
+        """Download one artifact into `into`."""
+        into.mkdir(parents=True, exist_ok=True)
+        return self._download(run_id, path, into)
+
+
+def _json_bytes(doc: Any) -> bytes:
+    return (json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+if TYPE_CHECKING:
+    _: type[Destination] = MlflowDestination
