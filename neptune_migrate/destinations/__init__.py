@@ -14,6 +14,7 @@ from neptune_migrate.errors import UsageError
 
 DESTINATIONS: dict[str, str] = {
     "mlflow": "neptune_migrate.destinations.mlflow.destination:MlflowDestination",
+    "wandb": "neptune_migrate.destinations.wandb.destination:WandbDestination",
 }
 """Filled by the destination issues: `"mlflow"`, `"wandb"`, `"aim"`."""
 

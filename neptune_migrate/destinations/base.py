@@ -61,7 +61,8 @@ class Capabilities:
     duplicate_steps: Literal["kept", "overwritten", "dropped"]
     """What the destination does with two points of one series at the same step."""
     points_per_request: int = 1000
-    """For the dry run's request estimate."""
+    """Points per `write_series` call (one request's worth, so a retry repeats one request);
+    also the dry run's request estimate."""
     points_per_second: float = 5000.0
     """For the dry run's time estimate (measured single-process on 2 cores; see benchmarks/)."""
     parallel_runs: bool = True
@@ -179,7 +180,11 @@ class Destination(Protocol):
         ...
 
     def create_run(self, run: PreparedRun) -> DestinationRunId:
-        """Create the run with identity, system fields, params and the source key, marked incomplete."""
+        """Create the run with identity, system fields, params and the source key, marked incomplete.
+
+        Idempotent: called again after it raised (the response may have been lost after the run
+        was created), it completes and returns the same half-created run instead of a second one.
+        """
         ...
 
     def write_series(self, run_id: DestinationRunId, kind: SeriesKind, chunk: pa.Table) -> None:

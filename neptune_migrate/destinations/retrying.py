@@ -57,19 +57,9 @@ class RetryingDestination:
         return self._call("find_run", lambda: self.inner.find_run(key))
 
     def create_run(self, run: PreparedRun) -> DestinationRunId:
-        # A create whose response was lost may have happened: look before creating again.
-        attempts = 0
-
-        def create() -> DestinationRunId:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                found = self.inner.find_run(run.record.key)
-                if found is not None:
-                    return found.run_id
-            return self.inner.create_run(run)
-
-        return self._call("create_run", create)
+        # Destinations make create_run idempotent (a retried call after a lost response reuses
+        # the half-created run and completes it), so a plain retry cannot duplicate a run.
+        return self._call("create_run", lambda: self.inner.create_run(run))
 
     def write_series(self, run_id: DestinationRunId, kind: SeriesKind, chunk: pa.Table) -> None:
         self._call("write_series", lambda: self.inner.write_series(run_id, kind, chunk))

@@ -271,6 +271,16 @@ def convert_chunk(
     return table
 
 
+def link_parent(dest: Destination, prep: Prepared) -> None:
+    """Point a forked run at its parent's destination run, when the parent was imported."""
+    fork = prep.run.record.fork
+    if fork is None:
+        return
+    parent = dest.find_run(fork.parent)
+    if parent is not None:
+        prep.run = replace(prep.run, parent_run_id=parent.run_id)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -373,13 +383,7 @@ def _import_one(
         result.requests = 3 + len(prec.files) + sum(
             math.ceil(s.count / caps.points_per_request) for s in prec.series
         ) + math.ceil(len(prec.fields) / 100)
-        parent_id = None
-        fork = run.record.fork
-        if fork is not None:
-            parent = dest.find_run(fork.parent)
-            parent_id = parent.run_id if parent is not None else None
-        if parent_id is not None:
-            prep.run = replace(prep.run, parent_run_id=parent_id)
+        link_parent(dest, prep)
         existing = dest.find_run(run.key)
         if existing is not None and existing.complete and existing.digest == prep.run.digest:
             result.status = "would_skip" if options.dry_run else "skipped"
@@ -462,8 +466,13 @@ def _write_points(
             if table.num_rows == 0:
                 continue
             losses.extend(dest.chunk_losses(kind, table))
-            dest.write_series(run_id, kind, table)
-            sink.advance(table.num_rows)
+            # One call per request-sized slice: a retry then repeats one request, not a whole chunk
+            # (under steady packet loss a 64k-point chunk of 64 requests might never get through).
+            step = max(1, dest.capabilities.points_per_request)
+            for offset in range(0, table.num_rows, step):
+                piece = table.slice(offset, step)
+                dest.write_series(run_id, kind, piece)
+                sink.advance(piece.num_rows)
     return losses
 
 

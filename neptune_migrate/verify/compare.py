@@ -46,7 +46,7 @@ def compare_snapshots(run: str, expected: RunSnapshot, actual: RunSnapshot) -> l
     out.extend(Finding(run, "missing", f"tag:{tag}") for tag in sorted(expected.tags - actual.tags))
     out.extend(Finding(run, "extra", f"tag:{tag}") for tag in sorted(actual.tags - expected.tags))
     out.extend(_compare_maps(run, "param", expected.params, actual.params))
-    out.extend(_compare_maps(run, "meta", expected.extra, actual.extra, extra_ok=True))
+    out.extend(_compare_maps(run, "meta", expected.extra, actual.extra))
     out.extend(_compare_files(run, expected.files, actual.files))
     for kind, key in sorted(set(expected.series) - set(actual.series)):
         out.append(Finding(run, "missing", f"series:{kind}:{key}",
@@ -56,17 +56,14 @@ def compare_snapshots(run: str, expected: RunSnapshot, actual: RunSnapshot) -> l
     return out
 
 
-def _compare_maps(
-    run: str, area: str, expected: Mapping[str, str], actual: Mapping[str, str], *, extra_ok: bool = False
-) -> list[Finding]:
+def _compare_maps(run: str, area: str, expected: Mapping[str, str], actual: Mapping[str, str]) -> list[Finding]:
     out = []
     for k in sorted(expected):
         if k not in actual:
             out.append(Finding(run, "missing", f"{area}:{k}", expected=expected[k]))
         elif expected[k] != actual[k]:
             out.append(Finding(run, "differs", f"{area}:{k}", expected=expected[k], actual=actual[k]))
-    if not extra_ok:
-        out.extend(Finding(run, "extra", f"{area}:{k}", actual=actual[k]) for k in sorted(set(actual) - set(expected)))
+    out.extend(Finding(run, "extra", f"{area}:{k}", actual=actual[k]) for k in sorted(set(actual) - set(expected)))
     return out
 
 

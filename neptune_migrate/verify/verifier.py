@@ -15,7 +15,7 @@ from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.model import DestinationRunId, SeriesKind
-from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, prepare_run
+from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
 from neptune_migrate.verify.findings import FINDING_KINDS, Finding
 
@@ -152,6 +152,7 @@ def _verify_one(
     result = RunVerification(key=key, destination_run_id=None, status="match")
     try:
         prep = prepare_run(reader, run, dest.inner, options.import_options)
+        link_parent(dest, prep)
         found = dest.find_run(run.key)
         if found is None:
             result.status = "missing"

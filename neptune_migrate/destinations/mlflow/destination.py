@@ -86,6 +86,9 @@ def _make_client(tracking_uri: str) -> Any:
     """Build an `MlflowClient` with MLflow's console noise off (URL prints, progress bars)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # One place for retry (neptune_migrate/retry.py): MLflow's own HTTP retries are off, so a 429
+    # or 5xx reaches our classifier at once instead of after minutes of hidden backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     user_level = os.environ.get("MLFLOW_LOGGING_LEVEL")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
@@ -514,7 +517,7 @@ class MlflowDestination:
             end_time=None if info.end_time is None else m.from_ms(info.end_time),
             tags=neptune_tags,
             params=dict(mrun.data.params),
-            extra=m.own_tags(tags),
+            extra=m.comparable_tags(tags),
         )
         for key in sorted(mrun.data.metrics):
             snap.series[("float", key)] = len(self.client.get_metric_history(run_id, key))

@@ -63,7 +63,6 @@ TAG_TAGS = "neptune.tags"
 TAG_USER = "mlflow.user"
 TAG_NOTE = "mlflow.note.content"
 TAG_PARENT = "mlflow.parentRunId"
-OWN_TAG_PREFIXES = ("neptune.", "neptune_migrate.")
 """Tags this tool writes (plus `mlflow.parentRunId`); read back into `RunSnapshot.extra`."""
 
 ARTIFACT_ROOT = "neptune"
@@ -354,7 +353,7 @@ def expected_snapshot(run: PreparedRun, tool_version: str, *, hashes: bool) -> R
         end_time=None if end is None else from_ms(end),
         tags=frozenset(s.tags),
         params=run_params(run),
-        extra=own_tags(tags),
+        extra=comparable_tags(tags),
     )
     for si in record.series:
         if si.kind == "float" and si.count == 0:
@@ -367,12 +366,12 @@ def expected_snapshot(run: PreparedRun, tool_version: str, *, hashes: bool) -> R
     return snap
 
 
-def own_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """The tags verify compares: ours (`neptune.*`, `neptune_migrate.*`, parent link), minus the
-    import time and tool version."""
+def comparable_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags verify reads back: every tag but MLflow's own `mlflow.*` ones (the parent link
+    excepted) and the volatile import time / tool version, so a tag someone added is `extra`."""
     return {
         k: v for k, v in sorted(tags.items())
-        if (k.startswith(OWN_TAG_PREFIXES) or k == TAG_PARENT) and k not in VOLATILE_TAGS
+        if (not k.startswith("mlflow.") or k == TAG_PARENT) and k not in VOLATILE_TAGS
     }
 
 

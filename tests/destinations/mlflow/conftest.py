@@ -28,6 +28,9 @@ class MlflowBackend:
     name: str
     tracking_uri: str
     artifact_location: str | None
+    db_path: Path
+    """The SQLite file behind the store (tests tamper with it to check verify)."""
+    artifacts_root: Path
 
 
 def _free_port() -> int:
@@ -51,7 +54,8 @@ def mlflow_sqlite(tmp_path_factory: pytest.TempPathFactory) -> MlflowBackend:
     """A SQLite tracking store (`sqlite:///<tmp>/mlflow.db`), artifacts in `<tmp>/artifacts`."""
     pytest.importorskip("mlflow")
     root = tmp_path_factory.mktemp("mlflow-sqlite")
-    return MlflowBackend("sqlite", f"sqlite:///{root}/mlflow.db", str(root / "artifacts"))
+    return MlflowBackend("sqlite", f"sqlite:///{root}/mlflow.db", str(root / "artifacts"), root / "mlflow.db",
+                         root / "artifacts")
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +90,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowBa
             if time.monotonic() > deadline:
                 pytest.fail("mlflow server did not answer /health within 90 s")
             time.sleep(0.5)
-        yield MlflowBackend("server", url, None)
+        yield MlflowBackend("server", url, None, root / "mlflow.db", root / "artifacts")
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
