@@ -79,6 +79,8 @@ def _redact(uri: str) -> str:
     except ValueError:
         return "<unparseable tracking URI>"
     netloc = parts.netloc.rpartition("@")[2]
+    if not parts.netloc and uri.startswith(f"{parts.scheme}:///"):
+        return f"{parts.scheme}://{parts.path}"  # sqlite:///x.db keeps its three slashes
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -195,6 +197,12 @@ class MlflowDestination:
                 if self._client is None:
                     self._client = _make_client(self.tracking_uri)
         return self._client
+
+    def _store_absent(self) -> bool:
+        """True for a `sqlite:///` store whose file does not exist yet (nothing can be in it)."""
+        if self._client is not None or not self.tracking_uri.startswith("sqlite:///"):
+            return False
+        return not Path(self.tracking_uri[len("sqlite:///"):]).exists()
 
     def describe(self) -> str:
         """`mlflow <tracking URI>` without credentials."""
@@ -313,6 +321,8 @@ class MlflowDestination:
     def find_run(self, key: RunKey) -> DestinationRun | None:
         """The run imported for `key`: the newest complete one, else the newest (deleted runs are
         ignored). None when there is none."""
+        if self._store_absent():
+            return None  # a dry run against a new SQLite store must not create the database
         runs = self._search(key)
         if not runs:
             return None

@@ -171,3 +171,68 @@ def test_verify_reports_exactly_the_tampering(tmp_path: Path, mlflow_server: Mlf
         ("missing", "series:float:train/loss", 5.0),
     ]
     assert not report.ok
+
+
+def _renaming_dump(root: Path) -> DumpReader:
+    """A run whose keys MLflow refuses (renamed, one collision), fractional steps, inf, a long param."""
+    with DumpWriter(root) as dump, dump.begin_run(key("PLAN-1")) as run:
+        run.add_points("float", float_points("loss(train)", [0.5, 1.5], [1.0, float("inf")]))
+        run.add_points("float", float_points("loss[train]", [0, 1], [2.0, 3.0]))
+        run.add_points("float", float_points("ok/metric", [0, 1], [4.0, 5.0]))
+        run.commit(make_record(key("PLAN-1"), fields={"notes": Field("string", "x" * 7000),
+                                                       "a=b": Field("int", 1)}))
+    return DumpReader(root)
+
+
+@pytest.mark.server
+def test_dry_run_sends_no_mutating_request_and_plans_what_the_import_reports(
+    tmp_path: Path, mlflow_server: MlflowBackend
+) -> None:
+    reader = _renaming_dump(tmp_path / "dump")
+    upstream = mlflow_server.tracking_uri.removeprefix("http://")
+    with FaultProxy(upstream) as proxy:
+        dest = MlflowDestination(proxy.url, "plan-{project}")
+        plan = import_runs(reader, dest, ImportOptions(retry=FAST, dry_run=True))
+        assert proxy.requests, "the dry run looked the run up"
+        assert proxy.mutating_requests() == []
+    [planned] = plan.runs
+    assert planned.status == "would_create"
+    kinds = {lo["kind"] for lo in planned.losses}
+    assert {"key_renamed", "key_collision", "step_converted", "param_truncated", "inf_clamped"} <= kinds
+    assert set(planned.renamed_keys) == {"loss(train)", "loss[train]", "a=b"}
+    real = import_runs(reader, MlflowDestination(mlflow_server.tracking_uri, "plan-{project}"), OPTS)
+    [done] = real.runs
+    assert done.status == "created"
+    assert done.renamed_keys == planned.renamed_keys
+    assert done.collisions == planned.collisions
+    assert done.step_changes == planned.step_changes
+    assert sorted(map(str, done.losses)) == sorted(map(str, planned.losses))
+
+
+def test_cli_import_verify_exit_codes_and_reports(tmp_path: Path, cli: Any) -> None:
+    reader = _renaming_dump(tmp_path / "dump")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    dump = str(reader.root)
+    plan = cli("import", dump, "--to", "mlflow", "--tracking-uri", uri, "--dry-run", "--report", str(tmp_path / "p.json"))
+    assert plan.returncode == 0, plan.stderr  # renames and truncation are reported, not blocking
+    assert "nothing was written" in plan.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # not even an empty database was created
+    assert not (reader.root / "_ledger").exists()
+    done = cli("import", dump, "--to", "mlflow", "--tracking-uri", uri, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "created 1" in done.stderr
+    assert list((reader.root / "_reports").glob("import-mlflow-*.json"))
+    ok = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--html", str(tmp_path / "v.html"),
+             "--report", str(tmp_path / "v.json"))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
+    assert "data:image/png;base64," in (tmp_path / "v.html").read_text()
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        conn.execute("UPDATE metrics SET value = 42 WHERE key = 'ok/metric' AND step = 1")
+    bad = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--report", str(tmp_path / "v2.json"))
+    assert bad.returncode == 1
+    [finding] = json.loads((tmp_path / "v2.json").read_text())["runs"][0]["findings"]
+    assert (finding["kind"], finding["item"], finding["step"]) == ("differs", "series:float:ok/metric", 1.0)
+    missing = cli("import", dump, "--to", "mlflow")
+    assert missing.returncode == 2
+    assert "MLFLOW_TRACKING_URI" in missing.stderr
