@@ -50,11 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUCKET_POINTS = 1_000_000
+BUCKET_POINTS = 250_000
 """Target points per step bucket: `finish_series` holds one bucket in memory at a time."""
-SPILL_ROWS = 1_000_000
+SPILL_ROWS = 250_000
 """Buffered points per run before they are spilled to Arrow files."""
 _HASH_CHUNK = 1024 * 1024
+FLUSH_TIMEOUT = 120.0
+"""Seconds to wait for wandb-core to flush a finished run's log."""
 
 
 def _sha256(path: Path) -> str:
@@ -556,6 +558,24 @@ class WandbDestination:
         state.run.finish(exit_code=m.exit_code(run.record))
         self._active.pop(run_id, None)
         shutil.rmtree(state.spill.root, ignore_errors=True)
+        if self.mode == "offline":
+            self._wait_written(run_id, run.digest)
+
+    def _wait_written(self, run_id: str, digest: str) -> None:
+        """`finish` can return before wandb-core has flushed the log's last records: wait until
+        the marker and the exit record are on disk, so "complete" is durable when we return."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        dirs = self.run_dirs(run_id)
+        path = dirs[-1] / f"run-{run_id}.wandb" if dirs else None
+        while True:
+            if path is not None and path.is_file():
+                marker = read_marker(path, m.STATUS_KEY, m.DIGEST_KEY)
+                if marker.exited and marker.status == m.STATUS_COMPLETE and marker.digest == digest:
+                    return
+            if time.monotonic() > deadline:
+                msg = f"W&B did not finish writing run {run_id} within {FLUSH_TIMEOUT:.0f} s"
+                raise PermanentError(msg)
+            time.sleep(0.02)
 
     def discard_run(self, run_id: DestinationRunId) -> None:
         """Offline: delete the run's folders (refused once one was uploaded with `wandb sync`)."""

@@ -284,7 +284,8 @@ def extra_from(config: Mapping[str, Any], summary: Mapping[str, Any], group: str
     """What verify compares beyond params: the provenance block, the marker and the group."""
     own = config.get(OWN)
     flat = flatten(own) if isinstance(own, dict) else {}
-    # the parent's W&B id is only known at import time (verify does not look parents up)
+    # the parent's W&B id is whatever existed at import time (a parent imported later, or in
+    # another run of the tool, is not linked): informative, not compared
     out = {f"{OWN}.{k}": param_text(v) for k, v in flat.items() if k != "fork/parent_run"}
     out[STATUS_KEY] = str(summary.get(STATUS_KEY))
     out[DIGEST_KEY] = str(summary.get(DIGEST_KEY))

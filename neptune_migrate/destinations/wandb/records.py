@@ -30,12 +30,13 @@ class LogFormatError(Exception):
     """Not a `.wandb` file, or one of an unknown version."""
 
 
-def _frames(data: bytes, start: int) -> Iterator[bytes]:
-    """Record payloads of `data` from block-aligned offset `start` (skips a leading fragment)."""
-    off = start
+def _frames(data: bytes, base: int) -> Iterator[bytes]:
+    """Record payloads of `data`, which starts at file offset `base` (0 or a block boundary);
+    a leading continuation fragment (a record begun in an earlier block) is skipped."""
+    off = 7 if base == 0 else 0
     pending: bytearray | None = None
     while off < len(data):
-        left = BLOCK - off % BLOCK
+        left = BLOCK - (base + off) % BLOCK
         if left < _REC_HEADER:
             off += left
             continue
@@ -74,12 +75,15 @@ def iter_records(path: Path, *, tail_bytes: int | None = None) -> Iterator[Any]:
     """Parsed `Record`s of a `.wandb` file; with `tail_bytes`, only those of the last blocks."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = path.read_bytes()
-    _check_header(data, path)
-    start = 7
-    if tail_bytes is not None and len(data) > tail_bytes + BLOCK:
-        start = ((len(data) - tail_bytes) // BLOCK) * BLOCK
-    for payload in _frames(data, start):
+    with path.open("rb") as fh:
+        _check_header(fh.read(7), path)
+        size = path.stat().st_size
+        base = 0
+        if tail_bytes is not None and size > tail_bytes + BLOCK:
+            base = ((size - tail_bytes) // BLOCK) * BLOCK
+        fh.seek(base)
+        data = fh.read()
+    for payload in _frames(data, base):
         record = pb.Record()  # type: ignore[attr-defined]
         try:
             record.ParseFromString(payload)
