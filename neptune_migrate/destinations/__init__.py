@@ -16,7 +16,7 @@ DESTINATIONS: dict[str, str] = {
     "mlflow": "neptune_migrate.destinations.mlflow.destination:MlflowDestination",
     "wandb": "neptune_migrate.destinations.wandb.destination:WandbDestination",
 }
-"""Filled by the destination issues: `"mlflow"`, `"wandb"`, `"aim"`."""
+"""Every destination by its `--to` name (a known one not listed here is not available yet)."""
 
 KNOWN_DESTINATIONS: tuple[str, ...] = ("mlflow", "wandb", "aim")
 __all__ = ["DESTINATIONS", "KNOWN_DESTINATIONS", "DestinationOptions", "load_destination"]

@@ -13,7 +13,7 @@ SOURCES: dict[str, str] = {
     "neptune-offline": "neptune_migrate.sources.neptune_queue.source:NeptuneQueueSource",
     "neptune-scale": "neptune_migrate.sources.neptune_scale.source:NeptuneScaleSource",
 }
-"""Filled by the source issues: `"neptune-offline"`, `"neptune-scale"`, `"neptune-exporter"`."""
+"""Every source form by its `--from` name."""
 
 
 def load_source(name: str, options: SourceOptions) -> Source:

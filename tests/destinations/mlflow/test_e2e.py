@@ -213,7 +213,8 @@ def test_cli_import_verify_exit_codes_and_reports(tmp_path: Path, cli: Any) -> N
     reader = _renaming_dump(tmp_path / "dump")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     dump = str(reader.root)
-    plan = cli("import", dump, "--to", "mlflow", "--tracking-uri", uri, "--dry-run", "--report", str(tmp_path / "p.json"))
+    plan = cli("import", dump, "--to", "mlflow", "--tracking-uri", uri, "--dry-run",
+               "--report", str(tmp_path / "p.json"))
     assert plan.returncode == 0, plan.stderr  # renames and truncation are reported, not blocking
     assert "nothing was written" in plan.stderr
     assert not (tmp_path / "mlflow.db").exists()  # not even an empty database was created

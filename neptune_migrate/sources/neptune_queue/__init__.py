@@ -1,0 +1,1 @@
+"""neptune 1.x `.neptune` offline and async operation queues."""
