@@ -496,7 +496,9 @@ def main() -> None:
 
         from neptune_migrate.console import console
 
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        from neptune_migrate.errors import redact
+
+        console.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

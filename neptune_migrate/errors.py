@@ -70,3 +70,24 @@ class PermanentError(MigrateError):
     """An error that retrying will not fix; it fails one run, not the whole import."""
 
     exit_code = ExitCode.PARTIAL
+
+
+_SECRET_ENV = ("WANDB_API_KEY", "NEPTUNE_API_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+               "DATABRICKS_TOKEN", "AWS_SECRET_ACCESS_KEY")
+
+
+def redact(text: str) -> str:
+    """Remove secrets from text bound for a log, report or terminal.
+
+    Credentials in URLs (`scheme://user:password@host`) and the values of the usual token
+    variables (WANDB_API_KEY, NEPTUNE_API_TOKEN, MLFLOW_TRACKING_PASSWORD/TOKEN, ...) are masked.
+    """
+    import os
+    import re
+
+    text = re.sub(r"(\b[a-zA-Z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 6:
+            text = text.replace(value, f"<{name}>")
+    return text

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from neptune_migrate.dump.writer import DumpWriter
-from neptune_migrate.errors import MigrateError
+from neptune_migrate.errors import MigrateError, redact
 from neptune_migrate.model import RunKey, RunRecord
 from neptune_migrate.sources.base import RunSelection, Source
 
@@ -130,11 +130,11 @@ def _export_one(
         try:
             record = source.export_run(key, run)
         except MigrateError as exc:
-            return RunOutcome(key=str(key), status="failed", message=str(exc))
+            return RunOutcome(key=str(key), status="failed", message=redact(str(exc)))
         except Exception as exc:  # one run's failure must not stop the export
             log.debug("export of %s failed", key, exc_info=True)
             return RunOutcome(
-                key=str(key), status="failed", message=f"{type(exc).__name__}: {exc}"
+                key=str(key), status="failed", message=redact(f"{type(exc).__name__}: {exc}")
             )
         if not selection.matches_record(record):
             return RunOutcome(key=str(key), status="filtered")

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from neptune_migrate.destinations.base import Destination, PreparedRun, StepPlan
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun, check_run_dir
-from neptune_migrate.errors import MigrateError
+from neptune_migrate.errors import MigrateError, redact
 from neptune_migrate.model import (
     SERIES_KINDS,
     DestinationRunId,
@@ -427,11 +427,11 @@ def _import_one(
                            "status": status})
     except MigrateError as exc:
         result.status = "would_fail" if options.dry_run else "failed"
-        result.message = str(exc)
+        result.message = redact(str(exc))
     except Exception as exc:  # one run's failure must not stop the import
         log.debug("import of %s failed", run.key, exc_info=True)
         result.status = "would_fail" if options.dry_run else "failed"
-        result.message = f"{type(exc).__name__}: {_one_line(str(exc))}"
+        result.message = redact(f"{type(exc).__name__}: {_one_line(str(exc))}")
     finally:
         result.seconds = result.seconds or round(time.monotonic() - started, 3)
     if result.status == "failed" and ledger is not None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
+from neptune_migrate.errors import redact
 from neptune_migrate.model import DestinationRunId, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
@@ -177,7 +178,7 @@ def _verify_one(
         _verify_series(reader, dest, run, prep, found.run_id, options, rng, report, result)
     except Exception as exc:  # verification goes on with the next run
         log.debug("verify of %s failed", key, exc_info=True)
-        result.findings.append(Finding(key, "error", "run", detail=f"{type(exc).__name__}: {exc}"))
+        result.findings.append(Finding(key, "error", "run", detail=redact(f"{type(exc).__name__}: {exc}")))
     if result.findings and result.status == "match":
         result.status = "error" if any(f.kind == "error" for f in result.findings) else "mismatch"
     return result
@@ -208,7 +209,7 @@ def _verify_series(
             expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
             actual = dest.read_series(run_id, info.kind, dest_key)
         except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
-            result.findings.append(Finding(result.key, "error", item, detail=f"{type(exc).__name__}: {exc}"))
+            result.findings.append(Finding(result.key, "error", item, detail=redact(f"{type(exc).__name__}: {exc}")))
             continue
         if expected.num_rows == 0 and actual.num_rows == 0:
             result.series_compared += 1

@@ -174,3 +174,24 @@ def test_fork_parent_is_imported_before_its_child(tmp_path: Path) -> None:
     import_runs(DumpReader(tmp_path / "dump"), fake, ImportOptions(retry=FAST, workers=2))
     order = [str(r.key).rsplit("/", 1)[1] for r in fake.runs.values()]
     assert order == ["Z-parent", "A-child"]
+
+
+def test_secrets_never_reach_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from neptune_migrate.destinations.fake import FakePermanentError
+
+    monkeypatch.setenv("WANDB_API_KEY", "s3cr3t-token-value")
+    reader = _dump(tmp_path, ("PROJ-1",))
+    fake = FakeDestination()
+
+    def leaky(*args: object) -> None:
+        raise FakePermanentError("POST https://bob:hunter22@host/api failed, key s3cr3t-token-value")
+
+    fake.upload_file = leaky  # type: ignore[method-assign]
+    report = import_runs(reader, fake, OPTS)
+    text = json.dumps(report.to_json())
+    assert "hunter22" not in text
+    assert "s3cr3t-token-value" not in text
+    assert "https://***@host/api" in report.runs[0].message
+    assert "<WANDB_API_KEY>" in report.runs[0].message
