@@ -495,7 +495,6 @@ def main() -> None:
         from rich.markup import escape
 
         from neptune_migrate.console import console
-
         from neptune_migrate.errors import redact
 
         console.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)

@@ -405,14 +405,9 @@ class MlflowDestination:
     def _write_metrics(self, run_id: str, chunk: pa.Table) -> None:
         from mlflow.entities import Metric
 
-        batch: list[Any] = []
-        for key, value, ts, step in m.metric_rows(chunk):
-            batch.append(Metric(key, value, ts, step))
-            if len(batch) == m.METRICS_PER_BATCH:
-                self.client.log_batch(run_id, metrics=batch)
-                batch = []
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        metrics = list(map(Metric, *m.metric_columns(chunk)))
+        for start in range(0, len(metrics), m.METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + m.METRICS_PER_BATCH])
 
     def _upload_series_file(
         self, run_id: str, buf: _RunBuffers, key: str, obj: dict[str, Any], local: str | None

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -387,22 +388,28 @@ def file_entry_artifact(entry: FileEntry) -> str:
 
 def timestamps_ms(column: pa.ChunkedArray | pa.Array) -> list[int]:
     """Point timestamps in epoch ms (floored); a missing timestamp becomes 0 (1970-01-01)."""
-    micros = pc.cast(column, pa.int64()).to_pylist()
-    return [0 if t is None else t // 1000 for t in micros]
+    micros = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy()
+    return cast(list[int], np.floor_divide(micros, 1000).tolist())
+
+
+def metric_columns(chunk: pa.Table) -> tuple[list[str], list[float], list[int], list[int]]:
+    """Keys, values, timestamps (ms) and steps of the float points as written: points without a
+    value skipped, +-inf clamped to +-`FLOAT_MAX`. Column-wise: this runs once per point imported."""
+    if chunk.column("value").null_count:
+        chunk = chunk.filter(pc.is_valid(chunk.column("value")))
+    values = chunk.column("value").to_numpy()
+    if np.isinf(values).any():
+        values = np.clip(values, -FLOAT_MAX, FLOAT_MAX)  # finite values and NaN pass unchanged
+    steps = chunk.column("dest_step")
+    step_list = (steps.to_pylist() if pa.types.is_integer(steps.type) and not steps.null_count
+                 else [int(s) for s in steps.to_pylist()])
+    return (chunk.column("key").to_pylist(), values.tolist(), timestamps_ms(chunk.column("timestamp")),
+            step_list)
 
 
 def metric_rows(chunk: pa.Table) -> Iterator[tuple[str, float, int, int]]:
     """(key, value, timestamp ms, step) per float point as written: nulls skipped, +-inf clamped."""
-    keys = chunk.column("key").to_pylist()
-    values = chunk.column("value").to_pylist()
-    steps = chunk.column("dest_step").to_pylist()
-    stamps = timestamps_ms(chunk.column("timestamp"))
-    for k, v, t, s in zip(keys, values, stamps, steps, strict=True):
-        if v is None:
-            continue
-        if math.isinf(v):
-            v = FLOAT_MAX if v > 0 else -FLOAT_MAX
-        yield k, v, t, int(s)
+    yield from zip(*metric_columns(chunk), strict=True)
 
 
 def chunk_losses(kind: SeriesKind, chunk: pa.Table) -> list[Loss]:

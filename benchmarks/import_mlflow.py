@@ -1,0 +1,326 @@
+"""MLflow import benchmark: 1M float points through `import_runs` into a fresh SQLite store and into
+a real `mlflow server`, next to the raw `MlflowClient.log_batch` ceiling on the same backend.
+
+    python benchmarks/import_mlflow.py                              # 1M points, wide, sqlite + server
+    python benchmarks/import_mlflow.py --backend sqlite
+    python benchmarks/import_mlflow.py --backend server --points 200000 --server-workers 4
+    python benchmarks/import_mlflow.py --json                       # one JSON line, for scripts
+
+Shapes: wide = 1,000 series x 1,000 steps, narrow = 10 series x 100,000 steps (`--points` scales the
+steps down). Every point has its own step and a microsecond timestamp (stored as ms by MLflow).
+
+Lines, each in its own subprocess (so each peak RSS, `getrusage(RUSAGE_SELF).ru_maxrss`, is its
+own) and each against a fresh store (a new SQLite file; for the server a new server process with a
+new SQLite backend, so neither line writes into a database the other one filled):
+
+- raw: `MlflowClient.create_run`, then the same points, in series order (each series' points
+  together, by step: the order the dump holds them in and the one MLflow prefers), as plain
+  `Metric(key, value, timestamp_ms, step)` objects built from Python lists, `client.log_batch` of
+  1,000 per call. Only the `log_batch` calls are timed.
+- ours: `import_runs(DumpReader(dump), MlflowDestination(uri), ImportOptions())`, timing the whole
+  import: find, create (tags, the three `neptune/*.json` artifacts), step plans, reading the dump,
+  conversion, `log_batch` per 1,000-row request, completion. The dump is written by the parent
+  process beforehand (not timed, not in the child's RSS). Not timed either: importing mlflow and
+  creating the store's schema (both happen before the clock starts, for both lines).
+
+Afterwards each child reads its run back with SQL (count, sums of value/step/timestamp) and the
+parent checks that both lines stored exactly the same points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SHAPES = {"wide": 1000, "narrow": 10}
+"""Shape -> series count; steps = points // series."""
+T0_US = int(datetime(2025, 3, 1, tzinfo=timezone.utc).timestamp() * 1_000_000)
+BATCH = 100_000
+"""Rows per `add_points` call when writing the dump (and per array slice in the raw line)."""
+LOG_BATCH = 1000
+PROJECT = "bench/mlflow"
+SERVER_START_TIMEOUT = 180.0
+
+
+def series_key(i: int) -> str:
+    return f"train/metric_{i:04d}"
+
+
+def point_arrays(points: int, series: int, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Points `start..stop` in series order: point g is series g // steps at step g % steps."""
+    steps = points // series
+    g = np.arange(start, stop, dtype=np.int64)
+    idx, step = g // steps, g % steps
+    return {
+        "series": idx,
+        "step": step,
+        "timestamp_us": T0_US + step * 250_000 + (g % 997),
+        "value": np.sin(g / 1000.0) * (1.0 + idx),
+    }
+
+
+def build_dump(root: Path, points: int, series: int) -> None:
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.model import Provenance, RunKey, RunRecord, SourceRunId, SystemInfo
+
+    key = RunKey(PROJECT, SourceRunId("BENCH-1"))
+    paths = pa.array([series_key(i) for i in range(series)], pa.string())
+    with DumpWriter(root) as dump, dump.begin_run(key) as run:
+        for start in range(0, points, BATCH):
+            a = point_arrays(points, series, start, min(start + BATCH, points))
+            run.add_points("float", pa.table({
+                "path": pa.DictionaryArray.from_arrays(pa.array(a["series"], pa.int32()), paths).cast(pa.string()),
+                "step": pa.array(a["step"].astype(np.float64)),
+                "timestamp": pa.array(a["timestamp_us"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "value": pa.array(a["value"]),
+            }))
+        run.commit(RunRecord(key=key, system=SystemInfo(name="bench"), fields={},
+                             provenance=Provenance("bench", "benchmarks/import_mlflow.py")))
+
+
+def stored(db: Path, run_id: str) -> dict[str, Any]:
+    """What the store holds for the run: row count and sums (to check both lines wrote the same)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        rows, values, steps, stamps, keys = con.execute(
+            "select count(*), sum(value), sum(step), sum(timestamp), count(distinct key) "
+            "from metrics where run_uuid = ?", (run_id,)).fetchone()
+    return {"rows": rows, "value_sum": values, "step_sum": steps, "timestamp_sum": stamps, "keys": keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# children: one measurement each
+
+
+def child_raw(uri: str, work: Path, points: int, series: int) -> dict[str, Any]:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("bench-raw", artifact_location=(work / "artifacts").as_uri())
+    run_id = client.create_run(exp_id).info.run_id
+    keys = [series_key(i) for i in range(series)]
+    seconds = cpu = 0.0
+    for start in range(0, points, BATCH):
+        a = point_arrays(points, series, start, min(start + BATCH, points))
+        idx = a["series"].tolist()
+        values = a["value"].tolist()
+        stamps = (a["timestamp_us"] // 1000).tolist()
+        steps = a["step"].tolist()
+        for lo in range(0, len(idx), LOG_BATCH):
+            hi = lo + LOG_BATCH
+            batch = [Metric(keys[i], v, t, s)
+                     for i, v, t, s in zip(idx[lo:hi], values[lo:hi], stamps[lo:hi], steps[lo:hi], strict=True)]
+            t0, c0 = time.perf_counter(), time.process_time()
+            client.log_batch(run_id, metrics=batch)
+            seconds += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run_id}
+
+
+def child_ours(uri: str, work: Path, dump: Path) -> dict[str, Any]:
+    from neptune_migrate.destinations.mlflow.destination import MlflowDestination
+    from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
+
+    location = (work / "artifacts").as_uri() if uri.startswith("sqlite:") else None
+    dest = MlflowDestination(uri, artifact_location=location)
+    dest.client.search_experiments(max_results=1)  # import mlflow, create the schema: not timed
+    reader = DumpReader(dump)
+    started, cpu = time.perf_counter(), time.process_time()
+    report = import_runs(reader, dest, ImportOptions())
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    dest.close()
+    [result] = report.runs
+    if result.status != "created":
+        msg = f"import failed: {result.status} {result.message}"
+        raise RuntimeError(msg)
+    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": result.destination_run_id,
+            "requests": result.requests}
+
+
+def child(which: str, uri: str, db: Path, points: int, series: int, dump: Path | None) -> None:
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    work = Path(tempfile.mkdtemp(prefix=f"bench-mlflow-{which}-"))
+    try:
+        if which == "raw":
+            out = child_raw(uri, work, points, series)
+        else:
+            assert dump is not None
+            out = child_ours(uri, work, dump)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["stored"] = stored(db, out["run_id"])
+    print(json.dumps(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent: dump, stores, servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, workers: int) -> Iterator[str]:
+    """A `mlflow server` on 127.0.0.1 with a fresh SQLite backend under `root`; its whole process
+    group is killed on exit."""
+    port = free_port()
+    db = root / "mlflow.db"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "server",
+           "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(root / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                msg = f"mlflow server exited with {proc.returncode}; see {root / 'server.log'}"
+                raise RuntimeError(msg)
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                msg = f"mlflow server did not answer /health within {SERVER_START_TIMEOUT:.0f} s"
+                raise RuntimeError(msg)
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def measure(which: str, backend: str, points: int, series: int, dump: Path, work: Path,
+            workers: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"{backend}-{which}-", dir=work))
+    db = root / "mlflow.db"
+    with contextlib.ExitStack() as stack:
+        uri = f"sqlite:///{db}" if backend == "sqlite" else stack.enter_context(mlflow_server(root, workers))
+        cmd = [sys.executable, __file__, "--child", which, uri, str(db), str(points), str(series), str(dump)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = f"{which} on {backend} failed:\n{proc.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    res: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res["stored"]["rows"] != points:
+        msg = f"{which} on {backend}: {res['stored']['rows']} rows stored, expected {points}"
+        raise RuntimeError(msg)
+    res.update(line=which, backend=backend, points=points, points_per_second=points / res["seconds"])
+    return res
+
+
+LABELS = {"raw": "raw `MlflowClient.log_batch`", "ours": "ours (`import_runs`)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--server-points", type=int, default=None,
+                        help="points for the server backend (default: --points)")
+    parser.add_argument("--shape", choices=list(SHAPES), default="wide")
+    parser.add_argument("--backend", choices=["sqlite", "server", "both"], default="both")
+    parser.add_argument("--server-workers", type=int, choices=[1, 4], default=1)
+    parser.add_argument("--lines", default="raw,ours", help="which lines, in order (default raw,ours)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the lines this many times, alternating; the ratio uses the best of each")
+    parser.add_argument("--dir", type=Path, default=None, help="where the temporary work folder goes")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        which, uri, db, points, series, dump = args.child
+        child(which, uri, Path(db), int(points), int(series), Path(dump) if dump else None)
+        return
+
+    series = SHAPES[args.shape]
+    backends = ["sqlite", "server"] if args.backend == "both" else [args.backend]
+    lines = [w.strip() for w in args.lines.split(",") if w.strip()]
+    work = Path(tempfile.mkdtemp(prefix="bench-mlflow-", dir=args.dir))
+    results: list[dict[str, Any]] = []
+    header = {"python": platform.python_version(), "shape": args.shape, "series": series,
+              "server_workers": args.server_workers, "date": datetime.now(timezone.utc).date().isoformat()}
+    try:
+        import mlflow
+
+        header["mlflow"] = mlflow.__version__
+        if not args.json:
+            print(f"shape={args.shape} ({series} series) mlflow={mlflow.__version__} "
+                  f"python={header['python']} server workers={args.server_workers}", flush=True)
+            print("| backend | line | points | points/s | seconds | client CPU s | peak RSS MiB |")
+            print("|---|---|---|---|---|---|---|", flush=True)
+        dumps: dict[int, Path] = {}
+        for backend in backends:
+            points = args.server_points if backend == "server" and args.server_points else args.points
+            points -= points % series
+            if points not in dumps:
+                dumps[points] = work / f"dump-{points}"
+                build_dump(dumps[points], points, series)
+            for which in lines * args.repeat:
+                res = measure(which, backend, points, series, dumps[points], work, args.server_workers)
+                results.append(res)
+                if not args.json:
+                    print(f"| {backend} | {LABELS[which]} | {points:,} | {res['points_per_second']:,.0f} | "
+                          f"{res['seconds']:.1f} | {res['cpu_seconds']:.1f} | {res['peak_rss_mib']:.0f} |", flush=True)
+            best: dict[str, dict[str, Any]] = {}
+            for r in results:
+                if r["backend"] == backend and (r["line"] not in best or r["seconds"] < best[r["line"]]["seconds"]):
+                    best[r["line"]] = r
+            if "raw" in best and "ours" in best:
+                raw, ours = best["raw"], best["ours"]
+                same = all(r["stored"] == raw["stored"] for r in results if r["backend"] == backend)
+                ratio = ours["points_per_second"] / raw["points_per_second"]
+                header[f"{backend}_ratio"] = ratio
+                header[f"{backend}_same_points"] = same
+                if not args.json:
+                    print(f"| {backend} | ours / raw | | {ratio:.2f}x | | | |"
+                          f"{'' if same else ' (stored points DIFFER)'}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps({**header, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
