@@ -15,6 +15,7 @@ from neptune_migrate.errors import UsageError
 DESTINATIONS: dict[str, str] = {
     "mlflow": "neptune_migrate.destinations.mlflow.destination:MlflowDestination",
     "wandb": "neptune_migrate.destinations.wandb.destination:WandbDestination",
+    "aim": "neptune_migrate.destinations.aim.destination:AimDestination",
 }
 """Every destination by its `--to` name (a known one not listed here is not available yet)."""
 
