@@ -26,10 +26,11 @@ def _plot_png(plot: PlotData) -> str | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    few = len(plot.expected_steps) <= 100  # a handful of points: show them, a line alone may be invisible
     ax.plot(plot.expected_steps, plot.expected_values, linewidth=4, alpha=0.45, color="tab:blue",
-            label="dump (source)")
+            label="dump (source)", marker="o" if few else None, markersize=8)
     ax.plot(plot.actual_steps, plot.actual_values, linewidth=1.2, color="tab:orange",
-            label="destination", linestyle="--")
+            label="destination", linestyle="--", marker="x" if few else None, markersize=6)
     ax.set_title(f"{plot.run} {plot.item}", fontsize=8)
     ax.set_xlabel("destination step")
     ax.legend(fontsize=7)
