@@ -480,7 +480,10 @@ def verify_cmd(
     json_path = report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
     html_path = html_report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
     write_json(result, json_path)
-    write_html(result, html_path)
+    try:
+        write_html(result, html_path)
+    except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
+        console.print(f"[yellow]warning:[/] the HTML report could not be rendered ({type(exc).__name__}: {exc})")
     print_summary(result)
     console.print(f"reports: {json_path} {html_path}")
     if not result.ok:

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from neptune_migrate.verify.verifier import PlotData, VerifyReport
@@ -16,20 +17,35 @@ def write_json(report: VerifyReport, path: Path) -> None:
     path.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _plot_png(plot: PlotData) -> str | None:
-    """A PNG (base64) of the source curve under the destination curve; None without matplotlib."""
+def _have_matplotlib() -> bool:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def _plot_png(plot: PlotData) -> str | None:
+    """A PNG (base64) of the source curve under the destination curve; None if nothing finite."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def plottable(steps: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+        # NaN, inf and the +-1.8e308 MLflow stores for inf cannot be drawn: leave them out.
+        pairs = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v) and abs(v) < 1e300]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    es, ev = plottable(plot.expected_steps, plot.expected_values)
+    as_, av = plottable(plot.actual_steps, plot.actual_values)
+    if not es and not as_:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
     few = len(plot.expected_steps) <= 100  # a handful of points: show them, a line alone may be invisible
-    ax.plot(plot.expected_steps, plot.expected_values, linewidth=4, alpha=0.45, color="tab:blue",
+    ax.plot(es, ev, linewidth=4, alpha=0.45, color="tab:blue",
             label="dump (source)", marker="o" if few else None, markersize=8)
-    ax.plot(plot.actual_steps, plot.actual_values, linewidth=1.2, color="tab:orange",
+    ax.plot(as_, av, linewidth=1.2, color="tab:orange",
             label="destination", linestyle="--", marker="x" if few else None, markersize=6)
     ax.set_title(f"{plot.run} {plot.item}", fontsize=8)
     ax.set_xlabel("destination step")
@@ -93,11 +109,14 @@ def render_html(report: VerifyReport) -> str:
                     f"<td>{html.escape(f.detail)}</td></tr>"
                 )
             parts.append("</table>")
-        for plot in plots_by_run.get(run.key, []):
+        run_plots = plots_by_run.get(run.key, [])
+        if run_plots and not _have_matplotlib():
+            parts.append("<p>(install matplotlib for plots: pip install \"neptune-migrate[report]\")</p>")
+            run_plots = []
+        for plot in run_plots:
             png = _plot_png(plot)
             if png is None:
-                parts.append("<p>(install matplotlib for plots: pip install \"neptune-migrate[report]\")</p>")
-                break
+                continue
             parts.append(f"<figure><img alt='{html.escape(plot.item)}' src='data:image/png;base64,{png}'>"
                          f"<figcaption>{html.escape(plot.item)}</figcaption></figure>")
     parts.append("</body></html>")

@@ -237,3 +237,19 @@ def test_cli_import_verify_exit_codes_and_reports(tmp_path: Path, cli: Any) -> N
     missing = cli("import", dump, "--to", "mlflow")
     assert missing.returncode == 2
     assert "MLFLOW_TRACKING_URI" in missing.stderr
+
+
+def test_cli_dry_run_exits_4_and_import_exits_1_when_a_file_is_missing_from_the_dump(
+    tmp_path: Path, cli: Any
+) -> None:
+    build_dump(tmp_path / "dump", tmp_path, run_ids=("LOST-1",), points=5)  # model/lost has no content
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    plan = cli("import", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri", uri, "--dry-run")
+    assert plan.returncode == 4, plan.stderr
+    assert "file_missing_in_dump" in plan.stderr
+    done = cli("import", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri", uri)
+    assert done.returncode == 1, done.stderr
+    assert "lost:" in done.stderr
+    assert "model/lost" in done.stderr
+    again = cli("verify", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr  # everything the dump holds arrived
