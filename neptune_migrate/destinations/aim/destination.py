@@ -11,7 +11,6 @@ read of the run's own metadata container (no repository index, no lock needed). 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -40,6 +39,7 @@ from neptune_migrate.destinations.base import (
     RunSnapshot,
 )
 from neptune_migrate.dump.schema import encode_float
+from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
 
@@ -55,7 +55,6 @@ ARTIFACTS_DIR = "aim-artifacts"
 
 _HASH_LOCK = threading.Lock()
 """`generate_run_hash` is patched module-wide while a Run is created: one creation at a time."""
-_HASH_CHUNK = 1024 * 1024
 LIST_TTL = 0.6
 """Seconds between two run listings of a remote repository (`aim server` caches them for 0.5 s)."""
 
@@ -66,16 +65,6 @@ def _aim(module: str = "aim") -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError("aim", "aim") from exc
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 def _file_uri_path(uri: str) -> Path | None:
@@ -437,7 +426,7 @@ class AimDestination:
             for name, artifact in run.artifacts.items():
                 if name.startswith(f"{m.FILES_DIR}/"):
                     path = self._artifact_path(artifact, Path(tmp))
-                    sha, size = _sha256(path) if path.is_file() else (None, None)
+                    sha, size = (sha256_file(path), path.stat().st_size) if path.is_file() else (None, None)
                     snap.files[name] = FileDigest(size, sha)
         return snap
 
@@ -504,7 +493,7 @@ class AimDestination:
                 if artifact is not None:
                     path = self._artifact_path(artifact, Path(tmp))
                     if path.is_file():
-                        sha, size = _sha256(path)
+                        sha, size = sha256_file(path), path.stat().st_size
                 out["step"].append(step)
                 out["timestamp"].append(float(row["time"]))
                 out["name"].append(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from neptune_migrate.errors import MigrateError, TransientError
+from neptune_migrate.destinations.classify import exception_chain, is_network_error, own_error_kind
 from neptune_migrate.model import ErrorKind
 
 _TRANSIENT_TEXT = re.compile(
@@ -18,33 +18,21 @@ _TRANSIENT_TEXT = re.compile(
     r"timed? ?out|timeout|connection (?:refused|reset|aborted)|remote end closed|temporarily unavailable",
     re.IGNORECASE,
 )
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen and len(seen) < 20:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+_NETWORK_MODULES = ("requests", "urllib3", "websockets")
+"""Libraries an `aim://` client talks to the server through."""
+_NETWORK_WORDS = ("Connection", "Timeout", "Closed")
+"""Class-name parts of their errors that mean the server was not reached."""
 
 
 def classify_error(error: Exception) -> ErrorKind:
     """Transient errors are retried by the pipeline; permanent ones fail the run."""
-    if isinstance(error, TransientError):
-        return "transient"
-    if isinstance(error, MigrateError):
-        return "permanent"
-    for err in _chain(error):
-        if isinstance(err, ConnectionError | TimeoutError):
+    own = own_error_kind(error)
+    if own is not None:
+        return own
+    for err in exception_chain(error):
+        if is_network_error(err, _NETWORK_WORDS, _NETWORK_MODULES):
             return "transient"
-        name = type(err).__name__
-        module = type(err).__module__
-        if name == "Timeout" and module.startswith("filelock"):
-            return "transient"
-        if module.startswith(("requests", "urllib3", "websockets")) and any(
-            w in name for w in ("Connection", "Timeout", "Closed")
-        ):
+        if type(err).__name__ == "Timeout" and type(err).__module__.startswith("filelock"):
             return "transient"
         if _TRANSIENT_TEXT.search(str(err)):
             return "transient"

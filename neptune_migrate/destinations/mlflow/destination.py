@@ -35,6 +35,7 @@ from neptune_migrate.destinations.base import (
 )
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import (
     DestinationRunId,
@@ -47,17 +48,6 @@ from neptune_migrate.model import (
 
 if TYPE_CHECKING:
     from neptune_migrate.destinations.base import Destination
-
-_HASH_CHUNK = 1024 * 1024
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _quote(value: str) -> tuple[str, str]:
     """(operator, literal) matching `value` in an MLflow search filter.
@@ -539,7 +529,7 @@ class MlflowDestination:
             for art in self._walk(run_id, m.FILES_DIR):
                 sha = None
                 if self.artifact_check:
-                    sha = _sha256(self._download(run_id, art.path, Path(tmp)))
+                    sha = sha256_file(self._download(run_id, art.path, Path(tmp)))
                 snap.files[art.path] = FileDigest(art.file_size, sha)
         return snap
 
@@ -575,7 +565,7 @@ class MlflowDestination:
                 obj["sha256"] = None
                 continue
             if path not in hashes:
-                hashes[path] = _sha256(self._download(run_id, path, tmp))
+                hashes[path] = sha256_file(self._download(run_id, path, tmp))
             obj["sha256"] = hashes[path]
 
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import re
 
-from neptune_migrate.errors import MigrateError, TransientError
+from neptune_migrate.destinations.classify import (
+    exception_chain,
+    is_network_error,
+    is_transient_status,
+    own_error_kind,
+    response_status,
+)
 from neptune_migrate.model import ErrorKind
 
 TRANSIENT_CODES = frozenset({
@@ -30,49 +36,20 @@ _TRANSIENT_TEXT = re.compile(
     re.IGNORECASE,
 )
 _STATUS_TEXT = re.compile(r"failed with error code (\d{3})")
-
-
-def _http_status(error: BaseException) -> int | None:
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _transient_status(status: int | None) -> bool:
-    return status is not None and (status == 429 or status >= 500)
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen and len(seen) < 20:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _network_error(error: BaseException) -> bool:
-    """A connection error or timeout from Python, requests or urllib3."""
-    if isinstance(error, ConnectionError | TimeoutError):
-        return True
-    module = type(error).__module__
-    if module.startswith(("requests", "urllib3")):
-        name = type(error).__name__
-        return any(word in name for word in ("Connection", "Timeout", "MaxRetry", "Protocol", "ChunkedEncoding",
-                                              "ReadTimeout", "NewConnection", "ProxyError", "ResponseError"))
-    return False
+_NETWORK_WORDS = ("Connection", "Timeout", "MaxRetry", "Protocol", "ChunkedEncoding", "ReadTimeout",
+                  "NewConnection", "ProxyError", "ResponseError")
+"""Class-name parts of the requests and urllib3 errors that mean the server was not reached."""
 
 
 def classify_error(error: Exception) -> ErrorKind:
     """Transient errors are retried by the pipeline; permanent ones fail the run."""
-    if isinstance(error, TransientError):
-        return "transient"
-    if isinstance(error, MigrateError):
-        return "permanent"
-    for err in _chain(error):
-        if _network_error(err):
+    own = own_error_kind(error)
+    if own is not None:
+        return own
+    for err in exception_chain(error):
+        if is_network_error(err, _NETWORK_WORDS):
             return "transient"
-        if _transient_status(_http_status(err)):
+        if is_transient_status(response_status(err)):
             return "transient"
         code = getattr(err, "error_code", None)
         if isinstance(code, str) and type(err).__module__.startswith("mlflow"):
@@ -84,7 +61,7 @@ def classify_error(error: Exception) -> ErrorKind:
                 message = str(err)
                 status = _STATUS_TEXT.search(message)
                 if status is not None:
-                    return "transient" if _transient_status(int(status.group(1))) else "permanent"
+                    return "transient" if is_transient_status(int(status.group(1))) else "permanent"
                 if _TRANSIENT_TEXT.search(message):
                     return "transient"
         elif type(err).__module__.startswith("sqlalchemy") and _TRANSIENT_TEXT.search(str(err)):

@@ -41,6 +41,7 @@ from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.errors import classify_error
 from neptune_migrate.destinations.wandb.records import LoggedRun, read_marker, read_run
 from neptune_migrate.dump.schema import FORMAT_VERSION
+from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
 
@@ -54,19 +55,8 @@ BUCKET_POINTS = 250_000
 """Target points per step bucket: `finish_series` holds one bucket in memory at a time."""
 SPILL_ROWS = 250_000
 """Buffered points per run before they are spilled to Arrow files."""
-_HASH_CHUNK = 1024 * 1024
 FLUSH_TIMEOUT = 120.0
 """Seconds to wait for wandb-core to flush a finished run's log."""
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def has_credentials(base_url: str | None = None) -> bool:
@@ -672,7 +662,7 @@ class WandbDestination:
             elif path.startswith(f"{m.FILES_DIR}/"):
                 local = None if files_dir is None else files_dir / path
                 if local is not None and local.is_file():
-                    snap.files[path] = FileDigest(local.stat().st_size, _sha256(local))
+                    snap.files[path] = FileDigest(local.stat().st_size, sha256_file(local))
                 else:
                     snap.files[path] = FileDigest(None, None)
         return snap

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import re
 
-from neptune_migrate.errors import MigrateError, TransientError
+from neptune_migrate.destinations.classify import (
+    exception_chain,
+    is_network_error,
+    is_transient_status,
+    own_error_kind,
+    response_status,
+)
 from neptune_migrate.model import ErrorKind
 
 _TRANSIENT_TEXT = re.compile(
@@ -18,21 +24,13 @@ _TRANSIENT_TEXT = re.compile(
     r"temporarily unavailable|rate limit|\b429\b|\b50[0234]\b",
     re.IGNORECASE,
 )
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen and len(seen) < 20:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+_NETWORK_WORDS = ("Connection", "Timeout", "MaxRetry", "ChunkedEncoding")
+"""Class-name parts of the requests and urllib3 errors that mean the server was not reached."""
 
 
 def _status(error: BaseException) -> int | None:
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(status, int):
+    status = response_status(error)
+    if status is not None:
         return status
     status = getattr(error, "status_code", None)
     return status if isinstance(status, int) else None
@@ -40,21 +38,16 @@ def _status(error: BaseException) -> int | None:
 
 def classify_error(error: Exception) -> ErrorKind:
     """Transient errors are retried by the pipeline; permanent ones fail the run."""
-    if isinstance(error, TransientError):
-        return "transient"
-    if isinstance(error, MigrateError):
-        return "permanent"
-    for err in _chain(error):
+    own = own_error_kind(error)
+    if own is not None:
+        return own
+    for err in exception_chain(error):
         status = _status(err)
         if status is not None:
-            return "transient" if status == 429 or status >= 500 else "permanent"
-        if isinstance(err, ConnectionError | TimeoutError):
+            return "transient" if is_transient_status(status) else "permanent"
+        if is_network_error(err, _NETWORK_WORDS):
             return "transient"
         module = type(err).__module__
-        if module.startswith(("requests", "urllib3")) and any(
-            word in type(err).__name__ for word in ("Connection", "Timeout", "MaxRetry", "ChunkedEncoding")
-        ):
-            return "transient"
         if module.startswith("wandb") and type(err).__name__ == "CommError" and _TRANSIENT_TEXT.search(str(err)):
             return "transient"
     return "permanent"

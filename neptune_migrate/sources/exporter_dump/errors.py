@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import errno
-
 from neptune_migrate.errors import PermanentError
 from neptune_migrate.model import ErrorKind
-
-_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE})
-"""Local or network file systems (NFS, SMB, FUSE mounts of a bucket) that hiccup."""
+from neptune_migrate.sources.classify import classify_io_error
 
 
 class IncompleteRunError(PermanentError):
@@ -17,8 +13,4 @@ class IncompleteRunError(PermanentError):
 
 def classify_error(error: Exception) -> ErrorKind:
     """Reading a dump is local I/O: only file-system hiccups are transient, everything else is permanent."""
-    if isinstance(error, TimeoutError):
-        return "transient"
-    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
-        return "transient"
-    return "permanent"
+    return classify_io_error(error)

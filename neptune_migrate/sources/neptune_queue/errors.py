@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import errno
-
 from neptune_migrate.errors import SourceFormatError
 from neptune_migrate.model import ErrorKind
-
-_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE})
-"""File systems (NFS, SMB, FUSE mounts) that hiccup while we read a queue or a referenced file."""
+from neptune_migrate.sources.classify import classify_io_error
 
 
 class QueueLayoutError(SourceFormatError):
@@ -17,8 +13,4 @@ class QueueLayoutError(SourceFormatError):
 
 def classify_error(error: Exception) -> ErrorKind:
     """Reading queue files is local I/O: only file-system hiccups are transient."""
-    if isinstance(error, TimeoutError):
-        return "transient"
-    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
-        return "transient"
-    return "permanent"
+    return classify_io_error(error)

@@ -32,10 +32,15 @@ def _release_remote_resources() -> None:
 
     gc.collect()
     finalizers = sorted(AutoClean._finalizers.items(), key=lambda item: item[1][0])
-    for _, (_, finalizer) in reversed(finalizers):
-        info = finalizer.peek()
-        if info is not None and isinstance(getattr(info[1], "__self__", None), RemoteResourceAutoClean):
-            finalizer()
+    # Remote resources first, then the repositories' own clean-up (which disconnects the client).
+    for remote_first in (True, False):
+        for _, (_, finalizer) in reversed(finalizers):
+            info = finalizer.peek()
+            if info is None:
+                continue
+            is_remote = isinstance(getattr(info[1], "__self__", None), RemoteResourceAutoClean)
+            if is_remote == remote_first:
+                finalizer()
 
 
 @pytest.fixture(scope="session")

@@ -223,10 +223,13 @@ def test_every_fixture_imports_verifies_and_reimports_as_a_no_op(
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("fixture", ["scale-offline", "offline-neptune1", "exporter-neptune2"])
+@pytest.mark.parametrize(
+    "fixture", ["scale-offline", "offline-neptune1", "exporter-neptune2-current", "exporter-models"]
+)
 def test_fixtures_through_a_remote_aim_server_verify(
     fixture: str, fixture_dumps: dict[str, Path], tmp_path: Path, aim_server: str
 ) -> None:
+    # The server's repository is shared by the session: these fixtures' run keys are unique in it.
     reader = DumpReader(fixture_dumps[fixture])
     dest = AimDestination(aim_server, artifacts_uri=f"file://{tmp_path / 'artifacts'}")
     report = import_runs(reader, dest, OPTS)
