@@ -410,18 +410,28 @@ class Replay:
             s.config = {"min": _opt_float(obj.get("min")), "max": _opt_float(obj.get("max")),
                         "unit": None if obj.get("unit") is None else str(obj["unit"])}
 
-    def _log_floats(self, path: str, obj: dict[str, Any], op: OpId) -> None:
+    def _append_target(
+        self, path: str, kind: SeriesKind, attr: AttrType, op_name: str, n_values: int
+    ) -> Series | None:
+        """The series an append operation adds to (typed by its first operation), or None when its
+        points are not wanted: a type conflict, a points-free pass, or points a later clear erases."""
         s = self.series.get(path)
-        if s is None or s.kind != "float":
-            s = self._series(path, "float_series", "LogFloats")
+        if s is None or s.kind != kind:
+            s = self._series(path, attr, op_name)
             if s is None:
-                return
-        values = obj["values"]
+                return None
         if not self.points:
-            return
+            return None
         if s.discard_until is not None:
-            self.discarded_points += len(values)
+            self.discarded_points += n_values
+            return None
+        return s
+
+    def _log_floats(self, path: str, obj: dict[str, Any], op: OpId) -> None:
+        s = self._append_target(path, "float", "float_series", "LogFloats", len(obj["values"]))
+        if s is None:
             return
+        values = obj["values"]
         paths, steps, tss, vals = self._floats
         last = s.last_step
         kept = 0
@@ -444,17 +454,10 @@ class Replay:
             self.buffer.flush("float")
 
     def _log_strings(self, path: str, obj: dict[str, Any], op: OpId) -> None:
-        s = self.series.get(path)
-        if s is None or s.kind != "string":
-            s = self._series(path, "string_series", "LogStrings")
-            if s is None:
-                return
+        s = self._append_target(path, "string", "string_series", "LogStrings", len(obj["values"]))
+        if s is None:
+            return
         values = obj["values"]
-        if not self.points:
-            return
-        if s.discard_until is not None:
-            self.discarded_points += len(values)
-            return
         cols = self.buffer.columns["string"]
         last = s.last_step
         for v in values:
@@ -475,17 +478,10 @@ class Replay:
             self.buffer.flush("string")
 
     def _log_images(self, path: str, obj: dict[str, Any], op: OpId) -> None:
-        s = self.series.get(path)
-        if s is None or s.kind != "file":
-            s = self._series(path, "image_series", "LogImages")
-            if s is None:
-                return
+        s = self._append_target(path, "file", "image_series", "LogImages", len(obj["values"]))
+        if s is None:
+            return
         values = obj["values"]
-        if not self.points:
-            return
-        if s.discard_until is not None:
-            self.discarded_points += len(values)
-            return
         leaf = path.rsplit("/", 1)[-1]
         last = s.last_step
         for v in values:
