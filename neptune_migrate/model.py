@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Literal, NewType
 
 SourceRunId = NewType("SourceRunId", str)
@@ -116,17 +117,52 @@ class SeriesInfo:
     meta: Mapping[str, str | float | None] = field(default_factory=dict)
 
 
+class LossCategory(str, Enum):
+    """What a reported item means for the user. The one map from categories to exit codes is in `cli.py`."""
+
+    LOST = "lost"
+    """Lost by us: data the user holds that this tool could not carry (an error; exit 1)."""
+    NOT_IN_SOURCE = "not_in_source"
+    """Not in the source any more: the Neptune client had already uploaded and deleted it, or a
+    crash cut the tail of a queue (a warning with the count; exit 0 unless `--strict`)."""
+    CHANGED_FORM = "changed_form"
+    """Carried in another form: a renamed key, a scaled step, a value kept as an artifact
+    (information, never called a loss in a summary)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """Something a source held that did not make it into the dump unchanged, with a count."""
+    """One reported item: something a source or destination could not carry unchanged, with a count."""
 
     kind: str
     path: str | None
     count: int
     detail: str
-    error: bool = False
-    """True when data the user holds could not be saved (exit non-zero); False for a documented,
-    deliberate conversion (e.g. metric previews excluded by default)."""
+    category: LossCategory = LossCategory.CHANGED_FORM
+
+    @property
+    def error(self) -> bool:
+        """True when the item is lost by us (the import or export exits non-zero)."""
+        return self.category is LossCategory.LOST
+
+    def to_json(self) -> dict[str, object]:
+        """The item as it appears in dumps and reports (`error` kept for readers of format 1.0)."""
+        return {"kind": self.kind, "path": self.path, "count": self.count, "detail": self.detail,
+                "category": self.category.value, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Loss:
+        """Read an item written by `to_json`, or by format 1.0 (no `category`: `error` decides)."""
+        raw = data.get("category")
+        if isinstance(raw, str):
+            category = LossCategory(raw)
+        else:
+            category = LossCategory.LOST if data.get("error") else LossCategory.CHANGED_FORM
+        path = data.get("path")
+        count = data.get("count", 0)
+        return cls(str(data["kind"]), None if path is None else str(path),
+                   int(count) if isinstance(count, (int, float, str)) else 0,
+                   str(data.get("detail", "")), category)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from neptune_migrate.model import (
     FileEntry,
     ForkPoint,
     Loss,
+    LossCategory,
     Provenance,
     RunKey,
     RunRecord,
@@ -106,7 +107,7 @@ def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -
         k,
         files=files,
         fork=ForkPoint(key("PROJ-0"), 3.0),
-        losses=(Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", error=True),),
+        losses=(Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", category=LossCategory.LOST),),
         absent=("experiment_name",),
     )
 

@@ -26,7 +26,7 @@ from neptune_migrate.destinations.base import (
     RunSnapshot,
 )
 from neptune_migrate.dump.schema import encode_field
-from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
+from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, LossCategory, RunKey, SeriesKind
 
 
 class FakeTransientError(Exception):
@@ -110,7 +110,7 @@ class FakeDestination:
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return [
-            Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", error=False)
+            Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", category=LossCategory.CHANGED_FORM)
             for key, f in run.dest_fields().items()
             if f.type == "string" and len(str(f.value)) > 1000
         ]

@@ -31,7 +31,7 @@ from neptune_migrate.model import (
 )
 
 FORMAT_NAME = "neptune-migrate-dump"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 """`MAJOR.MINOR`: a reader refuses another major; a new minor only adds optional things."""
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -217,11 +217,7 @@ def record_to_json(record: RunRecord) -> dict[str, Any]:
         ],
         "complete": record.complete,
         "partial_copy": record.partial_copy,
-        "losses": [
-            {"kind": lo.kind, "path": lo.path, "count": lo.count, "detail": lo.detail,
-             "error": lo.error}
-            for lo in record.losses
-        ],
+        "losses": [lo.to_json() for lo in record.losses],
         "absent": list(record.absent),
         "provenance": {
             "source": record.provenance.source,
@@ -294,11 +290,7 @@ def record_from_json(data: Mapping[str, Any]) -> RunRecord:
             ),
             complete=bool(data.get("complete", True)),
             partial_copy=bool(data.get("partial_copy", False)),
-            losses=tuple(
-                Loss(lo["kind"], lo.get("path"), int(lo["count"]), lo.get("detail", ""),
-                     bool(lo.get("error", False)))
-                for lo in data.get("losses", [])
-            ),
+            losses=tuple(Loss.from_json(lo) for lo in data.get("losses", [])),
             absent=tuple(data.get("absent", [])),
             provenance=Provenance(
                 source=data["provenance"]["source"],

@@ -76,11 +76,7 @@ def _outcome(record: RunRecord) -> RunOutcome:
         files=sum(1 for f in record.files if f.sha256),
         complete=record.complete,
         partial_copy=record.partial_copy,
-        losses=[
-            {"kind": lo.kind, "path": lo.path, "count": lo.count, "detail": lo.detail,
-             "error": lo.error}
-            for lo in record.losses
-        ],
+        losses=[lo.to_json() for lo in record.losses],
     )
 
 

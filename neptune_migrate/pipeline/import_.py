@@ -30,6 +30,7 @@ from neptune_migrate.model import (
     SERIES_KINDS,
     DestinationRunId,
     Loss,
+    LossCategory,
     RunKey,
     SeriesKind,
 )
@@ -146,7 +147,7 @@ class _NoProgress:
 
 
 def _loss(lo: Loss) -> dict[str, Any]:
-    return {"kind": lo.kind, "path": lo.path, "count": lo.count, "detail": lo.detail, "error": lo.error}
+    return lo.to_json()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,15 +227,16 @@ def prepare_run(
                 losses.append(Loss(
                     "duplicate_step", path, plan.duplicates,
                     f"points share a step; the destination {caps.duplicate_steps} them",
-                    error=overwritten,
+                    category=LossCategory.LOST if overwritten else LossCategory.CHANGED_FORM,
                 ))
     for fe in rec.files:
         if fe.sha256 is None:
             losses.append(Loss("file_missing_in_dump", fe.attribute_path, 1,
-                               f"{fe.name}: {fe.missing or 'not in the dump'}", error=True))
+                               f"{fe.name}: {fe.missing or 'not in the dump'}", category=LossCategory.LOST))
         elif not reader.blob_path(fe.sha256).is_file():
             losses.append(Loss("file_missing_in_dump", fe.attribute_path, 1,
-                               f"{fe.name}: blob {fe.sha256[:12]} is missing from the dump", error=True))
+                               f"{fe.name}: blob {fe.sha256[:12]} is missing from the dump",
+                                   category=LossCategory.LOST))
     size = sum(fe.size or 0 for fe in rec.files if fe.sha256)
     prepared = PreparedRun(record=rec, digest=run.digest, key_map=keymap.mapping, steps=steps)
     return Prepared(prepared, wanted, losses, keymap.renamed, keymap.collisions, step_changes, points, size,
@@ -478,8 +480,8 @@ def _write_points(
 
 def merge_losses(losses: list[Loss]) -> list[Loss]:
     """Sum the counts of losses that differ only in count (chunks of one series)."""
-    merged: dict[tuple[str, str | None, str, bool], int] = {}
+    merged: dict[tuple[str, str | None, str, LossCategory], int] = {}
     for lo in losses:
-        k = (lo.kind, lo.path, lo.detail, lo.error)
+        k = (lo.kind, lo.path, lo.detail, lo.category)
         merged[k] = merged.get(k, 0) + lo.count
-    return [Loss(kind, path, count, detail, error) for (kind, path, detail, error), count in merged.items()]
+    return [Loss(kind, path, count, detail, category) for (kind, path, detail, category), count in merged.items()]

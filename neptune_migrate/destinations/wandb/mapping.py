@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import FileDigest, PreparedRun, RunSnapshot
-from neptune_migrate.model import DestinationRunId, Field, FileEntry, Loss, RunRecord, SeriesKind
+from neptune_migrate.model import DestinationRunId, Field, FileEntry, Loss, LossCategory, RunRecord, SeriesKind
 
 OWN = "neptune_migrate"
 """Reserved top-level name: the config block and the summary marker keys live under it."""
@@ -386,7 +386,8 @@ def chunk_losses(kind: SeriesKind, chunk: pa.Table) -> list[Loss]:
         if not pc.any(mask).as_py():
             continue
         counts = pc.value_counts(chunk.column("path").filter(mask))
-        losses.extend(Loss(name, item["values"], int(item["counts"]), detail, error=error)
+        losses.extend(Loss(name, item["values"], int(item["counts"]), detail,
+                           LossCategory.LOST if error else LossCategory.CHANGED_FORM)
                       for item in counts.to_pylist())
     return losses
 

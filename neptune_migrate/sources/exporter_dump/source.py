@@ -32,6 +32,7 @@ from neptune_migrate.model import (
     FileEntry,
     FileKind,
     Loss,
+    LossCategory,
     Provenance,
     RunKey,
     RunRecord,
@@ -385,7 +386,7 @@ def _probe(path: Path) -> tuple[list[tuple[str | None, str | None, int]], dict[t
 class _LossTally:
     count: int
     detail: str
-    error: bool
+    category: LossCategory
 
 
 class _RunExport:
@@ -420,14 +421,15 @@ class _RunExport:
             if type_ not in VALUE_COLUMN:
                 for path, n in _count_paths(sub).items():
                     self.loss("unsupported_attribute_type", path, n,
-                              f"attribute type {type_!r} is not one neptune-exporter documents", error=True)
+                              f"attribute type {type_!r} is not one neptune-exporter documents",
+                                  category=LossCategory.LOST)
                 continue
             present = has_value(sub, type_)
             nulls = sub.num_rows - pc.sum(present.cast(pa.int64())).as_py()
             if nulls:
                 if type_ in SERIES_TYPES or type_ == FILE_SERIES_TYPE:
                     for path, n in _count_paths(sub.filter(pc.invert(present))).items():
-                        self.loss("null_point_skipped", path, n, _NULL_POINT_DETAIL, error=False)
+                        self.loss("null_point_skipped", path, n, _NULL_POINT_DETAIL, category=LossCategory.CHANGED_FORM)
                 else:
                     self.null_rows += nulls
                 sub = sub.filter(present)
@@ -454,12 +456,12 @@ class _RunExport:
             example = inexact.filter(pc.equal(inexact.column("attribute_path"), path)).column("step")[0].as_py()
             self.loss("step_precision", path, n,
                       f"steps with more significant digits than float64 holds (e.g. {example} -> "
-                      f"{float(example)!r}); stored rounded", error=True)
+                      f"{float(example)!r}); stored rounded", category=LossCategory.LOST)
         valid = pc.is_valid(steps.values)
         if pc.all(valid).as_py():
             return rows, steps.values
         for path, n in _count_paths(rows.filter(pc.invert(valid))).items():
-            self.loss("null_step", path, n, "series points without a step; not stored", error=True)
+            self.loss("null_step", path, n, "series points without a step; not stored", category=LossCategory.LOST)
         return rows.filter(valid), steps.values.filter(valid)
 
     def add_field(self, path: str, value: Field) -> None:
@@ -469,7 +471,7 @@ class _RunExport:
         elif not old.same_as(value):
             self.loss("conflicting_values", path, 1,
                       f"the dump holds several values; kept the first ({old.value!r}), dropped "
-                      f"{value.value!r}", error=True)
+                      f"{value.value!r}", category=LossCategory.LOST)
 
     # -- files ----------------------------------------------------------------------------------
     def add_files(self, type_: str, rows: pa.Table) -> None:
@@ -478,7 +480,8 @@ class _RunExport:
         rels = pc.struct_field(rows.column("file_value"), "path").to_pylist()
         for attr, rel in zip(attrs, rels, strict=True):
             if kind == "artifact":
-                self.loss("artifact_content_not_exported", attr, 1, _ARTIFACT_DETAIL, error=False)
+                self.loss("artifact_content_not_exported", attr, 1, _ARTIFACT_DETAIL,
+                          category=LossCategory.CHANGED_FORM)
             found, why = self.resolve(rel)
             if found is None:
                 self.missing(attr, why)
@@ -530,7 +533,7 @@ class _RunExport:
             mimes.append(mime)
             missing.append(None)
         for attr, n in indexed.items():
-            self.loss("file_series_step_is_index", attr, n, _INDEX_STEP_DETAIL, error=False)
+            self.loss("file_series_step_is_index", attr, n, _INDEX_STEP_DETAIL, category=LossCategory.CHANGED_FORM)
         self.out.add_points("file", pa.table({
             "path": rows.column("attribute_path"),
             "step": steps,
@@ -562,14 +565,14 @@ class _RunExport:
     def missing(self, attr: str, why: str) -> None:
         tally = self.losses.get(("missing_file", attr))
         if tally is None:
-            self.losses[("missing_file", attr)] = _LossTally(1, why, True)
+            self.losses[("missing_file", attr)] = _LossTally(1, why, LossCategory.LOST)
         else:
             tally.count += 1
 
-    def loss(self, kind: str, path: str | None, count: int, detail: str, *, error: bool) -> None:
+    def loss(self, kind: str, path: str | None, count: int, detail: str, *, category: LossCategory) -> None:
         tally = self.losses.get((kind, path))
         if tally is None:
-            self.losses[(kind, path)] = _LossTally(count, detail, error)
+            self.losses[(kind, path)] = _LossTally(count, detail, category)
         else:
             tally.count += count
 
@@ -586,11 +589,12 @@ class _RunExport:
         )
         identity = build_identity(identity_fields, self.key.project, flavour)
         if info.incomplete:
-            self.loss("interrupted_export", None, len(info.incomplete), "; ".join(info.incomplete), error=True)
+            self.loss("interrupted_export", None, len(info.incomplete), "; ".join(info.incomplete),
+                      category=LossCategory.LOST)
         if info.shared_unreadable:
             self.loss("unreadable_part", None, len(info.shared_unreadable),
                       f"{', '.join(sorted(info.shared_unreadable))} of this project's multi-run export "
-                      "cannot be read and may have held rows of this run", error=True)
+                      "cannot be read and may have held rows of this run", category=LossCategory.LOST)
         details = {
             "flavour": flavour,
             "entity": info.kind,
@@ -602,7 +606,7 @@ class _RunExport:
         if self.source.files_root is not None:
             details["files_path"] = str(self.source.files_root)
         losses = tuple(
-            Loss(kind, path, t.count, t.detail, t.error)
+            Loss(kind, path, t.count, t.detail, t.category)
             for (kind, path), t in sorted(self.losses.items(), key=lambda item: (item[0][0], item[0][1] or ""))
         )
         return RunRecord(

@@ -22,6 +22,7 @@ from neptune_migrate.model import (
     FileEntry,
     FileKind,
     Loss,
+    LossCategory,
     SeriesKind,
     SystemInfo,
 )
@@ -167,7 +168,7 @@ class FileResolver:
 
     def missing(self, attr: str, kind: FileKind, name: str, origin: str | None, why: str) -> None:
         self.entries.append(FileEntry(attr, kind, name, None, None, _mime(name), why, origin))
-        self.losses.append(Loss("missing_file", attr, 1, why, error=True))
+        self.losses.append(Loss("missing_file", attr, 1, why, category=LossCategory.LOST))
 
     def store(self, attr: str, kind: FileKind, name: str, local: Path, origin: str) -> None:
         try:

@@ -27,6 +27,7 @@ from neptune_migrate.errors import SourceFormatError, UsageError
 from neptune_migrate.model import (
     ErrorKind,
     Loss,
+    LossCategory,
     Provenance,
     RunKey,
     RunRecord,
@@ -198,8 +199,8 @@ class _ContainerExport:
         return dict(pre.last_reset)
 
     # -- report ---------------------------------------------------------------------------------
-    def _loss(self, kind: str, path: str | None, count: int, detail: str, *, error: bool) -> None:
-        self.losses.append(Loss(kind, path, count, detail, error))
+    def _loss(self, kind: str, path: str | None, count: int, detail: str, *, category: LossCategory) -> None:
+        self.losses.append(Loss(kind, path, count, detail, category))
 
     def _queue_losses(self, stats: list[ReadStats]) -> None:
         for ex, st in zip(self.executions, stats, strict=True):
@@ -215,7 +216,7 @@ class _ContainerExport:
                     reasons.append(f"the last line ({st.torn_tail}) is cut mid-record")
                 self._loss("truncated_queue", None, missing,
                            f"{where}: {'; '.join(reasons)}: {missing} operation(s) lost when the process "
-                           "died (the client buffers queue writes)", error=True)
+                           "died (the client buffers queue writes)", category=LossCategory.LOST)
                 self.complete = False
             gaps = list(st.gaps)
             first = st.first_version
@@ -226,36 +227,36 @@ class _ContainerExport:
                 if acked and lo == 1:
                     self._loss("acknowledged_ops_removed", None, hi - lo + 1,
                                f"{where}: versions {lo}..{hi} were acknowledged by the server and their "
-                               "data-N.log deleted by the client", error=False)
+                               "data-N.log deleted by the client", category=LossCategory.CHANGED_FORM)
                 else:
                     self._loss("missing_ops", None, hi - lo + 1,
-                               f"{where}: versions {lo}..{hi} are not in the queue files", error=True)
+                               f"{where}: versions {lo}..{hi} are not in the queue files", category=LossCategory.LOST)
                     self.complete = False
             if st.unreadable:
                 self._loss("unreadable_record", None, len(st.unreadable),
                            f"{where}: lines that are not a queue record: {', '.join(st.unreadable[:5])}"
-                           + (" ..." if len(st.unreadable) > 5 else ""), error=True)
+                           + (" ..." if len(st.unreadable) > 5 else ""), category=LossCategory.LOST)
                 self.complete = False
 
     def _replay_losses(self, replay: Replay) -> None:
         for path, n in sorted(replay.dropped_steps.items()):
             self._loss("non_increasing_step", path, n,
                        "points whose step is not greater than the series' previous step; the Neptune "
-                       "server drops them too", error=False)
+                       "server drops them too", category=LossCategory.CHANGED_FORM)
         for path, t in sorted(replay.conflicts.items()):
-            self._loss("type_conflict", path, t.count, t.detail, error=False)
+            self._loss("type_conflict", path, t.count, t.detail, category=LossCategory.CHANGED_FORM)
         for path, t in sorted(replay.unresolved_copies.items()):
-            self._loss("unresolved_copy", path, t.count, t.detail, error=True)
+            self._loss("unresolved_copy", path, t.count, t.detail, category=LossCategory.LOST)
         for type_, t in sorted(replay.invalid.items()):
             self._loss("invalid_operation", None, t.count, f"malformed {type_} operation(s): {t.detail}",
-                       error=True)
+                       category=LossCategory.LOST)
         for type_, n in sorted(replay.unknown_ops.items()):
             self._loss("unknown_operation", None, n, f"operation type {type_!r} is not known to this reader",
-                       error=True)
+                       category=LossCategory.LOST)
         for path, n in sorted(replay.empty_images.items()):
             self._loss("image_not_stored_by_client", path, n,
                        "the client wrote an empty image (over its size limit); a row without a file is kept",
-                       error=False)
+                       category=LossCategory.CHANGED_FORM)
 
     def _created_at(self, stats: list[ReadStats]) -> tuple[datetime | None, str]:
         meta = [e.started for e in self.executions if e.metadata and e.started is not None]
@@ -298,11 +299,11 @@ class _ContainerExport:
 
 def _merge_losses(losses: list[Loss]) -> list[Loss]:
     """One loss per (kind, path): counts added, the first detail kept."""
-    merged: dict[tuple[str, str | None, bool], Loss] = {}
+    merged: dict[tuple[str, str | None, LossCategory], Loss] = {}
     for lo in losses:
-        k = (lo.kind, lo.path, lo.error)
+        k = (lo.kind, lo.path, lo.category)
         old = merged.get(k)
-        merged[k] = lo if old is None else Loss(lo.kind, lo.path, old.count + lo.count, old.detail, lo.error)
+        merged[k] = lo if old is None else Loss(lo.kind, lo.path, old.count + lo.count, old.detail, lo.category)
     return sorted(merged.values(), key=lambda lo: (lo.kind, lo.path or ""))
 
 

@@ -30,6 +30,7 @@ from neptune_migrate.model import (
     FileEntry,
     ForkPoint,
     Loss,
+    LossCategory,
     RunKey,
     SeriesKind,
     SourceRunId,
@@ -207,7 +208,7 @@ class _SeriesState:
 class _LossCounter:
     count: int = 0
     detail: str = ""
-    error: bool = False
+    category: LossCategory = LossCategory.CHANGED_FORM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,18 +246,18 @@ class RunState:
     _inexact_steps: int = 0
 
     # -- losses -----------------------------------------------------------------------------------
-    def loss(self, kind: str, path: str | None, detail: str, *, error: bool, count: int = 1) -> None:
+    def loss(self, kind: str, path: str | None, detail: str, *, category: LossCategory, count: int = 1) -> None:
         """Count one more dropped or changed item; the first detail of each (kind, path) is kept."""
-        counter = self._losses.setdefault((kind, path), _LossCounter(detail=detail, error=error))
+        counter = self._losses.setdefault((kind, path), _LossCounter(detail=detail, category=category))
         counter.count += count
 
     def losses(self) -> list[Loss]:
-        out = [Loss(kind, path, c.count, c.detail, c.error) for (kind, path), c in self._losses.items()]
+        out = [Loss(kind, path, c.count, c.detail, c.category) for (kind, path), c in self._losses.items()]
         if self._inexact_steps:
             out.append(Loss(
                 "step_precision", None, self._inexact_steps,
                 "steps with more than 15 significant digits are stored as the nearest float64",
-                error=False,
+                category=LossCategory.CHANGED_FORM,
             ))
         return out
 
@@ -307,7 +308,7 @@ class RunState:
     def _assign(self, path: str, value: Any) -> None:
         if path in self._series:
             self.loss("type_conflict", path, f"a config value was logged to the {self._series[path].kind} "
-                      "series; the server keeps the first type", error=False)
+                      "series; the server keeps the first type", category=LossCategory.CHANGED_FORM)
             return
         which = value.WhichOneof("value")
         if which == "file_ref":
@@ -320,7 +321,7 @@ class RunState:
         f = config_field(value)
         if f is None:
             self.loss("unsupported_value", path, f"an assigned {which or 'empty'} value is not a config type",
-                      error=True)
+                      category=LossCategory.LOST)
             return
         if path in self.file_refs:
             self._type_conflict(path, f.type, "file")
@@ -345,11 +346,11 @@ class RunState:
 
     def _type_conflict(self, path: str, new: str, old: str) -> None:
         self.loss("type_conflict", path, f"a {new} value was logged to a {old} attribute; the server "
-                  "keeps the first type", error=False)
+                  "keeps the first type", category=LossCategory.CHANGED_FORM)
 
     def _modify_set(self, path: str, modify: Any) -> None:
         if modify.WhichOneof("type") != "string":
-            self.loss("unsupported_value", path, "a set modification of an unknown type", error=True)
+            self.loss("unsupported_value", path, "a set modification of an unknown type", category=LossCategory.LOST)
             return
         if path == "sys/tags":
             self.tags_touched = True
@@ -370,7 +371,7 @@ class RunState:
     def _append(self, snap: Any) -> None:
         if not snap.HasField("step"):
             for path in snap.append:
-                self.loss("missing_step", path, "a series value was logged without a step", error=True)
+                self.loss("missing_step", path, "a series value was logged without a step", category=LossCategory.LOST)
             return
         n = step_micros(snap.step)
         step = self._step(n)
@@ -396,7 +397,7 @@ class RunState:
             kind, v = "file", FileRef(str(ref.path), int(ref.size_bytes), str(ref.mime_type))
         else:
             self.loss("unsupported_value", path, f"a {which or 'empty'} value cannot be a series point",
-                      error=True)
+                      category=LossCategory.LOST)
             return
         st = self._series.get(path)
         if st is None:
@@ -410,24 +411,26 @@ class RunState:
         floor = st.last
         if floor is None and self.fork_micros is not None and n <= self.fork_micros:
                 self.loss("non_increasing_step", path, f"step {micros_text(n)} is not after the fork step "
-                          f"{micros_text(self.fork_micros)}; the server rejects it", error=False)
+                          f"{micros_text(self.fork_micros)}; the server rejects it", category=LossCategory.CHANGED_FORM)
                 return
         if preview is not None:
             if floor is not None and n <= floor:
                 self.loss("non_increasing_step", path, f"preview at step {micros_text(n)} is not after the "
-                          f"last committed step {micros_text(floor)}; the server rejects it", error=False)
+                          f"last committed step {micros_text(floor)}; the server rejects it",
+                              category=LossCategory.CHANGED_FORM)
                 return
             if not self.include_previews:
                 self.loss("preview_excluded", path, "metric previews are excluded (use --include-previews)",
-                          error=False)
+                          category=LossCategory.CHANGED_FORM)
                 return
         elif floor is not None and n <= floor:
             if n == floor and _same(v, st.last_value):
                 self.loss("duplicate_point", path, f"the same value was logged twice at step {micros_text(n)}",
-                          error=False)
+                          category=LossCategory.CHANGED_FORM)
             else:
                 self.loss("non_increasing_step", path, f"step {micros_text(n)} is not after step "
-                          f"{micros_text(floor)}; the server keeps only strictly increasing steps", error=False)
+                          f"{micros_text(floor)}; the server keeps only strictly increasing steps",
+                          category=LossCategory.CHANGED_FORM)
             return
         if preview is None:
             st.last, st.last_value = n, (v.path if isinstance(v, FileRef) else v)
@@ -453,9 +456,9 @@ class RunState:
         else:
             resolved = self.resolve_file(v)
             if resolved.sha256 is None:
-                self.loss("missing_file", path, resolved.missing or "file not found", error=True)
+                self.loss("missing_file", path, resolved.missing or "file not found", category=LossCategory.LOST)
             elif resolved.changed:
-                self.loss("file_changed", path, resolved.changed, error=True)
+                self.loss("file_changed", path, resolved.changed, category=LossCategory.LOST)
             cols["sha256"].append(resolved.sha256)
             cols["size"].append(resolved.size)
             cols["name"].append(resolved.name)
@@ -477,9 +480,9 @@ class RunState:
         for path, ref in sorted(self.file_refs.items()):
             r = self.resolve_file(ref)
             if r.sha256 is None:
-                self.loss("missing_file", path, r.missing or "file not found", error=True)
+                self.loss("missing_file", path, r.missing or "file not found", category=LossCategory.LOST)
             elif r.changed:
-                self.loss("file_changed", path, r.changed, error=True)
+                self.loss("file_changed", path, r.changed, category=LossCategory.LOST)
             entries.append(FileEntry(
                 attribute_path=path, kind="file", name=r.name, sha256=r.sha256, size=r.size,
                 mime_type=r.mime_type, missing=r.missing, origin=r.origin,

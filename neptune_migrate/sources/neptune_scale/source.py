@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from neptune_migrate.dump.writer import RunWriter
 from neptune_migrate.errors import MissingDependencyError, SourceFormatError
-from neptune_migrate.model import ErrorKind, Provenance, RunKey, RunRecord, SourceRunId, SystemInfo
+from neptune_migrate.model import ErrorKind, LossCategory, Provenance, RunKey, RunRecord, SourceRunId, SystemInfo
 from neptune_migrate.sources.base import SourceOptions
 from neptune_migrate.sources.neptune_scale.errors import classify_error
 from neptune_migrate.sources.neptune_scale.mapping import FileRef, ResolvedFile, RunState
@@ -338,20 +338,22 @@ class NeptuneScaleSource:
                                     state.apply_create(run_cls.FromString(blob), enqueued_ms)
                                 else:
                                     state.loss("unknown_operation", None, f"operation type {op_type} (seq "
-                                               f"{seq}) is not known to this reader", error=True)
+                                               f"{seq}) is not known to this reader", category=LossCategory.LOST)
                             except decode_error as exc:
                                 complete = False
-                                state.loss("corrupt_operation", None, f"{info.path}: seq {seq}: {exc}", error=True)
+                                state.loss("corrupt_operation", None, f"{info.path}: seq {seq}: {exc}",
+                                           category=LossCategory.LOST)
         state.flush()
         files = state.file_entries()
         for path, kind in state.series_kinds().items():
             out.declare_series(kind, path)
         for seq, etype, details in errors:
-            state.loss("operation_error", None, f"seq {seq}: {etype}: {details}", error=True)
+            state.loss("operation_error", None, f"seq {seq}: {etype}: {details}", category=LossCategory.LOST)
         unused = [d for d in finder.uploads if d not in finder.used]
         if unused:
             state.loss("unreferenced_upload", None, f"{len(unused)} file(s) waiting for upload belong to operations "
-                       f"no longer in the log, e.g. {finder.uploads[unused[0]].source_path}", error=False,
+                       f"no longer in the log, e.g. {finder.uploads[unused[0]].source_path}",
+                       category=LossCategory.CHANGED_FORM,
                        count=len(unused))
         return self._record(key, infos, state, files, complete, read + finder.read)
 
