@@ -38,7 +38,7 @@ from neptune_migrate.model import (
     RunRecord,
     SourceRunId,
 )
-from neptune_migrate.sources.base import Source, SourceOptions
+from neptune_migrate.sources.base import Source, SourceOptions, fill_times
 from neptune_migrate.sources.exporter_dump import errors
 from neptune_migrate.sources.exporter_dump.errors import IncompleteRunError
 from neptune_migrate.sources.exporter_dump.mapping import (
@@ -609,7 +609,7 @@ class _RunExport:
             Loss(kind, path, t.count, t.detail, t.category)
             for (kind, path), t in sorted(self.losses.items(), key=lambda item: (item[0][0], item[0][1] or ""))
         )
-        return RunRecord(
+        record = RunRecord(
             key=self.key,
             kind=info.kind,
             system=identity.system,
@@ -626,6 +626,10 @@ class _RunExport:
                 details=details,
             ),
         )
+        # Without sys/creation_time or sys/modification_time (some exporter versions drop them), the
+        # run spans its points' timestamps; never the export time.
+        return fill_times(record, [(self.out.first_point_at, self.out.last_point_at,
+                                    "first point's timestamp", "last point")])
 
 
 def _count_paths(rows: pa.Table) -> dict[str, int]:

@@ -320,6 +320,8 @@ class ReadStats:
     torn_tail: str | None = None
     """`data-N.log:line` when the very last line was cut (a process killed mid-write)."""
     first_at: float | None = None
+    last_at: float | None = None
+    """The latest `at` (enqueue time, epoch seconds) of any record: when the run last wrote."""
 
 
 _DECODER = json.JSONDecoder()
@@ -377,11 +379,14 @@ def read_records(execution: Execution, stats: ReadStats) -> Iterator[dict[str, A
                     stats.unreadable.append(last_bad)
                     last_bad = None
                 stats.records += 1
+                at = rec.get("at")
+                if at is not None and type(at) is not bool and isinstance(at, int | float) and at == at:
+                    if stats.first_at is None:
+                        stats.first_at = float(at)
+                    if stats.last_at is None or at > stats.last_at:
+                        stats.last_at = float(at)
                 if last_version is None:
                     stats.first_version = version
-                    at = rec.get("at")
-                    if isinstance(at, int | float):
-                        stats.first_at = float(at)
                 elif version != last_version + 1:
                     if version <= last_version:
                         stats.out_of_order += 1

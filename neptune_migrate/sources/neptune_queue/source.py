@@ -17,8 +17,10 @@ Memory does not grow with the number of points. Each container is read in up to 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +36,7 @@ from neptune_migrate.model import (
     SeriesKind,
     SourceRunId,
 )
-from neptune_migrate.sources.base import Source, SourceOptions
+from neptune_migrate.sources.base import Source, SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.neptune_queue import errors
 from neptune_migrate.sources.neptune_queue.layout import (
     GENERATION_NAMES,
@@ -48,6 +50,26 @@ from neptune_migrate.sources.neptune_queue.layout import (
 )
 from neptune_migrate.sources.neptune_queue.mapping import FileResolver, build_identity, points_table
 from neptune_migrate.sources.neptune_queue.replay import PointBuffer, Replay
+
+_LOCAL_DATE = re.compile(r"(\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2}(?:\.\d{1,6})?)")
+"""The local date in an `exec-<n>-<YYYY-mm-dd_HH.MM.SS.ffffff>` folder name (clients <= 1.8)."""
+_MAX_UTC_OFFSET_HOURS = 14
+
+
+def _folder_local_date(name: str) -> datetime | None:
+    """The naive local date an old client put in an execution folder's name, if any."""
+    if not name.startswith("exec-"):
+        return None
+    m = _LOCAL_DATE.search(name)
+    if m is None:
+        return None
+    text = m.group(1)
+    fmt = "%Y-%m-%d_%H.%M.%S.%f" if text.count(".") == 3 else "%Y-%m-%d_%H.%M.%S"
+    try:
+        return datetime.strptime(text, fmt)  # noqa: DTZ007 - a local time of an unknown zone, compared only
+    except ValueError:
+        return None
+
 
 BATCH_ROWS = 100_000
 """Points handed to the dump per `add_points` call (per series kind)."""
@@ -83,7 +105,7 @@ class NeptuneQueueSource:
         """Find every container folder under `options.path`; nothing is written anywhere."""
         self.options = options
         self.project = _check_project(options.project)
-        self.scan = scan_path(options.path)
+        self.scan = scan_path(options.path.absolute())
 
     # -- Source protocol ------------------------------------------------------------------------
     def describe(self) -> str:
@@ -124,6 +146,21 @@ class NeptuneQueueSource:
             raise SourceFormatError(msg)
         return _ContainerExport(self, container, key, out).run()
 
+    def fingerprint(self, key: RunKey) -> str:
+        """Names (relative to each execution folder), sizes and counters of the container's queue files."""
+        container = self.scan.containers.get(key.run_id)
+        if container is None:
+            msg = f"{key} is not in {self.scan.root}"
+            raise SourceFormatError(msg)
+        items: list[tuple[str, object]] = []
+        for ex in _order(container.executions):
+            items.append((ex.folder.name, (ex.last_put, ex.last_ack)))
+            items.extend((f"{ex.folder.name}/{f.name}", f.stat().st_size) for f in ex.data_files)
+            if ex.upload_dir.is_dir():
+                items.extend((f"{ex.folder.name}/upload_path/{f.name}", f.stat().st_size)
+                             for f in sorted(ex.upload_dir.iterdir()) if f.is_file())
+        return fingerprint_files(items)
+
     def classify_error(self, error: Exception) -> ErrorKind:
         """Only file-system hiccups are transient."""
         return errors.classify_error(error)
@@ -153,9 +190,10 @@ class _ContainerExport:
         for path, series in sorted(replay.series.items()):
             self.out.declare_series(series.kind, path, dict(series.config) if series.config else None)
 
+        partial = self.container.mode in ("async", "sync")
         resolver = FileResolver(
             self.source.options.path_map, self.out.store_file, self.out.store_bytes,
-            [e.upload_dir for e in self.executions],
+            [e.upload_dir for e in self.executions], [e.last_ack for e in self.executions], leftover=partial,
         )
         for path, ref in sorted(replay.files.items()):
             resolver.file(path, ref)
@@ -167,10 +205,9 @@ class _ContainerExport:
         self._queue_losses(stats)
         self._replay_losses(replay)
         self.losses.extend(resolver.losses)
-        partial = self.container.mode in ("async", "sync")
         created_at, created_from = self._created_at(stats)
         identity = build_identity(replay, created_at, partial=partial)
-        return RunRecord(
+        record = RunRecord(
             key=self.key,
             kind=self.container.kind,
             system=identity.system,
@@ -182,11 +219,44 @@ class _ContainerExport:
             absent=identity.absent,
             provenance=Provenance(
                 source=NeptuneQueueSource.name,
-                location=str(self.container.folder.resolve()),
+                location=str(self.container.folder),
                 files=tuple(str(p) for e in self.executions for p in e.data_files) + tuple(resolver.read),
                 details=self._details(replay, stats, created_from),
             ),
         )
+        return self._fill_times(record, stats)
+
+    def _fill_times(self, record: RunRecord, stats: list[ReadStats]) -> RunRecord:
+        """Creation time from the first point's `ts` when nothing better exists; end time from the last
+        operation's `at` or the last point's `ts`, whichever is later; then cross-check the folder's date."""
+        last_ats = [s.last_at for s in stats if s.last_at is not None]
+        last_at = datetime.fromtimestamp(max(last_ats), timezone.utc) if last_ats else None
+        last_point = self.out.last_point_at
+        last: datetime | None
+        if last_at is not None and (last_point is None or last_at >= last_point):
+            last, last_label = last_at, "last operation"
+        else:
+            last, last_label = last_point, "last point"
+        candidates: list[tuple[datetime | None, datetime | None, str, str]] = [
+            (self.out.first_point_at, last, "first point's ts", last_label),
+        ]
+        local = [d for d in (_folder_local_date(e.folder.name) for e in self.executions) if d is not None]
+        if local:
+            candidates.append((min(local).replace(tzinfo=timezone.utc), None,
+                               "exec folder's local date (time zone unknown, read as UTC)", ""))
+        record = fill_times(record, candidates)
+        created = record.system.created_at
+        if local and created is not None:
+            offset = (min(local) - created.replace(tzinfo=None)).total_seconds() / 3600
+            details = dict(record.provenance.details)
+            if abs(offset) <= _MAX_UTC_OFFSET_HOURS:
+                details["created_at_check"] = (f"the exec folder's local date is {offset:+.1f} h from it "
+                                               "(a plausible UTC offset)")
+            else:
+                details["created_at_check"] = (f"the exec folder's local date is {offset:+.1f} h from it: "
+                                               "more than any UTC offset; kept the recorded timestamp")
+            record = replace(record, provenance=replace(record.provenance, details=details))
+        return record
 
     # -- pass 1 ---------------------------------------------------------------------------------
     def _pre_pass(self) -> dict[str, tuple[int, int]]:
@@ -215,8 +285,9 @@ class _ContainerExport:
                 if st.torn_tail:
                     reasons.append(f"the last line ({st.torn_tail}) is cut mid-record")
                 self._loss("truncated_queue", None, missing,
-                           f"{where}: {'; '.join(reasons)}: {missing} operation(s) lost when the process "
-                           "died (the client buffers queue writes)", category=LossCategory.LOST)
+                           f"{where}: {'; '.join(reasons)}: {missing} operation(s) never reached the disk when "
+                           "the process died (the client buffers queue writes)",
+                           category=LossCategory.NOT_IN_SOURCE)
                 self.complete = False
             gaps = list(st.gaps)
             first = st.first_version
@@ -227,7 +298,7 @@ class _ContainerExport:
                 if acked and lo == 1:
                     self._loss("acknowledged_ops_removed", None, hi - lo + 1,
                                f"{where}: versions {lo}..{hi} were acknowledged by the server and their "
-                               "data-N.log deleted by the client", category=LossCategory.CHANGED_FORM)
+                               "data-N.log deleted by the client", category=LossCategory.NOT_IN_SOURCE)
                 else:
                     self._loss("missing_ops", None, hi - lo + 1,
                                f"{where}: versions {lo}..{hi} are not in the queue files", category=LossCategory.LOST)
@@ -253,6 +324,8 @@ class _ContainerExport:
         for type_, n in sorted(replay.unknown_ops.items()):
             self._loss("unknown_operation", None, n, f"operation type {type_!r} is not known to this reader",
                        category=LossCategory.LOST)
+        for path, t in sorted(replay.rounded.items()):
+            self._loss("int_rounded_to_double", path, t.count, t.detail, category=LossCategory.CHANGED_FORM)
         for path, n in sorted(replay.empty_images.items()):
             self._loss("image_not_stored_by_client", path, n,
                        "the client wrote an empty image (over its size limit); a row without a file is kept",

@@ -97,8 +97,11 @@ def test_real_neptune2_sample_golden(tmp_path: Path) -> None:
     assert rec.fork is None
     assert rec.provenance.details["sys/id"] == "PROJ-1"
     assert rec.provenance.details["flavour"] == "neptune2"
-    assert set(rec.absent) == {"description", "owner", "state", "failed", "trashed", "modified_at",
+    assert set(rec.absent) == {"description", "owner", "state", "failed", "trashed",
                                "custom_run_id", "experiment_name", "group_tags"}
+    # no sys/modification_time in this sample: the run ends at its last point (T0 + 4 s), not the export time
+    assert rec.system.modified_at == T0 + timedelta(seconds=4)
+    assert rec.provenance.details["modified_at_from"] == "last point"
     assert dict(rec.fields) == {
         "parameters/lr": Field("float", 0.001),
         "parameters/batch_size": Field("int", 64),

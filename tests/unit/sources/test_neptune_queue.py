@@ -22,7 +22,7 @@ import pytest
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import UsageError
-from neptune_migrate.model import Field, Loss, RunKey, SourceRunId
+from neptune_migrate.model import Field, Loss, LossCategory, RunKey, SourceRunId
 from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources import load_source
 from neptune_migrate.sources.base import PathMap, RunSelection, SourceOptions
@@ -164,7 +164,12 @@ def test_main_run_fields_and_identity(offline: Exported) -> None:
                                                   False)
     assert s.tags == frozenset({"baseline", "extra-tag"}) and s.group_tags == frozenset()
     assert s.created_at == datetime.fromisoformat(meta["createdAt"])
-    assert set(rec.absent) == {"owner", "state", "trashed", "modified_at", "custom_run_id", "experiment_name"}
+    # No modification time on disk: the run ends at its last operation's `at` (later than any point's ts here).
+    last_at = max(r["at"] for r in records(MAIN_DIR))
+    assert s.modified_at == datetime.fromtimestamp(last_at, UTC)
+    assert rec.provenance.details["modified_at_from"] == "last operation"
+    assert rec.provenance.details["created_at_from"] == "metadata.json createdAt"
+    assert set(rec.absent) == {"owner", "state", "trashed", "custom_run_id", "experiment_name"}
     assert rec.complete and not rec.partial_copy
     assert rec.losses == (Loss("artifact_content_not_exported", "artifacts/assigned", 1, rec.losses[0].detail),)
     assert rec.provenance.source == "neptune-offline"
@@ -243,7 +248,13 @@ def test_older_layout_and_multi_file_queue_equal_the_main_run(fixture: str, tmp_
     details = rec.provenance.details
     if fixture == "pre19":
         assert details["layout"] == "pre-1.9"
-        assert rec.system.created_at is None and "created_at" in rec.absent  # no metadata.json, no `at`
+        # No metadata.json and no `at`: the run starts at its first point's ts and ends at its last one's
+        # (train/no_ts was logged with the clock's ts), never at the export time.
+        assert rec.system.created_at == T0 and "created_at" not in rec.absent
+        assert details["created_at_from"] == "first point's ts"
+        [no_ts] = [r for r in records(next((N1 / fixture).rglob("run__*"))) if r["obj"]["path"] == ["train", "no_ts"]]
+        assert rec.system.modified_at == from_ts(no_ts["obj"]["values"][0]["ts"])
+        assert details["modified_at_from"] == "last point"
     else:
         assert rec.provenance.files[:2] == (str(next((N1 / fixture).rglob("data-1.log"))),
                                             str(next((N1 / fixture).rglob("data-30.log"))))
@@ -288,7 +299,8 @@ def test_async_killed_tail_lost(tmp_path: Path) -> None:
     rec = ex.run(KILLED).record
     assert not rec.complete and rec.partial_copy
     [lost] = [lo for lo in rec.losses if lo.kind == "truncated_queue"]
-    assert (lost.count, lost.error) == (29, True)  # last_put_version 72, versions 1..43 on disk
+    # last_put_version 72, versions 1..43 on disk: the tail never reached the disk (not in the source)
+    assert (lost.count, lost.category, lost.error) == (29, LossCategory.NOT_IN_SOURCE, False)
     assert "last_put_version is 72" in lost.detail
     assert ex.steps_values(KILLED, "float", "train/loss") == [(0.0, 1.0, at(0)), (1.0, 0.5, at(1)),
                                                               (2.0, 0.3333333333333333, at(2))]
