@@ -227,6 +227,8 @@ class RunWriter:
         doc = record_to_json(record)
         doc["format_version"] = FORMAT_VERSION
         doc["parts"] = parts
+        if self.dump.source_root is not None:
+            doc["source_root"] = self.dump.source_root
         doc["digest"] = record_digest(doc)
         doc["committed_at"] = datetime.now(timezone.utc).isoformat()
         write_atomic(
@@ -261,6 +263,8 @@ class DumpWriter:
         self.layout = DumpLayout(root)
         self._lock_fh: IO[str] | None = None
         self.manifest: Manifest
+        self.source_root: int | None = None
+        """Index in the manifest's `source_roots` of the folder the current export reads."""
 
     def __enter__(self) -> DumpWriter:
         self.open()
@@ -326,12 +330,18 @@ class DumpWriter:
         except DumpFormatError:
             return None
 
-    def add_source_root(self, root: str) -> None:
-        """Remember (once) an absolute folder that runs' provenance paths are relative to (format 1.2)."""
+    def add_source_root(self, root: str) -> int:
+        """Record (once) the absolute folder that the next runs' provenance paths are relative to.
+
+        Returns its index in the manifest's `source_roots` (format 1.2); every run committed afterwards
+        carries it as `source_root`.
+        """
         roots = self.manifest.extra.setdefault("source_roots", [])
         if root not in roots:
             roots.append(root)
             write_manifest(self.layout, self.manifest)
+        self.source_root = roots.index(root)
+        return self.source_root
 
     @contextlib.contextmanager
     def begin_run(self, key: RunKey) -> Iterator[RunWriter]:

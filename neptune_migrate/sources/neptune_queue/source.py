@@ -123,11 +123,19 @@ class NeptuneQueueSource:
             counted = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
             parts.append(f"{mode}: {counted}")
         layouts = "; ".join(f"{GENERATION_NAMES[g]} ({n})" for g, n in sorted(generations.items()))  # type: ignore[index]
+        typed = sum(1 for c in self.scan.containers.values() if c.container_type_file)
+        if typed:
+            layouts += f"; {typed} with a container_type file"
         multi = executions - len(self.scan.containers)
         text = (f"neptune 1.x queue, {self.scan.detected} at {self.scan.root}: {'; '.join(parts)}; "
                 f"layouts: {layouts}")
         if multi:
             text += f"; {multi} extra execution folder(s) merged into their runs"
+        copies = sum(len(c.duplicates) for c in self.scan.containers.values())
+        if copies:
+            text += f"; {copies} execution folder(s) found twice (the more complete copy is read)"
+        if self.scan.unreadable:
+            text += f"; {len(self.scan.unreadable)} run folder(s) cannot be read"
         return text
 
     def warnings(self) -> list[str]:
@@ -136,22 +144,23 @@ class NeptuneQueueSource:
 
     def list_runs(self) -> Iterator[RunKey]:
         """Every container, keyed by its uuid in the `--project` project."""
-        return iter(sorted(RunKey(self.project, SourceRunId(uuid)) for uuid in self.scan.containers))
+        uuids = set(self.scan.containers) | set(self.scan.unreadable)
+        return iter(sorted(RunKey(self.project, SourceRunId(uuid)) for uuid in uuids))
 
     def export_run(self, key: RunKey, out: RunWriter) -> RunRecord:
         """Replay the container's queue(s), streaming points into `out`; then files and the record."""
+        return _ContainerExport(self, self._container(key), key, out).run()
+
+    def _container(self, key: RunKey) -> Container:
         container = self.scan.containers.get(key.run_id)
         if container is None:
-            msg = f"{key} is not in {self.scan.root}"
+            msg = self.scan.unreadable.get(key.run_id) or f"{key} is not in {self.scan.root}"
             raise SourceFormatError(msg)
-        return _ContainerExport(self, container, key, out).run()
+        return container
 
     def fingerprint(self, key: RunKey) -> str:
         """Names (relative to each execution folder), sizes and counters of the container's queue files."""
-        container = self.scan.containers.get(key.run_id)
-        if container is None:
-            msg = f"{key} is not in {self.scan.root}"
-            raise SourceFormatError(msg)
+        container = self._container(key)
         items: list[tuple[str, object]] = []
         for ex in _order(container.executions):
             items.append((ex.folder.name, (ex.last_put, ex.last_ack)))
@@ -204,6 +213,8 @@ class _ContainerExport:
 
         self._queue_losses(stats)
         self._replay_losses(replay)
+        for sentence in self.container.duplicates:
+            self._loss("duplicate_copy", None, 1, sentence, category=LossCategory.CHANGED_FORM)
         self.losses.extend(resolver.losses)
         created_at, created_from = self._created_at(stats)
         identity = build_identity(replay, created_at, partial=partial)
@@ -357,6 +368,8 @@ class _ContainerExport:
             "created_at_from": created_from,
             "points_cleared": str(replay.discarded_points),
         }
+        if self.container.duplicates:
+            details["duplicate_copies"] = "; ".join(self.container.duplicates)
         out_of_order = sum(st.out_of_order for st in stats)
         if out_of_order:
             details["versions_out_of_order"] = str(out_of_order)

@@ -392,8 +392,11 @@ def test_path_forms_are_detected(tmp_path: Path) -> None:
     exec_dir = next((N1 / "exec" / "async").glob("run__*/exec-*"))
     assert "one execution folder" in describe(exec_dir)
     assert "StructureVersion 1" in describe(N1 / "exec")
+    # .neptune folders deeper down are found too (issue #12: V4/.neptune, V5/.neptune)
+    assert "folder holding 1 .neptune data folder(s) (project/.neptune)" in describe(tmp_path)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(QueueLayoutError, match=r"no neptune 1\.x queue"):
-        describe(tmp_path)
+        describe(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------
