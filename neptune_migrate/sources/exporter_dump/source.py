@@ -38,7 +38,7 @@ from neptune_migrate.model import (
     RunRecord,
     SourceRunId,
 )
-from neptune_migrate.sources.base import Source, SourceOptions, fill_times
+from neptune_migrate.sources.base import Source, SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.exporter_dump import errors
 from neptune_migrate.sources.exporter_dump.errors import IncompleteRunError
 from neptune_migrate.sources.exporter_dump.mapping import (
@@ -203,6 +203,17 @@ class ExporterDumpSource:
     def classify_error(self, error: Exception) -> ErrorKind:
         """Only file-system hiccups are transient."""
         return errors.classify_error(error)
+
+    def fingerprint(self, key: RunKey) -> str:
+        """File names and sizes of the run's data parts (relative to the data path), how many are incomplete."""
+        info = self._runs.get(key)
+        if info is None:
+            msg = f"{key} is not in this neptune-exporter dump"
+            raise SourceFormatError(msg)
+        parts = sorted(info.parts, key=lambda p: p.rel)
+        items: list[tuple[str, object]] = [(p.rel, p.path.stat().st_size) for p in parts]
+        items.append(("incomplete", len(info.incomplete)))
+        return fingerprint_files(items)
 
     # -- scanning -------------------------------------------------------------------------------
     def _find_files_root(self) -> Path | None:
@@ -456,7 +467,7 @@ class _RunExport:
             example = inexact.filter(pc.equal(inexact.column("attribute_path"), path)).column("step")[0].as_py()
             self.loss("step_precision", path, n,
                       f"steps with more significant digits than float64 holds (e.g. {example} -> "
-                      f"{float(example)!r}); stored rounded", category=LossCategory.LOST)
+                      f"{float(example)!r}); stored rounded", category=LossCategory.CHANGED_FORM)
         valid = pc.is_valid(steps.values)
         if pc.all(valid).as_py():
             return rows, steps.values
@@ -590,7 +601,7 @@ class _RunExport:
         identity = build_identity(identity_fields, self.key.project, flavour)
         if info.incomplete:
             self.loss("interrupted_export", None, len(info.incomplete), "; ".join(info.incomplete),
-                      category=LossCategory.LOST)
+                      category=LossCategory.NOT_IN_SOURCE)
         if info.shared_unreadable:
             self.loss("unreadable_part", None, len(info.shared_unreadable),
                       f"{', '.join(sorted(info.shared_unreadable))} of this project's multi-run export "

@@ -312,7 +312,8 @@ class _ContainerExport:
                                "data-N.log deleted by the client", category=LossCategory.NOT_IN_SOURCE)
                 else:
                     self._loss("missing_ops", None, hi - lo + 1,
-                               f"{where}: versions {lo}..{hi} are not in the queue files", category=LossCategory.LOST)
+                               f"{where}: versions {lo}..{hi} are not in the queue files",
+                               category=LossCategory.LOST)
                     self.complete = False
             if st.unreadable:
                 self._loss("unreadable_record", None, len(st.unreadable),
@@ -328,7 +329,7 @@ class _ContainerExport:
         for path, t in sorted(replay.conflicts.items()):
             self._loss("type_conflict", path, t.count, t.detail, category=LossCategory.CHANGED_FORM)
         for path, t in sorted(replay.unresolved_copies.items()):
-            self._loss("unresolved_copy", path, t.count, t.detail, category=LossCategory.LOST)
+            self._loss("unresolved_copy", path, t.count, t.detail, category=LossCategory.NOT_IN_SOURCE)
         for type_, t in sorted(replay.invalid.items()):
             self._loss("invalid_operation", None, t.count, f"malformed {type_} operation(s): {t.detail}",
                        category=LossCategory.LOST)
@@ -340,7 +341,7 @@ class _ContainerExport:
         for path, n in sorted(replay.empty_images.items()):
             self._loss("image_not_stored_by_client", path, n,
                        "the client wrote an empty image (over its size limit); a row without a file is kept",
-                       category=LossCategory.CHANGED_FORM)
+                       category=LossCategory.NOT_IN_SOURCE)
 
     def _created_at(self, stats: list[ReadStats]) -> tuple[datetime | None, str]:
         meta = [e.started for e in self.executions if e.metadata and e.started is not None]
