@@ -38,6 +38,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.sources.base import Source, SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.neptune_queue import errors
+from neptune_migrate.sources.neptune_queue.errors import QueueLayoutError
 from neptune_migrate.sources.neptune_queue.layout import (
     GENERATION_NAMES,
     Container,
@@ -105,7 +106,11 @@ class NeptuneQueueSource:
         """Find every container folder under `options.path`; nothing is written anywhere."""
         self.options = options
         self.project = _check_project(options.project)
-        self.scan = scan_path(options.path.absolute())
+        try:
+            self.scan = scan_path(options.path.absolute())
+        except OSError as exc:
+            msg = f"{options.path}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+            raise QueueLayoutError(msg) from exc
 
     # -- Source protocol ------------------------------------------------------------------------
     def describe(self) -> str:
