@@ -126,10 +126,13 @@ def relative_record(record: RunRecord, root: str) -> RunRecord:
     if prefix == os.sep:
         return record
 
+    # A `--path-map` suggestion keeps its absolute folder: it is advice about the recorded path.
+    under_root = re.compile(r"(?<!--path-map )" + re.escape(prefix))
+
     def rel(text: str) -> str:
         if text == root:
             return "."
-        return text.replace(prefix, "")
+        return under_root.sub("", text) if prefix in text else text
 
     prov = record.provenance
     provenance = Provenance(

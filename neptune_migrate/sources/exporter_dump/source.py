@@ -125,6 +125,8 @@ class _RunInfo:
     custom_run_id: str | None = None
     incomplete: list[str] = field(default_factory=list)
     shared_unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    """One sentence per copy of this run's files found in another folder: which copy is read."""
 
     @property
     def flavour(self) -> Flavour:
@@ -257,6 +259,7 @@ class ExporterDumpSource:
             self._scan_file(path)
         self._check_groups()
         for info in self._runs.values():
+            _keep_one_copy(info)
             groups = {p.group for p in info.parts}
             if len(groups) > 1:
                 names = ", ".join(sorted(f"{d}/{p or 'part_*'}" for d, p in groups))
@@ -606,6 +609,8 @@ class _RunExport:
             self.loss("unreadable_part", None, len(info.shared_unreadable),
                       f"{', '.join(sorted(info.shared_unreadable))} of this project's multi-run export "
                       "cannot be read and may have held rows of this run", category=LossCategory.LOST)
+        for sentence in info.duplicates:
+            self.loss("duplicate_copy", None, 1, sentence, category=LossCategory.CHANGED_FORM)
         details = {
             "flavour": flavour,
             "entity": info.kind,
@@ -614,6 +619,8 @@ class _RunExport:
         }
         if identity.sys_id is not None:
             details["sys/id"] = identity.sys_id
+        if info.duplicates:
+            details["duplicate_copies"] = "; ".join(info.duplicates)
         if self.source.files_root is not None:
             details["files_path"] = str(self.source.files_root)
         losses = tuple(
@@ -641,6 +648,39 @@ class _RunExport:
         # run spans its points' timestamps; never the export time.
         return fill_times(record, [(self.out.first_point_at, self.out.last_point_at,
                                     "first point's timestamp", "last point")])
+
+
+def _keep_one_copy(info: _RunInfo) -> None:
+    """Files of the same run written under the same name prefix in several folders are copies of one
+    export (e.g. `V4/data` and `V5/data`): only the copy with the most bytes is read, and the choice is
+    recorded. Different prefixes (different exports) are left to the caller's warning."""
+    by_prefix: dict[str, dict[str, list[_Part]]] = {}
+    for part in info.parts:
+        directory, prefix = part.group
+        if prefix is None:
+            return
+        by_prefix.setdefault(prefix, {}).setdefault(directory, []).append(part)
+    for prefix, copies in by_prefix.items():
+        if len(copies) < 2:
+            continue
+
+        def size(parts: list[_Part]) -> tuple[int, int]:
+            return sum(p.path.stat().st_size for p in parts), len(parts)
+
+        ranked = sorted(copies.items(), key=lambda item: (size(item[1]), item[0]), reverse=True)
+        kept_dir, kept_parts = ranked[0]
+        for other_dir, other_parts in ranked[1:]:
+            for part in other_parts:
+                info.parts.remove(part)
+            same = " (identical sizes)" if size(other_parts) == size(kept_parts) else ""
+            info.duplicates.append(
+                f"two copies of {prefix}*: read {kept_dir} ({size(kept_parts)[0]} bytes in "
+                f"{len(kept_parts)} part(s)), ignored {other_dir} ({size(other_parts)[0]} bytes in "
+                f"{len(other_parts)} part(s)){same}"
+            )
+        # incompleteness found in an ignored copy no longer applies
+        info.incomplete = [r for r in info.incomplete
+                           if not any(r.startswith(f"{d}/") or f" {d}/" in r for d, _ in ranked[1:])]
 
 
 def _count_paths(rows: pa.Table) -> dict[str, int]:

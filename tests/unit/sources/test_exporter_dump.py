@@ -476,3 +476,17 @@ def test_identical_copy_elsewhere_is_recognised_by_content(tmp_path: Path) -> No
     assert first.summary.count("exported") == len(first.summary.runs) > 0
     assert [o.status for o in second.summary.runs] == ["skipped"] * len(first.summary.runs)
     assert all(o.message == "already complete in the dump" for o in second.summary.runs)
+
+
+def test_two_copies_of_an_export_in_one_input_are_read_once(tmp_path: Path) -> None:
+    """Issue #12: `V4/data` and `V5/data` holding the same run: its points are not doubled."""
+    single = export(tmp_path / "one", SAMPLES / "neptune2" / "data")
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "src" / "V4")
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "src" / "V5")
+    both = export(tmp_path / "two", tmp_path / "src")
+    assert both.source.warnings() == []  # no "points may be duplicated"
+    [one_run], [two_run] = single.summary.runs, both.summary.runs
+    assert two_run.points == one_run.points == 10
+    [dup] = [lo for lo in two_run.losses if lo["kind"] == "duplicate_copy"]
+    assert dup["category"] == "changed_form" and "(identical sizes)" in dup["detail"]
+    assert "read V5/data/" in dup["detail"] and "ignored V4/data/" in dup["detail"]
