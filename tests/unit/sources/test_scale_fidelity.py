@@ -4,9 +4,15 @@ log directory, and a log re-exported from another copy. Inputs are real-client f
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
 
 from neptune_migrate.dump.reader import DumpReader
 from neptune_migrate.dump.writer import DumpWriter
@@ -105,3 +111,38 @@ def test_same_log_re_exported_is_skipped_a_longer_copy_replaces_it(tmp_path: Pat
     assert run.record.system.modified_at is not None and run.record.system.created_at is not None
     assert run.record.system.modified_at > run.record.system.created_at
     assert run.record.provenance.details["modified_at_from"] == "last operation"
+
+
+def _unprivileged() -> list[str] | None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return None
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+@pytest.mark.skipif(_unprivileged() is None, reason="needs root and setpriv to run the export as 'nobody'")
+def test_unreadable_log_is_reported_and_the_others_exported() -> None:
+    prefix = _unprivileged()
+    assert prefix is not None
+    with tempfile.TemporaryDirectory(prefix="nm-perm-scale-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o777)
+        src = base / "logs"
+        shutil.copytree(SCALE / "offline", src)
+        for p in [src, *src.rglob("*")]:
+            p.chmod(0o777 if p.is_dir() else 0o666)
+        [child] = [d for d in src.iterdir() if "child-run" in d.name]
+        blocked = child / "run_operations.sqlite3"
+        blocked.chmod(0o000)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3]), "HOME": tmp, "COLUMNS": "400"}
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "neptune_migrate", "export", "--from", "neptune-scale", str(src),
+             "--out", str(base / "dump")],
+            capture_output=True, text=True, env=env, cwd=tmp, timeout=120, check=False,
+        )
+        blocked.chmod(0o644)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert f"warning: {blocked}: cannot be read (PermissionError: Permission denied); skipped" in proc.stderr
+        assert "exported 1, skipped 0 (already complete), filtered 0, failed 0" in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]  # the parent's files are not remapped here: lost too
+        assert last.startswith("export exits 1: ") and last.endswith("; 1 warning(s) about the input")
