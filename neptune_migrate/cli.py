@@ -180,7 +180,8 @@ def export_cmd(
 
     with DumpWriter(out) as writer:
         summary = export_runs(
-            source, writer, selection, location=str(path.resolve()), force=force, on_run=on_run
+            source, writer, selection, location=str(path.resolve()), force=force, on_run=on_run,
+            source_root=path,
         )
         doc = summary.to_json()
         reports = writer.layout.reports_dir
@@ -196,12 +197,19 @@ def export_cmd(
             if loss["error"]:
                 console.print(f"[red]lost:[/] {outcome.key}: {loss['kind']} {loss['path'] or ''}: "
                               f"{loss['detail']} ({loss['count']})")
+            elif loss.get("category") == "not_in_source":
+                console.print(f"[yellow]not in the source:[/] {outcome.key}: {loss['kind']} "
+                              f"{loss['path'] or ''}: {loss['detail']} ({loss['count']})")
     counts = doc["counts"]
     console.print(
         f"exported {counts['exported']}, skipped {counts['skipped']} (already complete), "
         f"filtered {counts['filtered']}, failed {counts['failed']} -> {out}"
     )
+    hint = summary.path_map_hint()
+    if hint:
+        console.print(f"hint: {hint}")
     if summary.has_problems:
+        console.print(f"export exits {int(ExitCode.PARTIAL)}: {summary.problem_line()}")
         raise typer.Exit(ExitCode.PARTIAL)
 
 

@@ -31,7 +31,7 @@ from neptune_migrate.model import (
 )
 
 FORMAT_NAME = "neptune-migrate-dump"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 """`MAJOR.MINOR`: a reader refuses another major; a new minor only adds optional things."""
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")

@@ -130,6 +130,10 @@ class RunWriter:
         self._stats: dict[tuple[SeriesKind, str], _SeriesStats] = {}
         self._declared: dict[tuple[SeriesKind, str], dict[str, str | float | None]] = {}
         self.committed = False
+        self.first_point_at: datetime | None = None
+        """The earliest point timestamp written so far (None: no timestamped point)."""
+        self.last_point_at: datetime | None = None
+        """The latest point timestamp written so far."""
 
     # -- series ---------------------------------------------------------------------------------
     def add_points(self, kind: SeriesKind, table: pa.Table) -> None:
@@ -151,6 +155,12 @@ class RunWriter:
         self._stats.setdefault((kind, path), _SeriesStats())
 
     def _update_stats(self, kind: SeriesKind, table: pa.Table) -> None:
+        bounds = pc.min_max(table.column("timestamp")).as_py()
+        lo_ts, hi_ts = bounds["min"], bounds["max"]
+        if lo_ts is not None and (self.first_point_at is None or lo_ts < self.first_point_at):
+            self.first_point_at = lo_ts
+        if hi_ts is not None and (self.last_point_at is None or hi_ts > self.last_point_at):
+            self.last_point_at = hi_ts
         grouped = table.group_by("path").aggregate(
             [("step", "count"), ("step", "min"), ("step", "max")]
         )
@@ -165,6 +175,11 @@ class RunWriter:
             st.count += count
             st.first_step = lo if st.first_step is None else min(st.first_step, lo)
             st.last_step = hi if st.last_step is None else max(st.last_step, hi)
+
+    @property
+    def points(self) -> int:
+        """Points written so far, every series kind."""
+        return sum(st.count for st in self._stats.values())
 
     # -- files ----------------------------------------------------------------------------------
     def store_file(self, source: Path) -> tuple[str, int]:
@@ -212,6 +227,8 @@ class RunWriter:
         doc = record_to_json(record)
         doc["format_version"] = FORMAT_VERSION
         doc["parts"] = parts
+        if self.dump.source_root is not None:
+            doc["source_root"] = self.dump.source_root
         doc["digest"] = record_digest(doc)
         doc["committed_at"] = datetime.now(timezone.utc).isoformat()
         write_atomic(
@@ -246,6 +263,8 @@ class DumpWriter:
         self.layout = DumpLayout(root)
         self._lock_fh: IO[str] | None = None
         self.manifest: Manifest
+        self.source_root: int | None = None
+        """Index in the manifest's `source_roots` of the folder the current export reads."""
 
     def __enter__(self) -> DumpWriter:
         self.open()
@@ -298,6 +317,31 @@ class DumpWriter:
         if not DumpLayout.record_file(run_dir).exists():
             return False
         return not check_run_dir(self.layout, run_dir, check_blobs=True)
+
+    def committed_record(self, key: RunKey) -> RunRecord | None:
+        """The record of the run as committed in the dump (None when absent or damaged)."""
+        from neptune_migrate.dump.reader import load_run_doc
+        from neptune_migrate.dump.schema import record_from_json
+
+        if not self.is_committed(key):
+            return None
+        try:
+            return record_from_json(load_run_doc(self.layout.run_dir(key)))
+        except DumpFormatError:
+            return None
+
+    def add_source_root(self, root: str) -> int:
+        """Record (once) the absolute folder that the next runs' provenance paths are relative to.
+
+        Returns its index in the manifest's `source_roots` (format 1.2); every run committed afterwards
+        carries it as `source_root`.
+        """
+        roots = self.manifest.extra.setdefault("source_roots", [])
+        if root not in roots:
+            roots.append(root)
+            write_manifest(self.layout, self.manifest)
+        self.source_root = roots.index(root)
+        return self.source_root
 
     @contextlib.contextmanager
     def begin_run(self, key: RunKey) -> Iterator[RunWriter]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import MigrateError, redact
-from neptune_migrate.model import RunKey, RunRecord
-from neptune_migrate.sources.base import RunSelection, Source
+from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord
+from neptune_migrate.sources.base import RunSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,38 @@ class ExportSummary:
             for r in self.runs
         )
 
+    def problem_line(self) -> str:
+        """Why the export exits non-zero, in one line (empty when it does not)."""
+        if not self.has_problems:
+            return ""
+        parts = []
+        failed = self.count("failed")
+        if failed:
+            parts.append(f"{failed} run(s) failed")
+        lost = sum(lo["count"] for r in self.runs if r.status == "exported" for lo in r.losses if lo["error"])
+        if lost:
+            parts.append(f"{lost} item(s) lost (see 'lost:' lines)")
+        incomplete = sum(1 for r in self.runs if r.status == "exported" and not r.complete)
+        if incomplete:
+            parts.append(f"{incomplete} run(s) incomplete in the source")
+        if self.warnings:
+            parts.append(f"{len(self.warnings)} warning(s) about the input")
+        return "; ".join(parts)
+
+    def path_map_hint(self) -> str:
+        """Which `--path-map` would find files referenced by absolute paths that were not found."""
+        olds: dict[str, int] = {}
+        for r in self.runs:
+            for lo in r.losses:
+                for m in _PATH_MAP_HINT.finditer(str(lo["detail"])):
+                    olds[m.group(1)] = olds.get(m.group(1), 0) + int(lo["count"])
+        if not olds:
+            return ""
+        common = _common_folder(list(olds))
+        n = sum(olds.values())
+        return (f"{n} file(s) referenced by absolute paths were not found; if they moved, export again with "
+                f"--path-map {common}=WHERE_THEY_ARE_NOW (runs missing files are re-read without --force)")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -66,6 +101,64 @@ class ExportSummary:
             "warnings": self.warnings,
             "runs": [vars(r) for r in self.runs],
         }
+
+
+_PATH_MAP_HINT = re.compile(r"add --path-map (.+?)=NEW_PREFIX")
+
+
+def _common_folder(folders: list[str]) -> str:
+    if len(folders) == 1:
+        return folders[0]
+    sep = "\\" if all("\\" in f for f in folders) else "/"
+    split = [f.split(sep) for f in folders]
+    common: list[str] = []
+    for parts in zip(*split, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return sep.join(common) or sep
+
+
+def relative_record(record: RunRecord, root: str) -> RunRecord:
+    """The record with every local path under `root` written relative to it, so that the same data gives
+    the same run digest wherever it sits (the root itself goes once into the manifest)."""
+    prefix = root.rstrip(os.sep) + os.sep
+    if prefix == os.sep:
+        return record
+
+    # A `--path-map` suggestion keeps its absolute folder: it is advice about the recorded path.
+    under_root = re.compile(r"(?<!--path-map )" + re.escape(prefix))
+
+    def rel(text: str) -> str:
+        if text == root:
+            return "."
+        return under_root.sub("", text) if prefix in text else text
+
+    prov = record.provenance
+    provenance = Provenance(
+        source=prov.source,
+        location=rel(prov.location),
+        files=tuple(rel(f) for f in prov.files),
+        details={k: rel(v) for k, v in prov.details.items()},
+    )
+    files = tuple(replace(f, origin=None if f.origin is None else rel(f.origin),
+                          missing=None if f.missing is None else rel(f.missing)) for f in record.files)
+    losses = tuple(replace(lo, detail=rel(lo.detail)) for lo in record.losses)
+    return replace(record, provenance=provenance, files=files, losses=losses)
+
+
+def _stored(files: tuple[FileEntry, ...]) -> int:
+    return sum(1 for f in files if f.sha256)
+
+
+def _amount(points: int, record: RunRecord) -> tuple[int, int, int]:
+    """How much of a run a copy holds: points, stored files, operations (when the source counts them)."""
+    ops = record.provenance.details.get("operations", "0")
+    return points, _stored(record.files), int(ops) if ops.isdigit() else 0
+
+
+def _has_missing_files(record: RunRecord) -> bool:
+    return any(f.sha256 is None and f.missing for f in record.files)
 
 
 def _outcome(record: RunRecord) -> RunOutcome:
@@ -88,8 +181,14 @@ def export_runs(
     location: str,
     force: bool = False,
     on_run: Callable[[RunOutcome], None] | None = None,
+    source_root: Path | None = None,
 ) -> ExportSummary:
-    """Export every selected run; complete runs already in the dump are skipped unless `force`."""
+    """Export every selected run; complete runs already in the dump are skipped unless `force`.
+
+    A run already in the dump is exported again (without `--force`) when the source holds another copy
+    of it (its content fingerprint differs) or when the dump's copy misses files: the more complete copy
+    is kept and the outcome says which. Local paths under `source_root` are stored relative to it.
+    """
     summary = ExportSummary(
         source=source.name,
         location=location,
@@ -98,8 +197,12 @@ def export_runs(
     )
     keys: list[RunKey] = list(source.list_runs())
     summary.warnings.extend(source.warnings())
+    root: str | None = None
+    if source_root is not None:
+        root = os.path.abspath(source_root if source_root.is_dir() else source_root.parent)
+        writer.add_source_root(root)
     for key in keys:
-        outcome = _export_one(source, writer, selection, key, force=force)
+        outcome = _export_one(source, writer, selection, key, force=force, root=root)
         summary.runs.append(outcome)
         if on_run is not None:
             on_run(outcome)
@@ -116,14 +219,27 @@ def export_runs(
 
 
 def _export_one(
-    source: Source, writer: DumpWriter, selection: RunSelection, key: RunKey, *, force: bool
+    source: Source, writer: DumpWriter, selection: RunSelection, key: RunKey, *, force: bool,
+    root: str | None = None,
 ) -> RunOutcome:
     if not selection.matches_key(key):
         return RunOutcome(key=str(key), status="filtered")
-    if not force and writer.is_committed(key):
-        return RunOutcome(key=str(key), status="skipped", message="already complete in the dump")
+    old: RunRecord | None = None
+    fingerprint: str | None = None
+    if not force:
+        old = writer.committed_record(key)
+        if old is not None:
+            try:
+                fingerprint = content_fingerprint(source, key)
+            except OSError:
+                fingerprint = None
+            same = fingerprint is None or old.provenance.details.get("content_fingerprint") == fingerprint
+            if same and not _has_missing_files(old):
+                return RunOutcome(key=str(key), status="skipped", message="already complete in the dump")
     with writer.begin_run(key) as run:
         try:
+            if fingerprint is None:
+                fingerprint = content_fingerprint(source, key)
             record = source.export_run(key, run)
         except MigrateError as exc:
             return RunOutcome(key=str(key), status="failed", message=redact(str(exc)))
@@ -134,5 +250,34 @@ def _export_one(
             )
         if not selection.matches_record(record):
             return RunOutcome(key=str(key), status="filtered")
+        if fingerprint is not None:
+            details = {**record.provenance.details, "content_fingerprint": fingerprint}
+            record = replace(record, provenance=replace(record.provenance, details=details))
+        if root is not None:
+            record = relative_record(record, root)
+        message = ""
+        if old is not None:
+            keep, message = _choose(old, record, run)
+            if not keep:
+                return RunOutcome(key=str(key), status="skipped", message=message,
+                                  points=sum(s.count for s in old.series), files=_stored(old.files),
+                                  complete=old.complete, partial_copy=old.partial_copy)
+            record = replace(record, losses=(*record.losses, Loss(
+                "copy_replaced", None, 1, message, LossCategory.CHANGED_FORM)))
         record = run.commit(record)
-    return _outcome(record)
+    outcome = _outcome(record)
+    outcome.message = message
+    return outcome
+
+
+def _choose(old: RunRecord, new: RunRecord, run: RunWriter) -> tuple[bool, str]:
+    """Whether the new copy replaces the one in the dump, and a sentence saying what was chosen."""
+    old_amount = _amount(sum(s.count for s in old.series), old)
+    new_amount = _amount(run.points, new)
+    described = (f"the dump's copy has {old_amount[0]} point(s), {old_amount[1]} file(s), {old_amount[2]} "
+                 f"operation(s); this one {new_amount[0]}, {new_amount[1]}, {new_amount[2]}")
+    if new_amount > old_amount:
+        return True, f"another copy of this run: replaced the dump's copy with this more complete one ({described})"
+    if new_amount == old_amount:
+        return False, f"another copy of this run with the same amount of data: kept the dump's copy ({described})"
+    return False, f"another copy of this run: kept the dump's more complete copy ({described})"

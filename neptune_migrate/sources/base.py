@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from neptune_migrate.dump.writer import RunWriter
 from neptune_migrate.model import ErrorKind, RunKey, RunRecord
 
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+"""`C:\\...`, `C:/...` or a UNC `\\\\server\\share` path, as recorded by a client on Windows."""
+
+
+def is_windows_path(recorded: str) -> bool:
+    """True for a path recorded on Windows (`C:\\...`, `C:/...`, `\\\\server\\share\\...`)."""
+    return bool(_WINDOWS_PATH.match(recorded))
+
+
+def path_leaf(recorded: str) -> str:
+    """The last component of a recorded path, whichever machine recorded it (`\\` and `/` both split)."""
+    text = recorded.replace("\\", "/") if is_windows_path(recorded) else recorded
+    return text.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _normalise(recorded: str) -> tuple[str, bool]:
+    """A recorded path with `/` separators, and whether it is a Windows path (compared case-insensitively)."""
+    if is_windows_path(recorded):
+        return recorded.replace("\\", "/"), True
+    return recorded, False
+
 
 @dataclass(frozen=True, slots=True)
 class PathMap:
-    """Rewrites absolute paths recorded on the training machine (`--path-map OLD=NEW`)."""
+    """Rewrites absolute paths recorded on the training machine (`--path-map OLD=NEW`).
+
+    Windows paths (`C:\\Users\\u\\proj\\test.py`) match an OLD prefix written with either separator
+    (`C:\\Users\\u\\proj` or `C:/Users/u/proj`), case-insensitively; the rest of the path is appended
+    to NEW with `/` separators.
+    """
 
     pairs: tuple[tuple[str, str], ...] = ()
 
@@ -33,11 +60,73 @@ class PathMap:
         # Longest prefix first, so nested mappings win over their parents.
         return cls(tuple(sorted(pairs, key=lambda p: -len(p[0]))))
 
-    def resolve(self, recorded: str) -> Path:
+    def map(self, recorded: str) -> tuple[str, tuple[str, str] | None]:
+        """`recorded` rewritten by the first (longest) matching prefix, and that pair (None: unchanged)."""
+        text, windows = _normalise(recorded)
         for old, new in self.pairs:
-            if recorded == old or recorded.startswith(old.rstrip("/") + "/"):
-                return Path(new + recorded[len(old):])
-        return Path(recorded)
+            prefix, old_windows = _normalise(old)
+            prefix = prefix.rstrip("/")
+            if windows != old_windows:
+                continue
+            head = text[: len(prefix)]
+            same = head.lower() == prefix.lower() if windows else head == prefix
+            if same and (len(text) == len(prefix) or text[len(prefix)] == "/"):
+                return new.rstrip("/") + text[len(prefix):] if text[len(prefix):] else new, (old, new)
+        return recorded, None
+
+    def resolve(self, recorded: str) -> Path:
+        return Path(self.map(recorded)[0])
+
+
+def confined(root: Path, relative: str) -> Path | None:
+    """`root / relative` when it resolves (symbolic links followed) inside `root`; None otherwise.
+
+    The one check for names a source reads from its own files (`tmp_file_name` in a queue, ...): an
+    absolute name, `..` steps or a link that leads out of `root` are refused.
+    """
+    if not relative or relative.startswith(("/", "\\")) or is_windows_path(relative) or "\x00" in relative:
+        return None
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if target == base or not target.is_relative_to(base):
+        return None
+    return target
+
+
+def fill_times(
+    record: RunRecord, candidates: Sequence[tuple[datetime | None, datetime | None, str, str]]
+) -> RunRecord:
+    """Give a run without a creation or modification time the earliest / latest timestamp it holds.
+
+    `candidates` are `(first, last, first_label, last_label)` in order of preference (e.g. operation
+    enqueue times, then point timestamps). The chosen origin is recorded in `provenance.details` as
+    `created_at_from` / `modified_at_from`; a source time is never replaced, and nothing is invented when
+    the run holds no timestamp at all (never the export time).
+    """
+    system = record.system
+    details = dict(record.provenance.details)
+    created, modified = system.created_at, system.modified_at
+    if created is None:
+        for first, _, label, _ in candidates:
+            if first is not None:
+                created = first
+                details["created_at_from"] = label
+                break
+    if modified is None:
+        for _, last, _, label in candidates:
+            if last is not None:
+                modified = last
+                details["modified_at_from"] = label
+                break
+    if modified is not None and created is not None and modified < created:
+        modified = created
+    if created is system.created_at and modified is system.modified_at:
+        return record
+    absent = tuple(a for a in record.absent
+                   if not (a == "created_at" and created is not None)
+                   and not (a == "modified_at" and modified is not None))
+    return replace(record, system=replace(system, created_at=created, modified_at=modified), absent=absent,
+                   provenance=replace(record.provenance, details=details))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +173,36 @@ class RunSelection:
         return not (
             self.created_before is not None and (created is None or created >= self.created_before)
         )
+
+
+@runtime_checkable
+class ContentFingerprint(Protocol):
+    """An optional ability of a source: a cheap digest of what it holds for one run.
+
+    It depends on the run's content only (names relative to the run's folder, sizes, counters), never
+    on where the source sits; two copies of a run with the same fingerprint hold the same data. The
+    export compares it with the dump's copy to decide whether a run already in the dump must be read
+    again.
+    """
+
+    def fingerprint(self, key: RunKey) -> str:
+        """A hex digest of the run's content as the source holds it."""
+        ...
+
+
+def content_fingerprint(source: object, key: RunKey) -> str | None:
+    """The source's fingerprint of the run, or None when the source cannot give one."""
+    if isinstance(source, ContentFingerprint):
+        return source.fingerprint(key)
+    return None
+
+
+def fingerprint_files(items: Sequence[tuple[str, object]]) -> str:
+    """sha256 over `(name, facts)` pairs, in the given order (for `ContentFingerprint` implementations)."""
+    h = hashlib.sha256()
+    for name, facts in items:
+        h.update(f"{name}\0{facts!r}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 class Source(Protocol):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from neptune_migrate.dump.schema import FORMAT_VERSION
 from tests.conftest import REPO
 from tests.factories import build_dump
 
@@ -56,7 +57,8 @@ def test_inspect_names_the_corrupt_file_and_exits_1(cli, tmp_path: Path) -> None
 def test_unknown_dump_version_is_a_usage_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     build_dump(tmp_path / "dump", tmp_path)
     manifest = tmp_path / "dump" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"format_version": "1.1"', '"format_version": "7.1"'))
+    text = manifest.read_text().replace(f'"format_version": "{FORMAT_VERSION}"', '"format_version": "7.1"')
+    manifest.write_text(text)
     proc = cli("inspect", str(tmp_path / "dump"), check_rc=2)
     assert "format version 7.1 is not supported" in proc.stderr
     assert proc.stderr.count("\n") <= 3  # one clear line, no traceback

@@ -61,3 +61,20 @@ def test_truncated_async_leftover_exits_1(cli, tmp_path: Path) -> None:  # type:
 def test_project_is_required(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     proc = cli("export", "--from", "neptune-offline", str(N1 / "offline"), "--out", str(tmp_path / "d"), check_rc=2)
     assert "--project WORKSPACE/PROJECT is required" in proc.stderr
+
+
+def test_missing_files_hint_then_corrected_path_map_fills_them(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dump = tmp_path / "dump"
+    proc = cli("export", "--from", "neptune-offline", str(N1 / "offline"), "--project", "ws/proj",
+               "--out", str(dump), check_rc=1)
+    lines = proc.stderr.strip().splitlines()
+    flat = " ".join(proc.stderr.split())
+    assert "hint: 4 file(s) referenced by absolute paths were not found; if they moved, export again with " \
+           "--path-map /tmp/neptune-migrate-fixture-artifacts=WHERE_THEY_ARE_NOW" in flat
+    assert lines[-1].startswith("export exits 1: 4 item(s) lost")  # the last line says why
+    proc = cli("export", "--from", "neptune-offline", str(N1 / "offline"), "--project", "ws/proj",
+               "--path-map", PATH_MAP, "--out", str(dump), check_rc=0)
+    assert "exported 1, skipped 1 (already complete)" in proc.stderr
+    assert "replaced the dump's copy with this more complete one" in " ".join(proc.stderr.split())
+    doc = json.loads(cli("inspect", str(dump), "--json", check_rc=0).stdout)
+    assert doc["files"] == 7 and doc["missing_files"] == 0

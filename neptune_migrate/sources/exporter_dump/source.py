@@ -38,7 +38,7 @@ from neptune_migrate.model import (
     RunRecord,
     SourceRunId,
 )
-from neptune_migrate.sources.base import Source, SourceOptions
+from neptune_migrate.sources.base import Source, SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.exporter_dump import errors
 from neptune_migrate.sources.exporter_dump.errors import IncompleteRunError
 from neptune_migrate.sources.exporter_dump.mapping import (
@@ -125,6 +125,8 @@ class _RunInfo:
     custom_run_id: str | None = None
     incomplete: list[str] = field(default_factory=list)
     shared_unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    """One sentence per copy of this run's files found in another folder: which copy is read."""
 
     @property
     def flavour(self) -> Flavour:
@@ -204,6 +206,17 @@ class ExporterDumpSource:
         """Only file-system hiccups are transient."""
         return errors.classify_error(error)
 
+    def fingerprint(self, key: RunKey) -> str:
+        """File names and sizes of the run's data parts (relative to the data path), how many are incomplete."""
+        info = self._runs.get(key)
+        if info is None:
+            msg = f"{key} is not in this neptune-exporter dump"
+            raise SourceFormatError(msg)
+        parts = sorted(info.parts, key=lambda p: p.rel)
+        items: list[tuple[str, object]] = [(p.rel, p.path.stat().st_size) for p in parts]
+        items.append(("incomplete", len(info.incomplete)))
+        return fingerprint_files(items)
+
     # -- scanning -------------------------------------------------------------------------------
     def _find_files_root(self) -> Path | None:
         if self.options.files_path is not None:
@@ -246,6 +259,7 @@ class ExporterDumpSource:
             self._scan_file(path)
         self._check_groups()
         for info in self._runs.values():
+            _keep_one_copy(info)
             groups = {p.group for p in info.parts}
             if len(groups) > 1:
                 names = ", ".join(sorted(f"{d}/{p or 'part_*'}" for d, p in groups))
@@ -456,7 +470,7 @@ class _RunExport:
             example = inexact.filter(pc.equal(inexact.column("attribute_path"), path)).column("step")[0].as_py()
             self.loss("step_precision", path, n,
                       f"steps with more significant digits than float64 holds (e.g. {example} -> "
-                      f"{float(example)!r}); stored rounded", category=LossCategory.LOST)
+                      f"{float(example)!r}); stored rounded", category=LossCategory.CHANGED_FORM)
         valid = pc.is_valid(steps.values)
         if pc.all(valid).as_py():
             return rows, steps.values
@@ -590,11 +604,13 @@ class _RunExport:
         identity = build_identity(identity_fields, self.key.project, flavour)
         if info.incomplete:
             self.loss("interrupted_export", None, len(info.incomplete), "; ".join(info.incomplete),
-                      category=LossCategory.LOST)
+                      category=LossCategory.NOT_IN_SOURCE)
         if info.shared_unreadable:
             self.loss("unreadable_part", None, len(info.shared_unreadable),
                       f"{', '.join(sorted(info.shared_unreadable))} of this project's multi-run export "
                       "cannot be read and may have held rows of this run", category=LossCategory.LOST)
+        for sentence in info.duplicates:
+            self.loss("duplicate_copy", None, 1, sentence, category=LossCategory.CHANGED_FORM)
         details = {
             "flavour": flavour,
             "entity": info.kind,
@@ -603,13 +619,15 @@ class _RunExport:
         }
         if identity.sys_id is not None:
             details["sys/id"] = identity.sys_id
+        if info.duplicates:
+            details["duplicate_copies"] = "; ".join(info.duplicates)
         if self.source.files_root is not None:
             details["files_path"] = str(self.source.files_root)
         losses = tuple(
             Loss(kind, path, t.count, t.detail, t.category)
             for (kind, path), t in sorted(self.losses.items(), key=lambda item: (item[0][0], item[0][1] or ""))
         )
-        return RunRecord(
+        record = RunRecord(
             key=self.key,
             kind=info.kind,
             system=identity.system,
@@ -626,6 +644,43 @@ class _RunExport:
                 details=details,
             ),
         )
+        # Without sys/creation_time or sys/modification_time (some exporter versions drop them), the
+        # run spans its points' timestamps; never the export time.
+        return fill_times(record, [(self.out.first_point_at, self.out.last_point_at,
+                                    "first point's timestamp", "last point")])
+
+
+def _keep_one_copy(info: _RunInfo) -> None:
+    """Files of the same run written under the same name prefix in several folders are copies of one
+    export (e.g. `V4/data` and `V5/data`): only the copy with the most bytes is read, and the choice is
+    recorded. Different prefixes (different exports) are left to the caller's warning."""
+    by_prefix: dict[str, dict[str, list[_Part]]] = {}
+    for part in info.parts:
+        directory, prefix = part.group
+        if prefix is None:
+            return
+        by_prefix.setdefault(prefix, {}).setdefault(directory, []).append(part)
+    for prefix, copies in by_prefix.items():
+        if len(copies) < 2:
+            continue
+
+        def size(parts: list[_Part]) -> tuple[int, int]:
+            return sum(p.path.stat().st_size for p in parts), len(parts)
+
+        ranked = sorted(copies.items(), key=lambda item: (size(item[1]), item[0]), reverse=True)
+        kept_dir, kept_parts = ranked[0]
+        for other_dir, other_parts in ranked[1:]:
+            for part in other_parts:
+                info.parts.remove(part)
+            same = " (identical sizes)" if size(other_parts) == size(kept_parts) else ""
+            info.duplicates.append(
+                f"two copies of {prefix}*: read {kept_dir} ({size(kept_parts)[0]} bytes in "
+                f"{len(kept_parts)} part(s)), ignored {other_dir} ({size(other_parts)[0]} bytes in "
+                f"{len(other_parts)} part(s)){same}"
+            )
+        # incompleteness found in an ignored copy no longer applies
+        info.incomplete = [r for r in info.incomplete
+                           if not any(r.startswith(f"{d}/") or f" {d}/" in r for d, _ in ranked[1:])]
 
 
 def _count_paths(rows: pa.Table) -> dict[str, int]:

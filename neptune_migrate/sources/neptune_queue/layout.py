@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ GENERATION_NAMES: dict[Generation, str] = {
     "v3": "<type>__<uuid>__<pid>__<rand> with metadata.json (client >= 1.9)",
     "pre-1.9": "run__<uuid> without metadata.json (client <= 1.8)",
     "exec-v2": "run__<uuid>/exec-* (StructureVersion 2, client <= 1.8)",
-    "exec-v1": "<uuid>/exec-* with container_type (StructureVersion 1, client 0.x)",
+    "exec-v1": "<uuid>/exec-* (StructureVersion 1, client 0.x)",
 }
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -80,6 +81,10 @@ class Container:
     uuid: str
     folder: Path
     executions: list[Execution] = field(default_factory=list)
+    container_type_file: bool = False
+    """True when a `container_type` file (StructureVersion 1) named the kind."""
+    duplicates: list[str] = field(default_factory=list)
+    """One sentence per execution folder found twice (copies of one run): which copy was kept."""
 
     @property
     def mode(self) -> str:
@@ -103,6 +108,10 @@ class Scan:
     root: Path
     containers: dict[str, Container] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """uuid -> why its folder could not be read (reported as that run's failure)."""
+    data_folders: list[Path] = field(default_factory=list)
+    """The `.neptune` data folders found under the given path (when it held several)."""
 
 
 def parse_container_name(name: str) -> tuple[ContainerKind | None, str] | None:
@@ -231,8 +240,9 @@ def _add_container_dir(scan: Scan, folder: Path, mode: str) -> bool:
     meta_kind = next(
         (e.metadata.get("containerType") for e in executions if e.metadata), None
     )
+    typed = _container_type_file(folder) if kind is None else None
     if kind is None:
-        kind = _container_type_file(folder) or "run"
+        kind = typed or "run"
     if meta_kind in KINDS and meta_kind != kind:
         scan.warnings.append(
             f"{folder}: folder name says {kind}, metadata.json says {meta_kind}; using {meta_kind}"
@@ -244,26 +254,87 @@ def _add_container_dir(scan: Scan, folder: Path, mode: str) -> bool:
                              "using the folder name")
     existing = scan.containers.get(uuid)
     if existing is None:
-        scan.containers[uuid] = Container(kind, uuid, folder, executions)
+        scan.containers[uuid] = Container(kind, uuid, folder, executions, container_type_file=typed is not None)
     elif existing.kind != kind:
         scan.warnings.append(f"{folder}: uuid {uuid} is already a {existing.kind} in {existing.folder}; skipped")
     else:
-        existing.executions.extend(executions)
+        for ex in executions:
+            _add_execution(existing, ex)
     return True
 
 
+def _amount(ex: Execution) -> tuple[int, int]:
+    """How much of its queue a copy of an execution folder holds: `last_put_version`, bytes of data."""
+    return ex.last_put or 0, sum(f.stat().st_size for f in ex.data_files)
+
+
+def _add_execution(container: Container, ex: Execution) -> None:
+    """Add an execution folder to its container; a second copy of the same folder (the same run kept in
+    two `.neptune` folders) is not merged: the copy holding more of the queue is kept and the choice recorded."""
+    twin = next((e for e in container.executions if e.folder.name == ex.folder.name), None)
+    if twin is None:
+        container.executions.append(ex)
+        return
+    old, new = _amount(twin), _amount(ex)
+    if new > old:
+        container.executions[container.executions.index(twin)] = ex
+        kept, other, kept_n, other_n = ex, twin, new, old
+    else:
+        kept, other, kept_n, other_n = twin, ex, old, new
+    same = " (identical sizes)" if kept_n == other_n else ""
+    container.duplicates.append(
+        f"two copies of {ex.folder.name}: kept {kept.folder} (last_put_version {kept_n[0]}, {kept_n[1]} bytes), "
+        f"ignored {other.folder} (last_put_version {other_n[0]}, {other_n[1]} bytes){same}"
+    )
+
+
 def _scan_mode_dir(scan: Scan, folder: Path, mode: str) -> None:
-    for child in sorted(folder.iterdir()):
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        scan.warnings.append(f"{folder}: cannot be read ({exc.strerror or exc}); its runs are not exported")
+        return
+    for child in children:
         if not child.is_dir():
             continue
-        if not _add_container_dir(scan, child, mode):
-            scan.warnings.append(f"{child}: not a neptune queue folder (unexpected name); skipped")
+        try:
+            if not _add_container_dir(scan, child, mode):
+                scan.warnings.append(f"{child}: not a neptune queue folder (unexpected name); skipped")
+        except OSError as exc:
+            _unreadable(scan, child, exc)
+
+
+def _unreadable(scan: Scan, folder: Path, exc: OSError) -> None:
+    """A container folder that cannot be read (permissions, I/O): its run is reported, the others go on."""
+    parsed = parse_container_name(folder.name)
+    why = f"{folder}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+    if parsed is None or parsed[1] in scan.containers:
+        scan.warnings.append(why + "; skipped")
+    else:
+        scan.unreadable[parsed[1]] = why
 
 
 def _scan_data_dir(scan: Scan, folder: Path) -> None:
     for mode in MODES:
         if (folder / mode).is_dir():
             _scan_mode_dir(scan, folder / mode, mode)
+
+
+def _data_folders_below(path: Path) -> list[Path]:
+    """Every `.neptune` data folder (one holding `offline/`, `async/` or `sync/`) below `path`, any depth.
+
+    Users keep several (`V4/.neptune`, `V5/.neptune`, one per experiment folder). Folders that cannot
+    be listed are passed over; hidden folders other than `.neptune` are not entered.
+    """
+    found: list[Path] = []
+    for root, dirs, _files in os.walk(path, onerror=None):
+        here = Path(root)
+        if here != path and any(d in MODES for d in dirs) and here.name == ".neptune":
+            found.append(here)
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if d == ".neptune" or not d.startswith("."))
+    return sorted(found)
 
 
 def scan_path(path: Path) -> Scan:
@@ -291,11 +362,17 @@ def scan_path(path: Path) -> Scan:
     elif path.name in MODES:
         scan = Scan(f"{path.name}/ folder of a .neptune data folder", path)
         _scan_mode_dir(scan, path, path.name)
+    elif found := _data_folders_below(path):
+        names = ", ".join(str(f.relative_to(path)) for f in found)
+        scan = Scan(f"folder holding {len(found)} .neptune data folder(s) ({names})", path)
+        scan.data_folders = found
+        for data_dir in found:
+            _scan_data_dir(scan, data_dir)
     else:
         msg = (f"{path}: no neptune 1.x queue found (expected a .neptune folder with offline/ or async/, "
                "a folder containing .neptune, or a run__<uuid>... folder)")
         raise QueueLayoutError(msg)
-    if not scan.containers:
+    if not scan.containers and not scan.unreadable:
         msg = f"{path}: recognised as a {scan.detected}, but it holds no queue files (data-*.log)"
         raise QueueLayoutError(msg)
     return scan
@@ -320,6 +397,8 @@ class ReadStats:
     torn_tail: str | None = None
     """`data-N.log:line` when the very last line was cut (a process killed mid-write)."""
     first_at: float | None = None
+    last_at: float | None = None
+    """The latest `at` (enqueue time, epoch seconds) of any record: when the run last wrote."""
 
 
 _DECODER = json.JSONDecoder()
@@ -377,11 +456,14 @@ def read_records(execution: Execution, stats: ReadStats) -> Iterator[dict[str, A
                     stats.unreadable.append(last_bad)
                     last_bad = None
                 stats.records += 1
+                at = rec.get("at")
+                if at is not None and type(at) is not bool and isinstance(at, int | float) and at == at:
+                    if stats.first_at is None:
+                        stats.first_at = float(at)
+                    if stats.last_at is None or at > stats.last_at:
+                        stats.last_at = float(at)
                 if last_version is None:
                     stats.first_version = version
-                    at = rec.get("at")
-                    if isinstance(at, int | float):
-                        stats.first_at = float(at)
                 elif version != last_version + 1:
                     if version <= last_version:
                         stats.out_of_order += 1

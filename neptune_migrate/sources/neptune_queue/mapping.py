@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ from neptune_migrate.model import (
     SeriesKind,
     SystemInfo,
 )
-from neptune_migrate.sources.base import PathMap
+from neptune_migrate.sources.base import PathMap, confined, is_windows_path, path_leaf
 from neptune_migrate.sources.neptune_queue.replay import ArtifactRef, FileRef, FileSetOp, Replay
 
 SYSTEM_FIELDS = (
@@ -138,11 +138,23 @@ def _mime(name: str) -> str | None:
 
 
 def map_path(path_map: PathMap, recorded: str) -> tuple[str, tuple[str, str] | None]:
-    """`recorded` rewritten by the first (longest) matching `--path-map` prefix, and that pair."""
-    for old, new in path_map.pairs:
-        if recorded == old or recorded.startswith(old.rstrip("/") + "/"):
-            return new + recorded[len(old):], (old, new)
-    return recorded, None
+    """`recorded` rewritten by the first (longest) matching `--path-map` prefix, and that pair.
+
+    Windows paths (`C:\\Users\\...`) are matched with either separator and come out with `/`."""
+    return path_map.map(recorded)
+
+
+def path_map_hint(recorded: str) -> str:
+    """The folder of a recorded path (before any glob character): the OLD part of a `--path-map` that
+    would find it."""
+    sep = "\\" if is_windows_path(recorded) and "\\" in recorded else "/"
+    head = recorded
+    for i, ch in enumerate(recorded):
+        if ch in "*?[":
+            head = recorded[:i]
+            break
+    folder = head.rsplit(sep, 1)[0] if sep in head else head
+    return folder or sep
 
 
 def unmap_path(local: str, pair: tuple[str, str] | None) -> str:
@@ -155,20 +167,49 @@ def unmap_path(local: str, pair: tuple[str, str] | None) -> str:
 
 @dataclass
 class FileResolver:
-    """Finds and stores the files a run references; records what is missing."""
+    """Finds and stores the files a run references; records what is missing.
+
+    A missing file whose operation the server had acknowledged (`version <= last_ack_version` of its
+    execution), or that the client deletes itself once uploaded (`clean_after_upload`) in an async/sync
+    leftover, is *not in the source any more*: the client uploaded it and may have removed it. Any other
+    missing file is *lost*.
+    """
 
     path_map: PathMap
     store_file: Callable[[Path], tuple[str, int]]
     store_bytes: Callable[[bytes], tuple[str, int]]
     upload_dirs: list[Path]
     """`upload_path/` of each execution, by execution index."""
+    last_acks: list[int | None] = field(default_factory=list)
+    """`last_ack_version` of each execution, by execution index (None: nothing acknowledged)."""
+    leftover: bool = False
+    """True for an async/sync leftover (a client that was connected to a server)."""
     entries: list[FileEntry] = field(default_factory=list)
     losses: list[Loss] = field(default_factory=list)
     read: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
+    """Recorded absolute paths not found and not rewritten by any `--path-map` (for the hint)."""
 
-    def missing(self, attr: str, kind: FileKind, name: str, origin: str | None, why: str) -> None:
+    def acknowledged(self, execution: int, version: int) -> bool:
+        ack = self.last_acks[execution] if execution < len(self.last_acks) else None
+        return ack is not None and 0 < version <= ack
+
+    def missing(
+        self, attr: str, kind: FileKind, name: str, origin: str | None, why: str,
+        *, category: LossCategory = LossCategory.LOST,
+    ) -> None:
         self.entries.append(FileEntry(attr, kind, name, None, None, _mime(name), why, origin))
-        self.losses.append(Loss("missing_file", attr, 1, why, category=LossCategory.LOST))
+        loss_kind = "missing_file" if category is LossCategory.LOST else "file_gone_after_upload"
+        self.losses.append(Loss(loss_kind, attr, 1, why, category=category))
+
+    def _gone_category(self, execution: int, version: int, *, cleaned: bool = False) -> tuple[LossCategory, str]:
+        if self.acknowledged(execution, version):
+            return LossCategory.NOT_IN_SOURCE, (
+                f" (operation v{version} was acknowledged by the server, last_ack_version "
+                f"{self.last_acks[execution]}: the client had uploaded it)")
+        if cleaned and self.leftover:
+            return LossCategory.NOT_IN_SOURCE, " (clean_after_upload: the client deletes it once uploaded)"
+        return LossCategory.LOST, ""
 
     def store(self, attr: str, kind: FileKind, name: str, local: Path, origin: str) -> None:
         try:
@@ -180,7 +221,10 @@ class FileResolver:
         self.entries.append(FileEntry(attr, kind, name, sha, size, _mime(name), None, origin))
 
     def _where(self, recorded: str, local: str, pair: tuple[str, str] | None) -> str:
-        return f"{recorded} (looked at {local} via --path-map)" if pair else recorded
+        if pair:
+            return f"{recorded} (looked at {local} via --path-map)"
+        self.unmapped.append(recorded)
+        return f"{recorded} (if it moved, add --path-map {path_map_hint(recorded)}=NEW_PREFIX)"
 
     # -- UploadFile -----------------------------------------------------------------------------
     def file(self, attr: str, ref: FileRef) -> None:
@@ -192,20 +236,30 @@ class FileResolver:
             self.entries.append(FileEntry(attr, "file", memory_name, sha, size, _mime(memory_name), None, origin))
             return
         if ref.file_path is None:
-            upload = self.upload_dirs[ref.execution] / str(ref.tmp_file_name)
+            folder = self.upload_dirs[ref.execution]
+            name = str(ref.tmp_file_name)
+            upload = confined(folder, name)
+            if upload is None:
+                self.missing(attr, "file", memory_name, name,
+                             f"refused: tmp_file_name {name!r} does not stay inside {folder}")
+                return
             if upload.is_file():
-                self.store(attr, "file", memory_name, upload, str(upload))
+                self.store(attr, "file", memory_name, upload, str(folder / name))
             else:
-                self.missing(attr, "file", memory_name, str(upload),
-                             f"in-memory upload not found: {upload} (async runs delete it once uploaded)")
+                category, why = self._gone_category(ref.execution, ref.version, cleaned=ref.clean_after_upload)
+                why = why or " (async runs delete it once uploaded)"
+                self.missing(attr, "file", memory_name, str(folder / name),
+                             f"in-memory upload not found: {folder / name}{why}", category=category)
             return
         recorded = ref.file_path
-        name = PurePosixPath(recorded).name or memory_name
+        name = path_leaf(recorded) or memory_name
         local, pair = map_path(self.path_map, recorded)
         if Path(local).is_file():
             self.store(attr, "file", name, Path(local), recorded)
         else:
-            self.missing(attr, "file", name, recorded, f"not found: {self._where(recorded, local, pair)}")
+            category, why = self._gone_category(ref.execution, ref.version, cleaned=ref.clean_after_upload)
+            self.missing(attr, "file", name, recorded, f"not found: {self._where(recorded, local, pair)}{why}",
+                         category=category)
 
     # -- UploadFileSet / DeleteFiles ------------------------------------------------------------
     def file_set(self, attr: str, ops: list[FileSetOp]) -> None:
@@ -223,10 +277,12 @@ class FileResolver:
             found: list[tuple[str, str]] = []  # (local, recorded)
             for pattern in op.items:
                 local_pattern, pair = map_path(self.path_map, pattern)
-                matches = sorted(glob.glob(local_pattern, recursive=True))
+                matches = [] if is_windows_path(local_pattern) else sorted(glob.glob(local_pattern, recursive=True))
                 if not matches:
-                    self.missing(attr, "file_set", PurePosixPath(pattern).name or pattern, pattern,
-                                 f"matched no file at export time: {self._where(pattern, local_pattern, pair)}")
+                    category, why = self._gone_category(op.execution, op.version)
+                    self.missing(attr, "file_set", path_leaf(pattern) or pattern, pattern,
+                                 f"matched no file at export time: {self._where(pattern, local_pattern, pair)}{why}",
+                                 category=category)
                 for match in matches:
                     local = os.path.abspath(match)
                     if os.path.isdir(local):
@@ -279,7 +335,7 @@ class FileResolver:
             elif base.is_file():
                 pairs = [(base, base.name)]
             else:
-                name = PurePosixPath(recorded).name
+                name = path_leaf(recorded)
                 self.missing(attr, "artifact", name, recorded,
                              f"tracked location not found: {self._where(recorded, local, pair)}")
                 continue

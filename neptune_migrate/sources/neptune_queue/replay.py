@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ FIELD_TYPE: Mapping[AttrType, FieldType] = {
     "float": "float", "int": "int", "bool": "bool", "string": "string", "datetime": "datetime",
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EXACT_INT = 2**53
+"""Integers up to this size are exact doubles; JSON may carry larger ones (Python's json writes any int)."""
 _IMAGE_MAGIC: tuple[tuple[bytes, str, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", ".png", "image/png"),
     (b"\xff\xd8\xff", ".jpg", "image/jpeg"),
@@ -133,6 +136,9 @@ class FileRef:
     file_path: str | None = None
     tmp_file_name: str | None = None
     content_b64: str | None = None
+    version: int = 0
+    """The operation's `version` in its execution (compared with `last_ack_version`)."""
+    clean_after_upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class FileSetOp:
     action: Literal["upload", "delete"]
     items: tuple[str, ...]
     reset: bool = False
+    execution: int = 0
+    version: int = 0
 
 
 @dataclass
@@ -246,6 +254,8 @@ class Replay:
         self.invalid: dict[str, Tally] = {}
         self.unknown_ops: Counter[str] = Counter()
         self.empty_images: Counter[str] = Counter()
+        self.rounded: dict[str, Tally] = {}
+        """Integers beyond 2**53 in `LogFloats` values or in steps, stored as the nearest double."""
 
         self._handlers: dict[str, Callable[[str, dict[str, Any], OpId], None]] = {
             "AssignFloat": self._assign,
@@ -301,6 +311,15 @@ class Replay:
             tallies[key] = Tally(1, detail)
         else:
             t.count += 1
+
+    def _nearest_double(self, path: str, what: str, value: int) -> float:
+        """An integer a double cannot hold exactly (JSON allows any size): the nearest double, counted."""
+        try:
+            near = float(value)
+        except OverflowError:
+            near = math.inf if value > 0 else -math.inf
+        self._tally(self.rounded, path, f"{what} {value} is beyond 2**53; stored as the nearest double {near!r}")
+        return near
 
     def _claim(self, path: str, needed: AttrType, op_type: str) -> bool:
         """Fix the path's type on first use; False (counted) when it already has another type."""
@@ -437,6 +456,10 @@ class Replay:
         kept = 0
         for v in values:
             step, ts, value = v["step"], v["ts"], v["value"]  # all read before any column grows
+            if type(value) is int and not -_EXACT_INT <= value <= _EXACT_INT:
+                value = self._nearest_double(path, "value", value)
+            if type(step) is int and not -_EXACT_INT <= step <= _EXACT_INT:
+                step = self._nearest_double(path, "step", step)
             if step is None:
                 step = 0.0 if last is None else last + 1.0
             elif last is not None and step <= last:
@@ -462,6 +485,8 @@ class Replay:
         last = s.last_step
         for v in values:
             step, ts, value = v["step"], v["ts"], v["value"]
+            if type(step) is int and not -_EXACT_INT <= step <= _EXACT_INT:
+                step = self._nearest_double(path, "step", step)
             if step is None:
                 step = 0.0 if last is None else last + 1.0
             elif last is not None and step <= last:
@@ -486,6 +511,8 @@ class Replay:
         last = s.last_step
         for v in values:
             step, ts, payload = v["step"], v["ts"], v["value"]
+            if type(step) is int and not -_EXACT_INT <= step <= _EXACT_INT:
+                step = self._nearest_double(path, "step", step)
             if step is None:
                 step = 0.0 if last is None else last + 1.0
             elif last is not None and step <= last:
@@ -520,14 +547,15 @@ class Replay:
 
     # -- files and artifacts --------------------------------------------------------------------
     def _upload_file(self, path: str, obj: dict[str, Any], op: OpId) -> None:
-        ref = FileRef(op[0], str(obj.get("ext") or ""), obj.get("file_path"), obj.get("tmp_file_name"))
+        ref = FileRef(op[0], str(obj.get("ext") or ""), obj.get("file_path"), obj.get("tmp_file_name"),
+                      version=op[1], clean_after_upload=obj.get("clean_after_upload") is True)
         if ref.file_path is None and ref.tmp_file_name is None:
             raise KeyError("file_path and tmp_file_name are both null")
         if self._claim(path, "file", obj["type"]):
             self.files[path] = ref
 
     def _upload_file_content(self, path: str, obj: dict[str, Any], op: OpId) -> None:
-        ref = FileRef(op[0], str(obj.get("ext") or ""), content_b64=str(obj["file_content"]))
+        ref = FileRef(op[0], str(obj.get("ext") or ""), content_b64=str(obj["file_content"]), version=op[1])
         if self._claim(path, "file", obj["type"]):
             self.files[path] = ref
 
@@ -535,9 +563,9 @@ class Replay:
         if obj["type"] == "UploadFileSet":
             reset = obj.get("reset")
             item = FileSetOp("upload", tuple(str(g) for g in obj["file_globs"]),
-                             reset=reset is True or str(reset) == "True")
+                             reset=reset is True or str(reset) == "True", execution=op[0], version=op[1])
         else:
-            item = FileSetOp("delete", tuple(str(p) for p in obj["file_paths"]))
+            item = FileSetOp("delete", tuple(str(p) for p in obj["file_paths"]), execution=op[0], version=op[1])
         if self._claim(path, "file_set", obj["type"]):
             ops = self.file_sets.setdefault(path, [])
             if item.reset:

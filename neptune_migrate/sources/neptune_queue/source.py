@@ -17,8 +17,10 @@ Memory does not grow with the number of points. Each container is read in up to 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,8 +36,9 @@ from neptune_migrate.model import (
     SeriesKind,
     SourceRunId,
 )
-from neptune_migrate.sources.base import Source, SourceOptions
+from neptune_migrate.sources.base import Source, SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.neptune_queue import errors
+from neptune_migrate.sources.neptune_queue.errors import QueueLayoutError
 from neptune_migrate.sources.neptune_queue.layout import (
     GENERATION_NAMES,
     Container,
@@ -48,6 +51,26 @@ from neptune_migrate.sources.neptune_queue.layout import (
 )
 from neptune_migrate.sources.neptune_queue.mapping import FileResolver, build_identity, points_table
 from neptune_migrate.sources.neptune_queue.replay import PointBuffer, Replay
+
+_LOCAL_DATE = re.compile(r"(\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2}(?:\.\d{1,6})?)")
+"""The local date in an `exec-<n>-<YYYY-mm-dd_HH.MM.SS.ffffff>` folder name (clients <= 1.8)."""
+_MAX_UTC_OFFSET_HOURS = 14
+
+
+def _folder_local_date(name: str) -> datetime | None:
+    """The naive local date an old client put in an execution folder's name, if any."""
+    if not name.startswith("exec-"):
+        return None
+    m = _LOCAL_DATE.search(name)
+    if m is None:
+        return None
+    text = m.group(1)
+    fmt = "%Y-%m-%d_%H.%M.%S.%f" if text.count(".") == 3 else "%Y-%m-%d_%H.%M.%S"
+    try:
+        return datetime.strptime(text, fmt)  # noqa: DTZ007 - a local time of an unknown zone, compared only
+    except ValueError:
+        return None
+
 
 BATCH_ROWS = 100_000
 """Points handed to the dump per `add_points` call (per series kind)."""
@@ -83,7 +106,11 @@ class NeptuneQueueSource:
         """Find every container folder under `options.path`; nothing is written anywhere."""
         self.options = options
         self.project = _check_project(options.project)
-        self.scan = scan_path(options.path)
+        try:
+            self.scan = scan_path(options.path.absolute())
+        except OSError as exc:
+            msg = f"{options.path}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+            raise QueueLayoutError(msg) from exc
 
     # -- Source protocol ------------------------------------------------------------------------
     def describe(self) -> str:
@@ -101,11 +128,19 @@ class NeptuneQueueSource:
             counted = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
             parts.append(f"{mode}: {counted}")
         layouts = "; ".join(f"{GENERATION_NAMES[g]} ({n})" for g, n in sorted(generations.items()))  # type: ignore[index]
+        typed = sum(1 for c in self.scan.containers.values() if c.container_type_file)
+        if typed:
+            layouts += f"; {typed} with a container_type file"
         multi = executions - len(self.scan.containers)
         text = (f"neptune 1.x queue, {self.scan.detected} at {self.scan.root}: {'; '.join(parts)}; "
                 f"layouts: {layouts}")
         if multi:
             text += f"; {multi} extra execution folder(s) merged into their runs"
+        copies = sum(len(c.duplicates) for c in self.scan.containers.values())
+        if copies:
+            text += f"; {copies} execution folder(s) found twice (the more complete copy is read)"
+        if self.scan.unreadable:
+            text += f"; {len(self.scan.unreadable)} run folder(s) cannot be read"
         return text
 
     def warnings(self) -> list[str]:
@@ -114,15 +149,31 @@ class NeptuneQueueSource:
 
     def list_runs(self) -> Iterator[RunKey]:
         """Every container, keyed by its uuid in the `--project` project."""
-        return iter(sorted(RunKey(self.project, SourceRunId(uuid)) for uuid in self.scan.containers))
+        uuids = set(self.scan.containers) | set(self.scan.unreadable)
+        return iter(sorted(RunKey(self.project, SourceRunId(uuid)) for uuid in uuids))
 
     def export_run(self, key: RunKey, out: RunWriter) -> RunRecord:
         """Replay the container's queue(s), streaming points into `out`; then files and the record."""
+        return _ContainerExport(self, self._container(key), key, out).run()
+
+    def _container(self, key: RunKey) -> Container:
         container = self.scan.containers.get(key.run_id)
         if container is None:
-            msg = f"{key} is not in {self.scan.root}"
+            msg = self.scan.unreadable.get(key.run_id) or f"{key} is not in {self.scan.root}"
             raise SourceFormatError(msg)
-        return _ContainerExport(self, container, key, out).run()
+        return container
+
+    def fingerprint(self, key: RunKey) -> str:
+        """Names (relative to each execution folder), sizes and counters of the container's queue files."""
+        container = self._container(key)
+        items: list[tuple[str, object]] = []
+        for ex in _order(container.executions):
+            items.append((ex.folder.name, (ex.last_put, ex.last_ack)))
+            items.extend((f"{ex.folder.name}/{f.name}", f.stat().st_size) for f in ex.data_files)
+            if ex.upload_dir.is_dir():
+                items.extend((f"{ex.folder.name}/upload_path/{f.name}", f.stat().st_size)
+                             for f in sorted(ex.upload_dir.iterdir()) if f.is_file())
+        return fingerprint_files(items)
 
     def classify_error(self, error: Exception) -> ErrorKind:
         """Only file-system hiccups are transient."""
@@ -153,9 +204,10 @@ class _ContainerExport:
         for path, series in sorted(replay.series.items()):
             self.out.declare_series(series.kind, path, dict(series.config) if series.config else None)
 
+        partial = self.container.mode in ("async", "sync")
         resolver = FileResolver(
             self.source.options.path_map, self.out.store_file, self.out.store_bytes,
-            [e.upload_dir for e in self.executions],
+            [e.upload_dir for e in self.executions], [e.last_ack for e in self.executions], leftover=partial,
         )
         for path, ref in sorted(replay.files.items()):
             resolver.file(path, ref)
@@ -166,11 +218,12 @@ class _ContainerExport:
 
         self._queue_losses(stats)
         self._replay_losses(replay)
+        for sentence in self.container.duplicates:
+            self._loss("duplicate_copy", None, 1, sentence, category=LossCategory.CHANGED_FORM)
         self.losses.extend(resolver.losses)
-        partial = self.container.mode in ("async", "sync")
         created_at, created_from = self._created_at(stats)
         identity = build_identity(replay, created_at, partial=partial)
-        return RunRecord(
+        record = RunRecord(
             key=self.key,
             kind=self.container.kind,
             system=identity.system,
@@ -182,11 +235,44 @@ class _ContainerExport:
             absent=identity.absent,
             provenance=Provenance(
                 source=NeptuneQueueSource.name,
-                location=str(self.container.folder.resolve()),
+                location=str(self.container.folder),
                 files=tuple(str(p) for e in self.executions for p in e.data_files) + tuple(resolver.read),
                 details=self._details(replay, stats, created_from),
             ),
         )
+        return self._fill_times(record, stats)
+
+    def _fill_times(self, record: RunRecord, stats: list[ReadStats]) -> RunRecord:
+        """Creation time from the first point's `ts` when nothing better exists; end time from the last
+        operation's `at` or the last point's `ts`, whichever is later; then cross-check the folder's date."""
+        last_ats = [s.last_at for s in stats if s.last_at is not None]
+        last_at = datetime.fromtimestamp(max(last_ats), timezone.utc) if last_ats else None
+        last_point = self.out.last_point_at
+        last: datetime | None
+        if last_at is not None and (last_point is None or last_at >= last_point):
+            last, last_label = last_at, "last operation"
+        else:
+            last, last_label = last_point, "last point"
+        candidates: list[tuple[datetime | None, datetime | None, str, str]] = [
+            (self.out.first_point_at, last, "first point's ts", last_label),
+        ]
+        local = [d for d in (_folder_local_date(e.folder.name) for e in self.executions) if d is not None]
+        if local:
+            candidates.append((min(local).replace(tzinfo=timezone.utc), None,
+                               "exec folder's local date (time zone unknown, read as UTC)", ""))
+        record = fill_times(record, candidates)
+        created = record.system.created_at
+        if local and created is not None:
+            offset = (min(local) - created.replace(tzinfo=None)).total_seconds() / 3600
+            details = dict(record.provenance.details)
+            if abs(offset) <= _MAX_UTC_OFFSET_HOURS:
+                details["created_at_check"] = (f"the exec folder's local date is {offset:+.1f} h from it "
+                                               "(a plausible UTC offset)")
+            else:
+                details["created_at_check"] = (f"the exec folder's local date is {offset:+.1f} h from it: "
+                                               "more than any UTC offset; kept the recorded timestamp")
+            record = replace(record, provenance=replace(record.provenance, details=details))
+        return record
 
     # -- pass 1 ---------------------------------------------------------------------------------
     def _pre_pass(self) -> dict[str, tuple[int, int]]:
@@ -215,8 +301,9 @@ class _ContainerExport:
                 if st.torn_tail:
                     reasons.append(f"the last line ({st.torn_tail}) is cut mid-record")
                 self._loss("truncated_queue", None, missing,
-                           f"{where}: {'; '.join(reasons)}: {missing} operation(s) lost when the process "
-                           "died (the client buffers queue writes)", category=LossCategory.LOST)
+                           f"{where}: {'; '.join(reasons)}: {missing} operation(s) never reached the disk when "
+                           "the process died (the client buffers queue writes)",
+                           category=LossCategory.NOT_IN_SOURCE)
                 self.complete = False
             gaps = list(st.gaps)
             first = st.first_version
@@ -227,10 +314,11 @@ class _ContainerExport:
                 if acked and lo == 1:
                     self._loss("acknowledged_ops_removed", None, hi - lo + 1,
                                f"{where}: versions {lo}..{hi} were acknowledged by the server and their "
-                               "data-N.log deleted by the client", category=LossCategory.CHANGED_FORM)
+                               "data-N.log deleted by the client", category=LossCategory.NOT_IN_SOURCE)
                 else:
                     self._loss("missing_ops", None, hi - lo + 1,
-                               f"{where}: versions {lo}..{hi} are not in the queue files", category=LossCategory.LOST)
+                               f"{where}: versions {lo}..{hi} are not in the queue files",
+                               category=LossCategory.LOST)
                     self.complete = False
             if st.unreadable:
                 self._loss("unreadable_record", None, len(st.unreadable),
@@ -246,17 +334,19 @@ class _ContainerExport:
         for path, t in sorted(replay.conflicts.items()):
             self._loss("type_conflict", path, t.count, t.detail, category=LossCategory.CHANGED_FORM)
         for path, t in sorted(replay.unresolved_copies.items()):
-            self._loss("unresolved_copy", path, t.count, t.detail, category=LossCategory.LOST)
+            self._loss("unresolved_copy", path, t.count, t.detail, category=LossCategory.NOT_IN_SOURCE)
         for type_, t in sorted(replay.invalid.items()):
             self._loss("invalid_operation", None, t.count, f"malformed {type_} operation(s): {t.detail}",
                        category=LossCategory.LOST)
         for type_, n in sorted(replay.unknown_ops.items()):
             self._loss("unknown_operation", None, n, f"operation type {type_!r} is not known to this reader",
                        category=LossCategory.LOST)
+        for path, t in sorted(replay.rounded.items()):
+            self._loss("int_rounded_to_double", path, t.count, t.detail, category=LossCategory.CHANGED_FORM)
         for path, n in sorted(replay.empty_images.items()):
             self._loss("image_not_stored_by_client", path, n,
                        "the client wrote an empty image (over its size limit); a row without a file is kept",
-                       category=LossCategory.CHANGED_FORM)
+                       category=LossCategory.NOT_IN_SOURCE)
 
     def _created_at(self, stats: list[ReadStats]) -> tuple[datetime | None, str]:
         meta = [e.started for e in self.executions if e.metadata and e.started is not None]
@@ -284,6 +374,8 @@ class _ContainerExport:
             "created_at_from": created_from,
             "points_cleared": str(replay.discarded_points),
         }
+        if self.container.duplicates:
+            details["duplicate_copies"] = "; ".join(self.container.duplicates)
         out_of_order = sum(st.out_of_order for st in stats)
         if out_of_order:
             details["versions_out_of_order"] = str(out_of_order)

@@ -151,6 +151,9 @@ class ResolvedFile:
     origin: str | None = None
     changed: str | None = None
     """Set when the content found differs from what the log recorded (e.g. another size)."""
+    gone: bool = False
+    """True when the log itself no longer says where the content is (the sync process uploaded it and
+    deleted its row, or a v1 log never recorded it): not in the source, rather than lost by us."""
 
 
 FileResolver = Callable[[FileRef], ResolvedFile]
@@ -456,7 +459,7 @@ class RunState:
         else:
             resolved = self.resolve_file(v)
             if resolved.sha256 is None:
-                self.loss("missing_file", path, resolved.missing or "file not found", category=LossCategory.LOST)
+                self._missing(path, resolved)
             elif resolved.changed:
                 self.loss("file_changed", path, resolved.changed, category=LossCategory.LOST)
             cols["sha256"].append(resolved.sha256)
@@ -474,13 +477,19 @@ class RunState:
         for buf in self._buffers.values():
             buf.flush()
 
+    def _missing(self, path: str, r: ResolvedFile) -> None:
+        if r.gone:
+            self.loss("file_not_in_log", path, r.missing or "file not recorded", category=LossCategory.NOT_IN_SOURCE)
+        else:
+            self.loss("missing_file", path, r.missing or "file not found", category=LossCategory.LOST)
+
     def file_entries(self) -> list[FileEntry]:
         """Resolve the final value of every file attribute (superseded assignments are not read)."""
         entries = []
         for path, ref in sorted(self.file_refs.items()):
             r = self.resolve_file(ref)
             if r.sha256 is None:
-                self.loss("missing_file", path, r.missing or "file not found", category=LossCategory.LOST)
+                self._missing(path, r)
             elif r.changed:
                 self.loss("file_changed", path, r.changed, category=LossCategory.LOST)
             entries.append(FileEntry(

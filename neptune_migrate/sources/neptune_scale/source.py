@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from neptune_migrate.dump.writer import RunWriter
 from neptune_migrate.errors import MissingDependencyError, SourceFormatError
 from neptune_migrate.model import ErrorKind, LossCategory, Provenance, RunKey, RunRecord, SourceRunId, SystemInfo
-from neptune_migrate.sources.base import SourceOptions
+from neptune_migrate.sources.base import SourceOptions, fill_times, fingerprint_files
 from neptune_migrate.sources.neptune_scale.errors import classify_error
-from neptune_migrate.sources.neptune_scale.mapping import FileRef, ResolvedFile, RunState
+from neptune_migrate.sources.neptune_scale.mapping import EPOCH, FileRef, ResolvedFile, RunState
 
 if TYPE_CHECKING:
     from neptune_migrate.sources.base import Source
@@ -62,14 +64,60 @@ def _proto_classes() -> tuple[Any, Any, type[Exception]]:
 
 
 def find_databases(path: Path) -> list[Path]:
-    """`path` itself when it is a file; else every `*.sqlite3` below it (v1 files and v2+ run folders)."""
+    """`path` itself when it is a file; else every `*.sqlite3` below it (v1 files and v2+ run folders).
+
+    A `*.sqlite3-wal` whose main file is gone (a run killed before SQLite checkpointed, then the main
+    file lost) is listed by the name of its missing main file: `copy_database` rebuilds it.
+    """
     if path.is_file():
+        if path.name.endswith(".sqlite3-wal"):
+            return [path.with_name(path.name.removesuffix("-wal"))]
         return [path]
-    return sorted(p for p in path.rglob("*.sqlite3") if p.is_file())
+    found = {p for p in path.rglob("*.sqlite3") if p.is_file()}
+    for wal in path.rglob("*.sqlite3-wal"):
+        main = wal.with_name(wal.name.removesuffix("-wal"))
+        if wal.is_file() and not main.exists():
+            found.add(main)
+    return sorted(found)
+
+
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+def wal_page_size(wal: Path) -> int | None:
+    """The page size a WAL file's header records, or None when the file is not a SQLite WAL."""
+    with wal.open("rb") as fh:
+        header = fh.read(32)
+    if len(header) < 32:
+        return None
+    magic, _version, page_size = struct.unpack(">III", header[:12])
+    if magic not in WAL_MAGIC or page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return None
+    return int(page_size)
 
 
 def copy_database(db: Path, into: Path) -> Path:
-    """Copy `db` and its `-wal` / `-shm` (when present) into `into`; return the copy of `db`."""
+    """Copy `db` and its `-wal` / `-shm` (when present) into `into`; return the copy of `db`.
+
+    When only the `-wal` is left, the copy is an empty WAL-mode database of the WAL's page size with the
+    WAL next to it: opening it replays whatever the WAL holds (raises `SourceFormatError` when the file
+    is not a WAL).
+    """
+    if not db.exists():
+        wal = db.with_name(db.name + "-wal")
+        page_size = wal_page_size(wal)
+        if page_size is None:
+            msg = f"{wal}: not a SQLite WAL file"
+            raise SourceFormatError(msg)
+        target = into / db.name
+        with closing(sqlite3.connect(target)) as con:
+            con.execute(f"pragma page_size={page_size}")
+            con.execute("pragma journal_mode=wal")
+            con.execute("create table neptune_migrate_empty(x)")
+            con.execute("drop table neptune_migrate_empty")
+            con.commit()
+        shutil.copyfile(wal, into / (db.name + "-wal"))  # the stale -shm is not copied: SQLite rebuilds it
+        return target
     for sfx in _SUFFIXES:
         src = db.with_name(db.name + sfx)
         if src.is_file():
@@ -114,23 +162,75 @@ class DatabaseInfo:
     def layout(self) -> str:
         return "run folder" if self.path.name == "run_operations.sqlite3" else "single file"
 
+    @property
+    def copy_name(self) -> str:
+        """What names the log whatever folder holds it: `<proj>_<run>_<ts>/run_operations.sqlite3` or
+        `<proj>_<run>_<ts>.sqlite3` (the timestamp is the run's start in nanoseconds)."""
+        if self.path.name == "run_operations.sqlite3":
+            return f"{self.path.parent.name}/{self.path.name}"
+        return self.path.name
+
+    @property
+    def wal_only(self) -> bool:
+        """True when only the `-wal` was found and the log was rebuilt from it."""
+        return not self.path.exists()
+
 
 def probe_database(db: Path, warnings: list[str]) -> DatabaseInfo | None:
     """Read a copy of `db`: its metadata and row statistics. Problems become warnings, None is returned."""
     wal = db.with_name(db.name + "-wal")
     shm = db.with_name(db.name + "-shm")
+    wal_only = not db.exists()
     try:
-        wal_mode = _wal_mode(db)
+        wal_mode = True if wal_only else _wal_mode(db)
     except OSError as exc:
-        warnings.append(f"{db}: cannot read ({exc})")
+        warnings.append(f"{db}: cannot be read ({type(exc).__name__}: {exc.strerror or exc}); skipped")
         return None
+    if wal_only:
+        return _probe_wal_only(db, warnings)
     if wal_mode and not wal.exists() and shm.exists():
         warnings.append(f"{db}: its -shm file is here but its -wal file is not; the run did not close cleanly "
                         "and operations still in the WAL are missing (copy the -wal next to the .sqlite3)")
+    return _probe_copy(db, warnings, wal_mode=wal_mode)
+
+
+def _probe_wal_only(db: Path, warnings: list[str]) -> DatabaseInfo | None:
+    wal = db.with_name(db.name + "-wal")
+    why = f"{wal}: the main file {db.name} is missing"
+    try:
+        page_size = wal_page_size(wal)
+    except OSError as exc:
+        warnings.append(f"{why} and the -wal cannot be read ({exc.strerror or exc}); skipped")
+        return None
+    if page_size is None:
+        warnings.append(f"{why} and the -wal is not a SQLite WAL file; skipped")
+        return None
+    problems: list[str] = []
+    info = _probe_copy(db, problems, wal_mode=True, check=True)
+    if info is None:
+        detail = "; ".join(p.split(": ", 1)[-1] for p in problems) or "no data"
+        warnings.append(f"{why}; replaying the -wal onto an empty database of its page size ({page_size}) "
+                        f"did not give back the operation log ({detail}): its data cannot be exported")
+        return None
+    return info
+
+
+def _probe_copy(db: Path, warnings: list[str], *, wal_mode: bool, check: bool = False) -> DatabaseInfo | None:
+    wal = db.with_name(db.name + "-wal")
     with tempfile.TemporaryDirectory(prefix="neptune-migrate-scale-") as tmp:
-        copy = copy_database(db, Path(tmp))
+        try:
+            copy = copy_database(db, Path(tmp))
+        except (OSError, SourceFormatError) as exc:
+            warnings.append(f"{db}: cannot be read ({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}); "
+                            "skipped")
+            return None
         try:
             with closing(sqlite3.connect(copy)) as con:
+                if check:
+                    verdict = con.execute("pragma integrity_check").fetchone()
+                    if verdict is None or verdict[0] != "ok":
+                        warnings.append(f"{db}: integrity check failed ({verdict[0] if verdict else 'no answer'})")
+                        return None
                 tables = _tables(con)
                 if not {"metadata", "run_operations"} <= tables:
                     if wal_mode and not wal.exists():
@@ -228,6 +328,7 @@ class _FileFinder:
             return ResolvedFile(
                 name=storage_name, sha256=None, size=None, mime_type=mime,
                 missing="no file_upload_requests row (a v1 log, or already uploaded by the sync process)",
+                gone=True,
             )
         self.used.add(ref.path)
         name = storage_name if up.temporary else PurePosixPath(up.source_path).name
@@ -260,6 +361,7 @@ class NeptuneScaleSource:
         self.options = options
         self._warnings: list[str] = []
         self._runs: dict[RunKey, list[DatabaseInfo]] | None = None
+        self._duplicates: dict[RunKey, list[str]] = {}
 
     def _scan(self) -> dict[RunKey, list[DatabaseInfo]]:
         if self._runs is not None:
@@ -272,11 +374,35 @@ class NeptuneScaleSource:
         for db in dbs:
             info = probe_database(db, self._warnings)
             if info is not None:
-                runs.setdefault(RunKey(info.project, SourceRunId(info.run_id)), []).append(info)
+                self._add(runs.setdefault(RunKey(info.project, SourceRunId(info.run_id)), []), info)
         for infos in runs.values():  # a run resumed later writes a second log: replay them in order
             infos.sort(key=lambda i: (i.first_enqueued_ms is None, i.first_enqueued_ms or 0, str(i.path)))
         self._runs = dict(sorted(runs.items()))
         return self._runs
+
+    def _add(self, infos: list[DatabaseInfo], info: DatabaseInfo) -> None:
+        """A second copy of the same log (same run folder or file name, e.g. two copies of a log directory)
+        is not replayed twice: the copy holding more operations is kept and the choice recorded."""
+        twin = next((i for i in infos if i.copy_name == info.copy_name), None)
+        if twin is None:
+            infos.append(info)
+            return
+        old, new = (twin.allocated, twin.operations), (info.allocated, info.operations)
+        kept, other = (info, twin) if new > old else (twin, info)
+        if kept is info:
+            infos[infos.index(twin)] = info
+        key = RunKey(info.project, SourceRunId(info.run_id))
+        self._duplicates.setdefault(key, []).append(
+            f"two copies of {info.copy_name}: kept {kept.path} ({kept.operations} operation(s)), "
+            f"ignored {other.path} ({other.operations} operation(s))"
+            + (" (identical counts)" if new == old else "")
+        )
+
+    def fingerprint(self, key: RunKey) -> str:
+        """Names, operation counts and sequence numbers of the run's logs (not where they sit)."""
+        infos = self._scan().get(key) or []
+        return fingerprint_files([(i.copy_name, (i.version, i.operations, i.allocated, i.first_enqueued_ms,
+                                                 i.wal_bytes is not None, i.wal_only)) for i in infos])
 
     def describe(self) -> str:
         runs = self._scan()
@@ -307,6 +433,8 @@ class NeptuneScaleSource:
         complete = True
         errors: list[tuple[int | None, str, str]] = []
         read: list[str] = []
+        first_ms: int | None = None
+        last_ms: int | None = None
         for info in infos:
             with tempfile.TemporaryDirectory(prefix="neptune-migrate-scale-") as tmp:
                 copy = copy_database(info.path, Path(tmp))
@@ -330,6 +458,11 @@ class NeptuneScaleSource:
                         "order by sequence_id"
                     )
                     while rows := cur.fetchmany(FETCH_ROWS):
+                        ms = [r[1] for r in rows if r[1] is not None]
+                        if ms:
+                            lo_ms, hi_ms = min(ms), max(ms)
+                            first_ms = lo_ms if first_ms is None else min(first_ms, lo_ms)
+                            last_ms = hi_ms if last_ms is None else max(last_ms, hi_ms)
                         for seq, enqueued_ms, op_type, blob in rows:
                             try:
                                 if op_type == UPDATE_SNAPSHOT:
@@ -355,7 +488,28 @@ class NeptuneScaleSource:
                        f"no longer in the log, e.g. {finder.uploads[unused[0]].source_path}",
                        category=LossCategory.CHANGED_FORM,
                        count=len(unused))
-        return self._record(key, infos, state, files, complete, read + finder.read)
+        for sentence in self._duplicates.get(key, []):
+            state.loss("duplicate_copy", None, sentence, category=LossCategory.CHANGED_FORM)
+        for info in infos:
+            if info.wal_only:
+                state.loss("recovered_from_wal", None, f"{info.path.name} is missing: the run was rebuilt by "
+                           f"replaying {info.path.name}-wal onto an empty database ({info.operations} "
+                           "operation(s)); anything checkpointed into the lost main file before is not in it",
+                           category=LossCategory.CHANGED_FORM)
+        record = self._record(key, infos, state, files, complete, read + finder.read)
+        # The run spans its operations' enqueue times (and its points' timestamps, if later).
+        first_op = None if first_ms is None else EPOCH + timedelta(milliseconds=first_ms)
+        last_op = None if last_ms is None else EPOCH + timedelta(milliseconds=last_ms)
+        last_point = out.last_point_at
+        last: datetime | None
+        if last_op is not None and (last_point is None or last_op >= last_point):
+            last, label = last_op, "last operation"
+        else:
+            last, label = last_point, "last point"
+        return fill_times(record, [
+            (first_op, last, "first operation's enqueue time", label),
+            (out.first_point_at, last_point, "first point's timestamp", "last point"),
+        ])
 
     def _record(
         self, key: RunKey, infos: list[DatabaseInfo], state: RunState, files: list[Any], complete: bool,
@@ -391,6 +545,10 @@ class NeptuneScaleSource:
         }
         if state.created_at_from:
             details["created_at_from"] = state.created_at_from
+        if any(i.wal_only for i in infos):
+            details["wal_only"] = "rebuilt from the -wal file (the main .sqlite3 is missing)"
+        if key in self._duplicates:
+            details["duplicate_copies"] = "; ".join(self._duplicates[key])
         return RunRecord(
             key=key,
             system=system,

@@ -6,6 +6,7 @@ Golden tests: exact values, steps, timestamps and file bytes, compared with what
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -19,7 +20,7 @@ import pytest
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.dump.writer import DumpWriter
 from neptune_migrate.errors import SourceFormatError
-from neptune_migrate.model import Field, ForkPoint, Loss, RunKey, SourceRunId
+from neptune_migrate.model import Field, ForkPoint, Loss, LossCategory, RunKey, SourceRunId
 from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources import load_source
 from neptune_migrate.sources.base import RunSelection, SourceOptions
@@ -97,8 +98,11 @@ def test_real_neptune2_sample_golden(tmp_path: Path) -> None:
     assert rec.fork is None
     assert rec.provenance.details["sys/id"] == "PROJ-1"
     assert rec.provenance.details["flavour"] == "neptune2"
-    assert set(rec.absent) == {"description", "owner", "state", "failed", "trashed", "modified_at",
+    assert set(rec.absent) == {"description", "owner", "state", "failed", "trashed",
                                "custom_run_id", "experiment_name", "group_tags"}
+    # no sys/modification_time in this sample: the run ends at its last point (T0 + 4 s), not the export time
+    assert rec.system.modified_at == T0 + timedelta(seconds=4)
+    assert rec.provenance.details["modified_at_from"] == "last point"
     assert dict(rec.fields) == {
         "parameters/lr": Field("float", 0.001),
         "parameters/batch_size": Field("int", 64),
@@ -281,7 +285,7 @@ def test_neptune3_decimal_steps_nulls_fork_and_multi_part(tmp_path: Path) -> Non
         (123456789012.12346, ts(5), 0.125)]
     lost = losses(parent)
     precision = lost[("step_precision", "train/loss")]
-    assert (precision.count, precision.error) == (1, True)
+    assert (precision.count, precision.category) == (1, LossCategory.CHANGED_FORM)  # stored, rounded
     assert "123456789012.123456" in precision.detail
     null_point = lost[("null_point_skipped", "train/loss")]
     assert (null_point.count, null_point.error) == (1, False)
@@ -324,7 +328,7 @@ def test_include_incomplete_exports_what_exists_flagged(tmp_path: Path) -> None:
     rec = out.run("cut-run").record
     assert not rec.complete
     interrupted = losses(out.run("cut-run"))[("interrupted_export", None)]
-    assert interrupted.error and ".tmp" in interrupted.detail
+    assert interrupted.category is LossCategory.NOT_IN_SOURCE and ".tmp" in interrupted.detail
     assert [(p["step"], p["timestamp"], p["value"]) for p in out.points("cut-run", "float", "train/loss")] == [
         (10.0, ts(10), 0.5), (11.0, ts(11), 0.25)]
     assert not out.run("LEG-1", "my-ws/legacy").record.complete
@@ -460,3 +464,29 @@ def test_detect_flavour() -> None:
     assert mapping.detect_flavour("PROJ-1", "PROJ-1", "my-custom") == "neptune2"
     assert mapping.detect_flavour("parent-run", "PROJ-1", "parent-run") == "neptune3"
     assert mapping.detect_flavour("x", None, None) == "unknown"
+
+
+def test_identical_copy_elsewhere_is_recognised_by_content(tmp_path: Path) -> None:
+    """Issue #12: the fingerprint ignores where the exporter dump sits, so an identical copy is skipped."""
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "a")
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "b" / "deeper")
+    first = export(tmp_path, tmp_path / "a" / "data")
+    assert not first.summary.has_problems
+    second = export(tmp_path, tmp_path / "b" / "deeper" / "data")
+    assert first.summary.count("exported") == len(first.summary.runs) > 0
+    assert [o.status for o in second.summary.runs] == ["skipped"] * len(first.summary.runs)
+    assert all(o.message == "already complete in the dump" for o in second.summary.runs)
+
+
+def test_two_copies_of_an_export_in_one_input_are_read_once(tmp_path: Path) -> None:
+    """Issue #12: `V4/data` and `V5/data` holding the same run: its points are not doubled."""
+    single = export(tmp_path / "one", SAMPLES / "neptune2" / "data")
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "src" / "V4")
+    shutil.copytree(SAMPLES / "neptune2", tmp_path / "src" / "V5")
+    both = export(tmp_path / "two", tmp_path / "src")
+    assert both.source.warnings() == []  # no "points may be duplicated"
+    [one_run], [two_run] = single.summary.runs, both.summary.runs
+    assert two_run.points == one_run.points == 10
+    [dup] = [lo for lo in two_run.losses if lo["kind"] == "duplicate_copy"]
+    assert dup["category"] == "changed_form" and "(identical sizes)" in dup["detail"]
+    assert "read V5/data/" in dup["detail"] and "ignored V4/data/" in dup["detail"]

@@ -22,7 +22,7 @@ import pytest
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import UsageError
-from neptune_migrate.model import Field, Loss, RunKey, SourceRunId
+from neptune_migrate.model import Field, Loss, LossCategory, RunKey, SourceRunId
 from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources import load_source
 from neptune_migrate.sources.base import PathMap, RunSelection, SourceOptions
@@ -164,7 +164,12 @@ def test_main_run_fields_and_identity(offline: Exported) -> None:
                                                   False)
     assert s.tags == frozenset({"baseline", "extra-tag"}) and s.group_tags == frozenset()
     assert s.created_at == datetime.fromisoformat(meta["createdAt"])
-    assert set(rec.absent) == {"owner", "state", "trashed", "modified_at", "custom_run_id", "experiment_name"}
+    # No modification time on disk: the run ends at its last operation's `at` (later than any point's ts here).
+    last_at = max(r["at"] for r in records(MAIN_DIR))
+    assert s.modified_at == datetime.fromtimestamp(last_at, UTC)
+    assert rec.provenance.details["modified_at_from"] == "last operation"
+    assert rec.provenance.details["created_at_from"] == "metadata.json createdAt"
+    assert set(rec.absent) == {"owner", "state", "trashed", "custom_run_id", "experiment_name"}
     assert rec.complete and not rec.partial_copy
     assert rec.losses == (Loss("artifact_content_not_exported", "artifacts/assigned", 1, rec.losses[0].detail),)
     assert rec.provenance.source == "neptune-offline"
@@ -243,7 +248,13 @@ def test_older_layout_and_multi_file_queue_equal_the_main_run(fixture: str, tmp_
     details = rec.provenance.details
     if fixture == "pre19":
         assert details["layout"] == "pre-1.9"
-        assert rec.system.created_at is None and "created_at" in rec.absent  # no metadata.json, no `at`
+        # No metadata.json and no `at`: the run starts at its first point's ts and ends at its last one's
+        # (train/no_ts was logged with the clock's ts), never at the export time.
+        assert rec.system.created_at == T0 and "created_at" not in rec.absent
+        assert details["created_at_from"] == "first point's ts"
+        [no_ts] = [r for r in records(next((N1 / fixture).rglob("run__*"))) if r["obj"]["path"] == ["train", "no_ts"]]
+        assert rec.system.modified_at == from_ts(no_ts["obj"]["values"][0]["ts"])
+        assert details["modified_at_from"] == "last point"
     else:
         assert rec.provenance.files[:2] == (str(next((N1 / fixture).rglob("data-1.log"))),
                                             str(next((N1 / fixture).rglob("data-30.log"))))
@@ -268,7 +279,8 @@ def test_exec_layouts(tmp_path: Path) -> None:
     check_main_series(ex, LEGACY)
     # its CopyAttribute names the original run's uuid: another container, not resolvable on disk
     [copy] = [lo for lo in v1.losses if lo.kind == "unresolved_copy"]
-    assert (copy.path, copy.count, copy.error) == ("copy/f1", 1, True)
+    # resolved by the server at sync time: the value was never on disk
+    assert (copy.path, copy.count, copy.category) == ("copy/f1", 1, LossCategory.NOT_IN_SOURCE)
     assert "copy/f1" not in v1.fields
 
 
@@ -288,7 +300,8 @@ def test_async_killed_tail_lost(tmp_path: Path) -> None:
     rec = ex.run(KILLED).record
     assert not rec.complete and rec.partial_copy
     [lost] = [lo for lo in rec.losses if lo.kind == "truncated_queue"]
-    assert (lost.count, lost.error) == (29, True)  # last_put_version 72, versions 1..43 on disk
+    # last_put_version 72, versions 1..43 on disk: the tail never reached the disk (not in the source)
+    assert (lost.count, lost.category, lost.error) == (29, LossCategory.NOT_IN_SOURCE, False)
     assert "last_put_version is 72" in lost.detail
     assert ex.steps_values(KILLED, "float", "train/loss") == [(0.0, 1.0, at(0)), (1.0, 0.5, at(1)),
                                                               (2.0, 0.3333333333333333, at(2))]
@@ -380,8 +393,11 @@ def test_path_forms_are_detected(tmp_path: Path) -> None:
     exec_dir = next((N1 / "exec" / "async").glob("run__*/exec-*"))
     assert "one execution folder" in describe(exec_dir)
     assert "StructureVersion 1" in describe(N1 / "exec")
+    # .neptune folders deeper down are found too (issue #12: V4/.neptune, V5/.neptune)
+    assert "folder holding 1 .neptune data folder(s) (project/.neptune)" in describe(tmp_path)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(QueueLayoutError, match=r"no neptune 1\.x queue"):
-        describe(tmp_path)
+        describe(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +508,7 @@ def test_gaps_and_unreadable_lines(tmp_path: Path) -> None:
     assert gap.count == 1
     acked = ex.run(KILLED).record  # async: versions 1..7 acknowledged, their file deleted
     [removed] = [lo for lo in acked.losses if lo.kind == "acknowledged_ops_removed"]
-    assert (removed.count, removed.error, acked.complete) == (7, False, True)
+    assert (removed.count, removed.category, acked.complete) == (7, LossCategory.NOT_IN_SOURCE, True)
     offline = ex.run(PARTIAL).record  # offline: nothing is ever acknowledged; 1..7 are simply gone
     [missing] = [lo for lo in offline.losses if lo.kind == "missing_ops"]
     assert (missing.count, missing.error, offline.complete) == (7, True, False)

@@ -7,6 +7,8 @@ import math
 import pickle
 import shutil
 import sqlite3
+import tempfile
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -90,7 +92,13 @@ def test_parent_identity_and_configs(offline: tuple[ExportSummary, DumpReader]) 
     assert rec.system.group_tags == {"group-a"}
     assert rec.fork is None
     assert rec.complete and not rec.partial_copy
-    assert set(rec.absent) == {"name", "description", "owner", "state", "failed", "trashed", "modified_at"}
+    assert set(rec.absent) == {"name", "description", "owner", "state", "failed", "trashed"}
+    with tempfile.TemporaryDirectory() as tmp:  # never open the fixture itself (SQLite may write -shm)
+        shutil.copytree(run_dir("offline", "parent-run"), Path(tmp) / "run")
+        with closing(sqlite3.connect(Path(tmp) / "run" / "run_operations.sqlite3")) as con:
+            (last_ms,) = con.execute("select max(timestamp) from run_operations").fetchone()
+    assert rec.system.modified_at == datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=last_ms)
+    assert rec.provenance.details["modified_at_from"] == "last operation"
     values = {path: (f.type, f.value) for path, f in rec.fields.items()}
     assert values == {
         "parameters/lr": ("float", 0.001),
@@ -322,7 +330,16 @@ def test_async_leftover_is_complete_until_rows_are_acknowledged(tmp_path: Path) 
     rec = run.record
     assert rec.partial_copy and rec.complete
     assert rec.provenance.details["acknowledged_gone"] == "2"
-    assert rec.system.created_at is None and {"created_at", "tags", "fork"} <= set(rec.absent)
+    # The CreateRun row is gone: the run starts at its first remaining operation's enqueue time (never
+    # the export time) and ends at its last one's.
+    with sqlite3.connect(folder / "run_operations.sqlite3") as con:
+        first_ms, last_ms = con.execute("select min(timestamp), max(timestamp) from run_operations").fetchone()
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert rec.system.created_at == epoch + timedelta(milliseconds=first_ms)
+    assert rec.system.modified_at == epoch + timedelta(milliseconds=last_ms)
+    assert rec.provenance.details["created_at_from"] == "first operation's enqueue time"
+    assert rec.provenance.details["modified_at_from"] == "last operation"
+    assert "created_at" not in rec.absent and {"tags", "fork"} <= set(rec.absent)
     assert rec.fields == {}
     [point] = series(reader, run, "float", "train/loss")
     assert (point["step"], point["value"], point["timestamp"]) == (0.0, 0.5, ts(2025, 1, 5, 1))
