@@ -466,8 +466,14 @@ def test_several_damaged_runs_in_one_dump_are_each_refused_alone(
     for name, victim in names.items():
         [line] = _lines_naming(done.stderr, victim, CASES[name].file)
         assert CASES[name].words in line
-    verification = {r["key"]: r["status"] for r in json.loads((tmp_path / "verify.json").read_text())["runs"]}
+    verify_doc = json.loads((tmp_path / "verify.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(verify_doc, json.loads((REPO / "docs/schemas/verify-report.schema.json").read_text()))
+    verification = {r["key"]: r["status"] for r in verify_doc["runs"]}
     assert {verification[f"my-ws/my-proj/{g}"] for g in GOOD} == {"match"}
+    dump_findings = {(f["run"], f["item"]) for r in verify_doc["runs"] for f in r["findings"]
+                     if f["item"].startswith("dump:")}
+    assert {run for run, _ in dump_findings} == set(names.values())
     assert all(verification[v] != "match" for v in names.values())
     problems = json.loads(inspected.stdout)["problems"]
     assert {p["run"] for p in problems} == set(names.values())
