@@ -175,7 +175,12 @@ def check_run_dir(layout: DumpLayout, run_dir: Path, *, check_blobs: bool) -> li
         if not path.is_file():
             problems.append(DumpProblem(name, part["file"], "part file is missing"))
             continue
-        if sha256_file(path) != part["sha256"]:
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            problems.append(DumpProblem(name, part["file"], f"unreadable part ({_one_line(exc)})"))
+            continue
+        if actual != part["sha256"]:
             problems.append(DumpProblem(name, part["file"], "sha256 does not match the record"))
             continue
         try:
@@ -215,7 +220,13 @@ def check_run_dir(layout: DumpLayout, run_dir: Path, *, check_blobs: bool) -> li
             continue
         if not blob.is_file():
             problems.append(DumpProblem(name, where, "blob is missing"))
-        elif sha256_file(blob) != digest:
+            continue
+        try:
+            actual = sha256_file(blob)
+        except OSError as exc:
+            problems.append(DumpProblem(name, where, f"unreadable blob ({_one_line(exc)})"))
+            continue
+        if actual != digest:
             problems.append(DumpProblem(name, where, "blob content does not match its sha256"))
     return problems
 
@@ -334,7 +345,12 @@ class DumpReader:
         with self._verified_lock:
             if self._verified.get(sha256) == stamp:
                 return path
-        if sha256_file(path) != sha256:
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            msg = f"{where}: unreadable blob ({_one_line(exc)}); not uploaded"
+            raise DumpFormatError(msg) from exc
+        if actual != sha256:
             msg = f"{where}: blob content does not match its sha256; not uploaded"
             raise DumpFormatError(msg)
         with self._verified_lock:

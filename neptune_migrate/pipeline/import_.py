@@ -322,23 +322,25 @@ def import_runs(
         started_at=datetime.now(timezone.utc).isoformat(),
     )
     runs: list[DumpRun] = []
+    refused: list[RunResult] = []
     for run in reader.scan():
         if isinstance(run, RefusedRun):
             if run.key is not None and not options.selection.matches_key(run.key):
                 report.runs.append(RunResult(key=str(run.key), status="filtered"))
                 continue
-            refused = RunResult(key=run.problem.run, status="would_fail" if options.dry_run else "failed",
-                                message=redact(f"{run.problem.file}: {run.problem.message}"))
-            report.runs.append(refused)
-            sink.run_done(refused)
-            if ledger is not None:
-                ledger.append({"key": refused.key, "status": "failed", "message": refused.message})
+            refused.append(RunResult(key=run.problem.run, status="would_fail" if options.dry_run else "failed",
+                                     message=redact(f"{run.problem.file}: {run.problem.message}")))
             continue
         if options.selection.matches_record(run.record):
             runs.append(run)
         else:
             report.runs.append(RunResult(key=str(run.key), status="filtered"))
-    sink.start(len(runs), sum(s.count for r in runs for s in r.record.series))
+    sink.start(len(runs) + len(refused), sum(s.count for r in runs for s in r.record.series))
+    for result in refused:  # a refused run is reported like a failed one, and nothing is written for it
+        report.runs.append(result)
+        sink.run_done(result)
+        if ledger is not None:
+            ledger.append({"key": result.key, "status": "failed", "message": result.message})
     depth = _fork_depth(runs)
     workers = max(1, options.workers) if destination.capabilities.parallel_runs else 1
     results: list[RunResult] = []

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
-from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun, check_run_dir
+from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, RefusedRun, check_run_dir
 from neptune_migrate.errors import redact
 from neptune_migrate.model import DestinationRunId, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
@@ -158,7 +158,11 @@ def _verify_one(
     key = str(run.key)
     result = RunVerification(key=key, destination_run_id=None, status="match")
     # The dump itself first: a corrupt part or blob is an error even if the destination matches it.
-    for p in check_run_dir(reader.layout, run.run_dir, check_blobs=True):
+    try:
+        problems = check_run_dir(reader.layout, run.run_dir, check_blobs=True)
+    except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
+        problems = [DumpProblem(key, "run.json", f"{type(exc).__name__}: {exc}")]
+    for p in problems:
         result.findings.append(Finding(key, "error", f"dump:{p.file}", detail=redact(p.message)))
     try:
         prep = prepare_run(reader, run, dest.inner, options.import_options)

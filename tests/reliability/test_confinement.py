@@ -129,3 +129,24 @@ def test_a_refused_run_outside_the_selection_is_filtered_when_its_key_is_known(t
     (bad / "run.json").write_text("{")  # now its key cannot be read: always reported
     report = import_runs(DumpReader(reader.root), FakeDestination(), only_good)
     assert {r.key: r.status for r in report.runs}[bad.name] == "failed"
+
+
+def test_progress_hears_of_a_refused_run_after_start_like_any_other(tmp_path: Path) -> None:
+    from neptune_migrate.pipeline.import_ import RunResult
+
+    reader, bad = _victim_dump(tmp_path)
+    (bad / "run.json").write_text("")
+    events: list[str] = []
+
+    class Recorder:
+        def start(self, runs: int, points: int) -> None:
+            events.append(f"start {runs}")
+
+        def advance(self, points: int) -> None:
+            pass
+
+        def run_done(self, result: RunResult) -> None:
+            events.append(f"{result.status} {result.key}")
+
+    import_runs(reader, FakeDestination(), ImportOptions(retry=FAST), progress=Recorder())
+    assert events == ["start 3", f"failed {bad.name}", "created my-ws/my-proj/GOOD-1", "created my-ws/my-proj/GOOD-2"]
