@@ -11,7 +11,8 @@ SQLite store, `verify` and `inspect`. Every case asserts:
 - nothing outside the dump was read: the atime of every file planted outside stays at 0 and their
   content appears nowhere in MLflow, the reports or the ledger.
 
-The whole set takes minutes (three CLI processes per case): it is `slow`; three cases run by default.
+The whole set takes minutes (three CLI processes per case): it is `slow`. By default six of the
+cases run together, one victim each, in one dump (`MIXED`).
 """
 
 from __future__ import annotations
