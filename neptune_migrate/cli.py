@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from neptune_migrate import __version__
-from neptune_migrate.errors import ExitCode, MigrateError, UsageError
+from neptune_migrate.errors import ExitCode, MigrateError, UsageError, redact_obj
 
 _EXIT_DOC = {
     ExitCode.OK: "success",
@@ -186,7 +186,7 @@ def export_cmd(
         doc = summary.to_json()
         reports = writer.layout.reports_dir
         reports.mkdir(exist_ok=True)
-        text = json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+        text = json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n"
         (reports / f"export-{_stamp()}.json").write_text(text, encoding="utf-8")
         if report is not None:
             report.write_text(text, encoding="utf-8")
@@ -226,7 +226,7 @@ def inspect_cmd(
 
     summary = summarize(DumpReader(dump), check=not no_check)
     if as_json:
-        sys.stdout.write(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(redact_obj(summary.to_json()), indent=2, ensure_ascii=False) + "\n")
     else:
         from rich.table import Table
 
@@ -428,7 +428,7 @@ def import_cmd(
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
     finally:
         destination.close()
-    text = json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
+    text = json.dumps(redact_obj(result.to_json()), indent=2, ensure_ascii=False, default=str) + "\n"
     if not dry_run:
         reader.layout.reports_dir.mkdir(exist_ok=True)
         (reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json").write_text(text, encoding="utf-8")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -73,21 +75,49 @@ class PermanentError(MigrateError):
 
 
 _SECRET_ENV = ("WANDB_API_KEY", "NEPTUNE_API_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-               "DATABRICKS_TOKEN", "AWS_SECRET_ACCESS_KEY")
+               "DATABRICKS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AIM_ACCESS_TOKEN")
+
+_USERINFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://)[^/?#\s\"'<>]*@")
+"""`scheme://user:password@` (the password may itself hold `@`): everything up to the last `@`."""
+_SECRET_PARAM_WORDS = ("token", "key", "password", "passwd", "pwd", "secret", "sig", "signature",
+                       "credential", "auth", "session")
+_SECRET_PARAM = re.compile(
+    r"((?:[?&;]|&amp;)[\w.\-]*(?:" + "|".join(_SECRET_PARAM_WORDS) + r")[\w.\-]*=)[^&;\s\"'<>#]+",
+    re.IGNORECASE,
+)
+"""A query parameter whose name holds a secret word: `?token=`, `&access_token=`, `api_key=`,
+`password=`, `X-Amz-Signature=`, `X-Amz-Credential=`, `sig=` (SAS), ... (also HTML-escaped `&amp;`)."""
+_AUTH_HEADER = re.compile(r"(\bauthorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)?\s*)[^\s\"',}]+",
+                          re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Remove secrets from text bound for a log, report or terminal.
+    """Remove secrets from text bound for a log, report, ledger, dump or terminal.
 
-    Credentials in URLs (`scheme://user:password@host`) and the values of the usual token
-    variables (WANDB_API_KEY, NEPTUNE_API_TOKEN, MLFLOW_TRACKING_PASSWORD/TOKEN, ...) are masked.
+    The one redaction function. Masked: credentials in URLs (`scheme://user:password@host` ->
+    `scheme://***@host`), query parameters that carry secrets (`?token=...`, `access_token`,
+    `api_key`, `password`, `secret`, `sig`, `X-Amz-Signature`, `X-Amz-Credential`, ... ->
+    `?token=***`), `Authorization:` header values, and the values of the usual token variables
+    (WANDB_API_KEY, NEPTUNE_API_TOKEN, MLFLOW_TRACKING_PASSWORD/TOKEN, ... -> `<NAME>`).
     """
     import os
-    import re
 
-    text = re.sub(r"(\b[a-zA-Z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    text = _AUTH_HEADER.sub(r"\1***", text)
     for name in _SECRET_ENV:
         value = os.environ.get(name)
         if value and len(value) >= 6:
             text = text.replace(value, f"<{name}>")
     return text
+
+
+def redact_obj(value: Any) -> Any:
+    """`redact` applied to every string (keys included) of a JSON-like value, before it is written."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_obj(k): redact_obj(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_obj(v) for v in value]
+    return value

@@ -77,8 +77,14 @@ def make_record(k: RunKey, files: tuple[FileEntry, ...] = (), **kw: object) -> R
     return RunRecord(key=k, **defaults)  # type: ignore[arg-type]
 
 
-def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -> RunRecord:
-    """Stream a run with every series kind and a file into `run`; return the uncommitted record."""
+def write_full_run(
+    run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100, lost_file: bool = True, salt: bytes = b""
+) -> RunRecord:
+    """Stream a run with every series kind and a file into `run`; return the uncommitted record.
+
+    With `lost_file` (the default) the run also lists a file the source had lost (an error loss).
+    `salt` is appended to the file contents (runs with their own blobs instead of shared ones).
+    """
     run.add_points("float", float_points("train/loss", list(range(points)), [1.0 / (i + 1) for i in range(points)]))
     run.add_points("float", float_points("train/special", [0.5, 1.5, 2.5], [float("nan"), float("inf"), float("-inf")]))
     run.declare_series("float", "train/empty")
@@ -91,9 +97,9 @@ def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -
         "type": ["COUNTING"], "edges": [[0.0, 1.0, 2.5]], "values": [[3.0, 4.0]],
     }))
     src = tmp / "weights.bin"
-    src.write_bytes(b"\x00\x01weights" * 100)
+    src.write_bytes(b"\x00\x01weights" * 100 + salt)
     sha, size = run.store_file(src)
-    img_sha, img_size = run.store_bytes(b"\x89PNG fake image")
+    img_sha, img_size = run.store_bytes(b"\x89PNG fake image" + salt)
     run.add_points("file", pa.table({
         "path": ["images/preds"], "step": [0.0], "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
         "sha256": [img_sha], "size": [img_size], "name": ["red.png"], "mime_type": ["image/png"],
@@ -103,20 +109,27 @@ def write_full_run(run: RunWriter, k: RunKey, tmp: Path, *, points: int = 100) -
         FileEntry("model/weights", "file", "weights.bin", sha, size, "application/octet-stream", None, str(src)),
         FileEntry("model/lost", "file", "lost.txt", None, None, None, "not found: /old/lost.txt", "/old/lost.txt"),
     )
+    losses = (Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", category=LossCategory.LOST),)
     return make_record(
         k,
-        files=files,
+        files=files if lost_file else files[:1],
         fork=ForkPoint(key("PROJ-0"), 3.0),
-        losses=(Loss("missing_file", "model/lost", 1, "not found: /old/lost.txt", category=LossCategory.LOST),),
+        losses=losses if lost_file else (),
         absent=("experiment_name",),
     )
 
 
-def build_dump(root: Path, tmp: Path, run_ids: tuple[str, ...] = ("PROJ-1",), points: int = 100) -> list[RunRecord]:
+def build_dump(
+    root: Path, tmp: Path, run_ids: tuple[str, ...] = ("PROJ-1",), points: int = 100, *, lost_file: bool = True,
+    own_blobs: bool = False,
+) -> list[RunRecord]:
+    """A dump of full runs; with `own_blobs`, each run's files have their own content (no shared blob)."""
     records = []
     with DumpWriter(root) as dump:
         for rid in run_ids:
             k = key(rid)
+            salt = rid.encode() if own_blobs else b""
             with dump.begin_run(k) as run:
-                records.append(run.commit(write_full_run(run, k, tmp, points=points)))
+                records.append(run.commit(write_full_run(run, k, tmp, points=points, lost_file=lost_file,
+                                                         salt=salt)))
     return records

@@ -6,11 +6,58 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
+from pathlib import Path, PurePosixPath
 
+from neptune_migrate.errors import DumpFormatError
 from neptune_migrate.model import RunKey, SeriesKind
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+"""A blob name: the lower-case hex sha256 of its content."""
+
+
+class UnsafePathError(DumpFormatError):
+    """A path read from a dump (or a source) that would leave the folder it must stay in."""
+
+
+def confine(root: Path, relative: object, *, within: str = "", what: str = "path") -> Path:
+    """The one resolver for paths read from a dump or a source: `root/within/relative`, resolved.
+
+    `relative` comes from untrusted data (a `run.json`, a Parquet column, a queue file). It is
+    refused (UnsafePathError, one line naming it) unless it is a non-empty relative path without
+    `..` whose resolved location, symlinks followed, stays under `root/within`. `root` itself is
+    trusted (it is what the user named); everything below it is not.
+    """
+    shown = repr(relative)[:200]
+    if not isinstance(relative, str | PurePosixPath) or not str(relative) or "\x00" in str(relative):
+        msg = f"{what} {shown} is not a relative path"
+        raise UnsafePathError(msg)
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or Path(relative).is_absolute():
+        msg = f"{what} {shown} is an absolute path; only paths inside the dump are read"
+        raise UnsafePathError(msg)
+    if ".." in rel.parts:
+        msg = f"{what} {shown} contains '..'; only paths inside the dump are read"
+        raise UnsafePathError(msg)
+    base = root.resolve() / within if within else root.resolve()
+    try:
+        target = (base / rel).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        msg = f"{what} {shown} cannot be resolved ({type(exc).__name__}); refused"
+        raise UnsafePathError(msg) from exc
+    if not target.is_relative_to(base):
+        msg = f"{what} {shown} resolves outside {within or root.name}/ (a symlink?); refused"
+        raise UnsafePathError(msg)
+    return target
+
+
+def check_sha256(value: object, *, what: str = "sha256") -> str:
+    """`value` if it is a blob name (64 lower-case hex digits), else UnsafePathError."""
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        msg = f"{what} {repr(value)[:200]} is not 64 lower-case hex digits"
+        raise UnsafePathError(msg)
+    return value
 
 
 def run_dir_name(key: RunKey) -> str:
@@ -25,6 +72,11 @@ class DumpLayout:
     """Paths inside one dump folder."""
 
     root: Path
+
+    @cached_property
+    def real_root(self) -> Path:
+        """The dump folder, resolved once (the one trusted path)."""
+        return self.root.resolve()
 
     @property
     def manifest(self) -> Path:
@@ -67,7 +119,18 @@ class DumpLayout:
         return f"series/{kind}-{index:05d}.parquet"
 
     def blob(self, sha256: str) -> Path:
-        return self.blobs_dir / sha256[:2] / sha256
+        """Where the blob named `sha256` is; refused unless it is a hex sha256 inside `files/`."""
+        check_sha256(sha256, what="file sha256")
+        return confine(self.real_root, f"sha256/{sha256[:2]}/{sha256}", within="files", what="blob")
+
+    def part(self, run_dir: Path, file: object) -> Path:
+        """A series part listed in a run's `run.json`; refused unless inside that run's folder."""
+        return confine(self.real_root, file, within=f"runs/{run_dir.name}", what="part file")
+
+    def committed(self, run_dir: Path) -> Path:
+        """A run folder under `runs/` and its `run.json`, refused if either leads outside."""
+        confine(self.real_root, run_dir.name, within="runs", what="run folder")
+        return confine(self.real_root, "run.json", within=f"runs/{run_dir.name}", what="run record")
 
     def ledger(self, destination: str) -> Path:
         return self.ledger_dir / f"{destination}.jsonl"

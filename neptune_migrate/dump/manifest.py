@@ -12,7 +12,7 @@ from typing import Any
 from neptune_migrate import __version__
 from neptune_migrate.dump.layout import DumpLayout, write_atomic
 from neptune_migrate.dump.schema import FORMAT_NAME, FORMAT_VERSION
-from neptune_migrate.errors import DumpFormatError
+from neptune_migrate.errors import DumpFormatError, redact_obj
 
 
 @dataclass
@@ -82,5 +82,5 @@ def read_manifest(layout: DumpLayout) -> Manifest:
 
 def write_manifest(layout: DumpLayout, manifest: Manifest) -> None:
     """Atomically replace manifest.json."""
-    text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(redact_obj(manifest.to_json()), indent=2, ensure_ascii=False) + "\n"
     write_atomic(layout.manifest, text.encode("utf-8"))

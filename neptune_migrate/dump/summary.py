@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_migrate.dump.reader import DumpProblem, DumpReader
-from neptune_migrate.errors import DumpFormatError
+from neptune_migrate.dump.reader import DumpProblem, DumpReader, RefusedRun, check_run_dir
 
 
 @dataclass
@@ -56,12 +55,12 @@ def summarize(reader: DumpReader, *, check: bool = True) -> DumpSummary:
     """Count everything; with `check`, verify every checksum too. Never stops at a problem."""
     summary = DumpSummary(root=str(reader.root), format_version=reader.manifest.format_version)
     seen_blobs: set[str] = set()
-    for run_dir in reader.run_dirs():
-        try:
-            run = reader.open_run(run_dir)
-        except DumpFormatError as exc:
-            summary.problems.append(DumpProblem(run_dir.name, "run.json", str(exc)))
+    good = []
+    for run in reader.scan():
+        if isinstance(run, RefusedRun):
+            summary.problems.append(run.problem)
             continue
+        good.append(run)
         rec = run.record
         summary.runs += 1
         summary.kinds[rec.kind] += 1
@@ -100,5 +99,6 @@ def summarize(reader: DumpReader, *, check: bool = True) -> DumpSummary:
         })
     summary.uncommitted = [d.name for d in reader.staged_leftovers()]
     if check:
-        summary.problems.extend(reader.check())
+        for run in good:
+            summary.problems.extend(check_run_dir(reader.layout, run.run_dir, check_blobs=True))
     return summary

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from neptune_migrate.dump.layout import DumpLayout, fsync_dir, write_atomic
 from neptune_migrate.dump.manifest import Manifest, read_manifest, write_manifest
 from neptune_migrate.dump.schema import FORMAT_VERSION, SERIES_SCHEMAS, conform, record_to_json
-from neptune_migrate.errors import DumpFormatError, UsageError
+from neptune_migrate.errors import DumpFormatError, UsageError, redact_obj
 from neptune_migrate.model import RunKey, RunRecord, SeriesInfo, SeriesKind
 
 ROW_GROUP_ROWS = 256 * 1024
@@ -57,6 +57,19 @@ def record_digest(doc: dict[str, Any]) -> str:
     """sha256 of a run document (parts' checksums included, `digest` itself excluded)."""
     body = {k: v for k, v in doc.items() if k not in ("digest", "committed_at")}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _redact_notes(doc: dict[str, Any]) -> dict[str, Any]:
+    """Mask secrets in what the tool wrote about a run (provenance, loss details, file origins such
+    as pre-signed URLs); the run's own data (fields, series, names) is kept as the source has it."""
+    doc = dict(doc)
+    doc["provenance"] = redact_obj(doc.get("provenance"))
+    doc["losses"] = redact_obj(doc.get("losses", []))
+    doc["files"] = [
+        {**fe, **{k: redact_obj(fe.get(k)) for k in ("origin", "missing") if k in fe}}
+        for fe in doc.get("files", [])
+    ]
+    return doc
 
 
 @dataclass
@@ -224,7 +237,7 @@ class RunWriter:
             for (kind, path), st in sorted(self._stats.items())
         )
         record = replace(record, series=series)
-        doc = record_to_json(record)
+        doc = _redact_notes(record_to_json(record))
         doc["format_version"] = FORMAT_VERSION
         doc["parts"] = parts
         if self.dump.source_root is not None:

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -24,8 +25,8 @@ import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import Destination, PreparedRun, StepPlan
 from neptune_migrate.destinations.retrying import RetryingDestination
-from neptune_migrate.dump.reader import DumpReader, DumpRun, check_run_dir
-from neptune_migrate.errors import MigrateError, redact
+from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun, check_run_dir
+from neptune_migrate.errors import DumpFormatError, MigrateError, redact
 from neptune_migrate.model import (
     SERIES_KINDS,
     DestinationRunId,
@@ -323,12 +324,25 @@ def import_runs(
         started_at=datetime.now(timezone.utc).isoformat(),
     )
     runs: list[DumpRun] = []
-    for run in reader.runs():
+    refused: list[RunResult] = []
+    for run in reader.scan():
+        if isinstance(run, RefusedRun):
+            if run.key is not None and not options.selection.matches_key(run.key):
+                report.runs.append(RunResult(key=str(run.key), status="filtered"))
+                continue
+            refused.append(RunResult(key=run.problem.run, status="would_fail" if options.dry_run else "failed",
+                                     message=redact(f"{run.problem.file}: {run.problem.message}")))
+            continue
         if options.selection.matches_record(run.record):
             runs.append(run)
         else:
             report.runs.append(RunResult(key=str(run.key), status="filtered"))
-    sink.start(len(runs), sum(s.count for r in runs for s in r.record.series))
+    sink.start(len(runs) + len(refused), sum(s.count for r in runs for s in r.record.series))
+    for result in refused:  # a refused run is reported like a failed one, and nothing is written for it
+        report.runs.append(result)
+        sink.run_done(result)
+        if ledger is not None:
+            ledger.append({"key": result.key, "status": "failed", "message": result.message})
     depth = _fork_depth(runs)
     workers = max(1, options.workers) if destination.capabilities.parallel_runs else 1
     results: list[RunResult] = []
@@ -401,6 +415,10 @@ def _import_one(
                     table = convert_chunk(chunk, kind, prep, reader, dest.inner)
                     if table.num_rows:
                         chunk_losses.extend(dest.chunk_losses(kind, table))
+                        _verify_file_points(reader, kind, table)
+            for fe in prep.run.record.files:  # the import would refuse a corrupt blob: so does the plan
+                if fe.sha256 is not None and reader.blob_path(fe.sha256).is_file():
+                    _verified_blob(reader, fe.sha256, f"{fe.attribute_path} ({fe.name})")
             result.losses += [_loss(lo) for lo in merge_losses(chunk_losses)]
             result.status = "would_create" if existing is None else "would_repair"
             if existing is not None:
@@ -421,7 +439,7 @@ def _import_one(
         for fe in prep.run.record.files:
             if fe.sha256 is None or not reader.blob_path(fe.sha256).is_file():
                 continue  # already a file_missing_in_dump loss (error)
-            dest.upload_file(run_id, fe, reader.blob_path(fe.sha256))
+            dest.upload_file(run_id, fe, _verified_blob(reader, fe.sha256, f"{fe.attribute_path} ({fe.name})"))
         dest.mark_complete(run_id, prep.run)
         result.status = status
         if ledger is not None:
@@ -468,6 +486,7 @@ def _write_points(
             if table.num_rows == 0:
                 continue
             losses.extend(dest.chunk_losses(kind, table))
+            _verify_file_points(reader, kind, table)
             # One call per request-sized slice: a retry then repeats one request, not a whole chunk
             # (under steady packet loss a 64k-point chunk of 64 requests might never get through).
             step = max(1, dest.capabilities.points_per_request)
@@ -476,6 +495,26 @@ def _write_points(
                 dest.write_series(run_id, kind, piece)
                 sink.advance(piece.num_rows)
     return losses
+
+
+def _verified_blob(reader: DumpReader, sha256: str, what: str) -> Path:
+    """The blob's path once its bytes are hashed and match; a corrupt blob fails the run."""
+    try:
+        return reader.verified_blob(sha256)
+    except DumpFormatError as exc:
+        msg = f"{what}: {exc}"
+        raise DumpFormatError(msg) from exc
+
+
+def _verify_file_points(reader: DumpReader, kind: SeriesKind, table: pa.Table) -> None:
+    """Check the content of every blob a file-series batch is about to upload."""
+    if kind != "file":
+        return
+    seen: set[str] = set()
+    for path, sha in zip(table.column("path").to_pylist(), table.column("sha256").to_pylist(), strict=True):
+        if sha is not None and sha not in seen and reader.blob_path(sha).is_file():
+            seen.add(sha)
+            _verified_blob(reader, sha, f"file series {path}")
 
 
 def merge_losses(losses: list[Loss]) -> list[Loss]:

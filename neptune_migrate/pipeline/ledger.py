@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from neptune_migrate.dump.layout import DumpLayout
+from neptune_migrate.errors import redact_obj
 
 
 class Ledger:
@@ -26,7 +27,8 @@ class Ledger:
         self._lock = threading.Lock()
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = json.dumps({"at": datetime.now(timezone.utc).isoformat(), **entry}, ensure_ascii=False)
+        doc = redact_obj({"at": datetime.now(timezone.utc).isoformat(), **entry})
+        line = json.dumps(doc, ensure_ascii=False)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:

@@ -9,12 +9,14 @@ import json
 import math
 from pathlib import Path
 
+from neptune_migrate.errors import redact, redact_obj
 from neptune_migrate.verify.verifier import PlotData, VerifyReport
 
 
 def write_json(report: VerifyReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    doc = redact_obj(report.to_json())
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _have_matplotlib() -> bool:
@@ -125,7 +127,7 @@ def render_html(report: VerifyReport) -> str:
 
 def write_html(report: VerifyReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
+    path.write_text(redact(render_html(report)), encoding="utf-8")
 
 
 def print_summary(report: VerifyReport) -> None:

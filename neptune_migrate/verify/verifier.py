@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
-from neptune_migrate.dump.reader import DumpReader, DumpRun
+from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, RefusedRun, check_run_dir
 from neptune_migrate.errors import redact
 from neptune_migrate.model import DestinationRunId, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
@@ -133,7 +133,13 @@ def verify_runs(reader: DumpReader, destination: Destination, options: VerifyOpt
         sample=options.sample,
     )
     rng = random.Random(options.seed)
-    for run in reader.runs():
+    for run in reader.scan():
+        if isinstance(run, RefusedRun):
+            if run.key is None or options.import_options.selection.matches_key(run.key):
+                p = run.problem
+                report.runs.append(RunVerification(key=p.run, destination_run_id=None, status="error", findings=[
+                    Finding(p.run, "error", f"dump:{p.file}", detail=redact(f"run refused: {p.message}"))]))
+            continue
         if not options.import_options.selection.matches_record(run.record):
             continue
         report.runs.append(_verify_one(reader, dest, run, options, rng, report))
@@ -151,6 +157,13 @@ def _verify_one(
 ) -> RunVerification:
     key = str(run.key)
     result = RunVerification(key=key, destination_run_id=None, status="match")
+    # The dump itself first: a corrupt part or blob is an error even if the destination matches it.
+    try:
+        problems = check_run_dir(reader.layout, run.run_dir, check_blobs=True)
+    except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
+        problems = [DumpProblem(key, "run.json", f"{type(exc).__name__}: {exc}")]
+    for p in problems:
+        result.findings.append(Finding(key, "error", f"dump:{p.file}", detail=redact(p.message)))
     try:
         prep = prepare_run(reader, run, dest.inner, options.import_options)
         link_parent(dest, prep)

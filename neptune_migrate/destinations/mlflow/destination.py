@@ -74,6 +74,40 @@ def _redact(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+_DRIVER_PACKAGES = {
+    "psycopg": ('"psycopg[binary]"', "psycopg2-binary", "postgresql+psycopg2"),
+    "psycopg2": ("psycopg2-binary", '"psycopg[binary]"', "postgresql+psycopg"),
+    "MySQLdb": ("mysqlclient", "pymysql", "mysql+pymysql"),
+    "pymysql": ("pymysql", "mysqlclient", "mysql+mysqldb"),
+}
+"""Driver module SQLAlchemy wants -> (pip package, alternative package, URI scheme using it)."""
+
+
+def check_db_driver(tracking_uri: str) -> None:
+    """A database tracking URI (`postgresql://`, `mysql://`, ...) whose driver is not installed is a
+    usage error with the install hint, before any connection (the URI is never quoted)."""
+    scheme = tracking_uri.partition("://")[0].lower()
+    if not scheme or scheme in ("http", "https", "file", "databricks", "sqlite") or "://" not in tracking_uri:
+        return
+    try:
+        from sqlalchemy.engine.url import make_url
+    except ImportError:
+        return  # mlflow (which brings SQLAlchemy) is missing: that error comes when the client is built
+    try:
+        dialect = make_url(tracking_uri).get_dialect()
+    except Exception:  # noqa: BLE001 - not a database URI SQLAlchemy knows; MLflow will say why
+        return
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = (getattr(exc, "name", None) or "").split(".")[0] or str(dialect.driver)
+        package, other, other_scheme = _DRIVER_PACKAGES.get(module, (module, "", ""))
+        alt = f" (or pip install {other} and use a {other_scheme}:// URI)" if other else ""
+        msg = (f"{scheme}:// tracking URI: the database driver {module} is not installed; "
+               f"install it with: pip install {package}{alt}")
+        raise UsageError(msg) from None
+
+
 def _make_client(tracking_uri: str) -> Any:
     """Build an `MlflowClient` with MLflow's console noise off (URL prints, progress bars)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -171,6 +205,7 @@ class MlflowDestination:
         if not options.tracking_uri:
             msg = "MLflow needs a tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
             raise UsageError(msg)
+        check_db_driver(options.tracking_uri)
         location = None
         if options.tracking_uri.startswith("sqlite:///"):
             db = Path(options.tracking_uri[len("sqlite:///"):]).resolve()
