@@ -45,9 +45,8 @@ def test_current_holder_never_creates_the_lock_file(tmp_path: Path) -> None:
 
 
 def test_dump_writer_refusal_names_the_holder(tmp_path: Path) -> None:
-    with DumpWriter(tmp_path / "dump"):
-        with pytest.raises(UsageError, match=rf"being written by another neptune-migrate process \(pid {os.getpid()} "
-                                             r"since .* \(export\)\)"):
-            DumpWriter(tmp_path / "dump").open()
+    pattern = rf"being written by another neptune-migrate process \(pid {os.getpid()} since .* \(export\)\)"
+    with DumpWriter(tmp_path / "dump"), pytest.raises(UsageError, match=pattern):
+        DumpWriter(tmp_path / "dump").open()
     with DumpWriter(tmp_path / "dump"):  # released on close
         pass
