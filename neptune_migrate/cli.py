@@ -375,6 +375,8 @@ def _print_import_summary(report: Any) -> None:
             if lo["error"]:
                 console.print(f"[red]lost:[/] {escape(r.key)}: {lo['kind']} {escape(lo['path'] or '')}: "
                               f"{escape(lo['detail'])} ({lo['count']})")
+    if report.store:
+        console.print(f"store: {escape(report.store)}", soft_wrap=True)
     losses = ", ".join(f"{k}={v}" for k, v in doc["losses"].items()) or "none"
     counts = ", ".join(f"{k} {v}" for k, v in doc["counts"].items())
     t = doc["totals"]
@@ -387,6 +389,25 @@ def _print_import_summary(report: Any) -> None:
         console.print(f"estimated time: ~{seconds:,.0f} s (single worker); nothing was written")
 
 
+def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_run: bool) -> Any:
+    """The import lock of (dump, destination target); a dry run writes nothing, so takes none."""
+    import contextlib
+
+    from rich.markup import escape
+
+    from neptune_migrate.console import console
+    from neptune_migrate.pipeline.lock import import_lock
+
+    if dry_run:
+        return contextlib.nullcontext()
+
+    def on_wait(holder: Any) -> None:
+        limit = "" if timeout is None else f" (at most {timeout:g} s)"
+        console.print(f"waiting for the import lock held by {escape(holder.describe())}{limit}", soft_wrap=True)
+
+    return import_lock(layout, destination, timeout=timeout, on_wait=on_wait)
+
+
 @app.command("import")
 def import_cmd(
     dump: Annotated[Path, typer.Argument(help="A dump folder written by `export`.")],
@@ -395,6 +416,12 @@ def import_cmd(
         bool, typer.Option("--dry-run", help="Write nothing; show the plan and what would be lost.")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Runs imported in parallel.")] = 1,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option("--lock-timeout", metavar="SECONDS",
+                     help="While another import of this dump into the same destination runs, wait at most "
+                     "this long, then exit 3 (default: wait until it ends)."),
+    ] = None,
     step_policy: StepPolicyOpt = "auto",
     attributes: AttributesOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
@@ -422,9 +449,13 @@ def import_cmd(
     options = _import_options(selection, attributes, step_policy, workers, dry_run=dry_run)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
+    if lock_timeout is not None and lock_timeout < 0:
+        msg = "--lock-timeout must be 0 or more seconds"
+        raise UsageError(msg)
     try:
         ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe())
-        with _Progress(dry_run=dry_run) as progress:
+        with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run), \
+                _Progress(dry_run=dry_run) as progress:
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
     finally:
         destination.close()
@@ -480,6 +511,14 @@ def verify_cmd(
     options = _import_options(selection, attributes, step_policy, 1, dry_run=True)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
+    from rich.markup import escape
+
+    from neptune_migrate.pipeline.lock import running_import
+
+    holder = running_import(reader.layout, destination)
+    if holder is not None:
+        console.print(f"[yellow]warning:[/] an import into this destination is running ({escape(holder.describe())}): "
+                      "runs it has not finished yet show as missing or incomplete", soft_wrap=True)
     try:
         result = verify_runs(reader, destination, VerifyOptions(import_options=options, sample=sample, seed=seed))
     finally:

@@ -62,6 +62,12 @@ class UnreachableError(MigrateError):
     exit_code = ExitCode.UNREACHABLE
 
 
+class LockTimeoutError(MigrateError):
+    """Another neptune-migrate process held a lock (import into the same destination) too long."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
 class TransientError(MigrateError):
     """An error worth retrying (timeouts, resets, 429, 5xx)."""
 

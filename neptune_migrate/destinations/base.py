@@ -149,6 +149,23 @@ class Destination(Protocol):
         """Where it writes, without secrets (e.g. `mlflow http://127.0.0.1:5000`)."""
         ...
 
+    def store_exists(self) -> bool:
+        """Read only: whether the store written to exists (a SQLite file, an Aim repository, a W&B
+        offline folder; a server counts as existing). Never creates anything, so a dry run or a
+        verify of a mistyped path leaves no trace. Raises `UsageError` when the store is there but
+        unusable (e.g. an Aim repository whose creation was interrupted).
+        """
+        ...
+
+    def prepare_store(self) -> str | None:
+        """Create the store if it is missing (SQLite schema, Aim repository), or repair one whose
+        creation was interrupted, under a cross-process lock keyed on the store, so that two
+        imports started together never both initialise it. Called once by the import before any
+        run is touched; never by a dry run or verify. Returns a line for the user when it created
+        or repaired something, else None.
+        """
+        ...
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         """Pure: every loss this run would suffer (truncations, clamps, unsupported items).
 

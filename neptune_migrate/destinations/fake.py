@@ -108,6 +108,12 @@ class FakeDestination:
     def describe(self) -> str:
         return "fake (in memory)"
 
+    def store_exists(self) -> bool:
+        return True  # memory is always there
+
+    def prepare_store(self) -> str | None:
+        return None
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return [
             Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", category=LossCategory.CHANGED_FORM)

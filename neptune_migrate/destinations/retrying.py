@@ -41,6 +41,12 @@ class RetryingDestination:
     def describe(self) -> str:
         return self.inner.describe()
 
+    def store_exists(self) -> bool:
+        return self._call("store_exists", self.inner.store_exists)
+
+    def prepare_store(self) -> str | None:
+        return self._call("prepare_store", self.inner.prepare_store)
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)
 

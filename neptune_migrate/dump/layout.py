@@ -106,6 +106,15 @@ class DumpLayout:
     def reports_dir(self) -> Path:
         return self.root / "_reports"
 
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "_locks"
+
+    def import_lock(self, destination: str, target: str) -> Path:
+        """`_locks/<destination>-<hash of target>.lock`: one import per dump and destination target."""
+        tag = hashlib.blake2b(target.encode(), digest_size=4).hexdigest()
+        return self.locks_dir / f"{destination}-{tag}.lock"
+
     def run_dir(self, key: RunKey) -> Path:
         return self.runs_dir / run_dir_name(key)
 

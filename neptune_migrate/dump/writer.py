@@ -9,7 +9,6 @@ exist under `runs/`, and a staging folder left by a crash is removed by the next
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neptune_migrate.dump.layout import DumpLayout, fsync_dir, write_atomic
+from neptune_migrate.dump.lock import FileLock, read_holder
 from neptune_migrate.dump.manifest import Manifest, read_manifest, write_manifest
 from neptune_migrate.dump.schema import FORMAT_VERSION, SERIES_SCHEMAS, conform, record_to_json
 from neptune_migrate.errors import DumpFormatError, UsageError, redact_obj
@@ -274,7 +274,7 @@ class DumpWriter:
 
     def __init__(self, root: Path) -> None:
         self.layout = DumpLayout(root)
-        self._lock_fh: IO[str] | None = None
+        self._lock = FileLock(self.layout.lock_file, "export")
         self.manifest: Manifest
         self.source_root: int | None = None
         """Index in the manifest's `source_roots` of the folder the current export reads."""
@@ -297,12 +297,10 @@ class DumpWriter:
             msg = f"{root} is a non-empty folder that is not a neptune-migrate dump; choose another --out"
             raise UsageError(msg)
         root.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = self.layout.lock_file.open("w")
-        try:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            msg = f"{root} is being written by another neptune-migrate process"
-            raise UsageError(msg) from exc
+        if not self._lock.try_acquire():
+            holder = read_holder(self.layout.lock_file).describe()
+            msg = f"{root} is being written by another neptune-migrate process ({holder})"
+            raise UsageError(msg)
         if self.layout.manifest.exists():
             self.manifest = read_manifest(self.layout)
         else:
@@ -313,9 +311,7 @@ class DumpWriter:
         self.layout.runs_dir.mkdir(exist_ok=True)
 
     def close(self) -> None:
-        if self._lock_fh is not None:
-            self._lock_fh.close()
-            self._lock_fh = None
+        self._lock.release()
 
     def record_export(self, entry: dict[str, Any]) -> None:
         """Append one export's summary to the manifest."""

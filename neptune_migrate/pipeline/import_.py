@@ -88,6 +88,9 @@ class ImportReport:
     started_at: str
     finished_at: str = ""
     retries: int = 0
+    store: str | None = None
+    """A line about the store when the import created or repaired it (or, in a dry run, would
+    create it); None when it was there already."""
     runs: list[RunResult] = field(default_factory=list)
 
     def count(self, status: str) -> int:
@@ -114,6 +117,7 @@ class ImportReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "retries": self.retries,
+            "store": self.store,
             "counts": {s: self.count(s) for s in statuses},
             "totals": {
                 "runs": len(self.runs),
@@ -323,6 +327,13 @@ def import_runs(
         dry_run=options.dry_run,
         started_at=datetime.now(timezone.utc).isoformat(),
     )
+    if options.dry_run:
+        # Read only: a missing store is reported, never created (find_run answers None for it).
+        if not dest.store_exists():
+            report.store = f"{destination.describe()} does not exist yet: the import would create it"
+    else:
+        # Once, before any worker touches it (under the import lock when called from the CLI).
+        report.store = dest.prepare_store()
     runs: list[DumpRun] = []
     refused: list[RunResult] = []
     for run in reader.scan():

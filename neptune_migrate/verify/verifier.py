@@ -14,7 +14,7 @@ import pyarrow as pa
 from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, RefusedRun, check_run_dir
-from neptune_migrate.errors import redact
+from neptune_migrate.errors import UsageError, redact
 from neptune_migrate.model import DestinationRunId, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
@@ -126,6 +126,9 @@ def expected_points(
 def verify_runs(reader: DumpReader, destination: Destination, options: VerifyOptions) -> VerifyReport:
     """Compare every selected run of the dump with the destination."""
     dest = RetryingDestination(destination, options.import_options.retry)
+    if not dest.store_exists():
+        msg = f"{destination.describe()}: the store does not exist (nothing was imported there; check the path)"
+        raise UsageError(msg)
     report = VerifyReport(
         destination=destination.name,
         target=destination.describe(),

@@ -11,12 +11,14 @@ read of the run's own metadata container (no repository index, no lock needed). 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import math
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -38,6 +40,8 @@ from neptune_migrate.destinations.base import (
     PreparedRun,
     RunSnapshot,
 )
+from neptune_migrate.dump.layout import fsync_dir
+from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.schema import encode_float
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
@@ -65,6 +69,63 @@ def _aim(module: str = "aim") -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError("aim", "aim") from exc
+
+
+REPO_LOCK = ".neptune-migrate-aim.lock"
+"""Lock file beside `.aim`: one process creates or repairs a local repository at a time."""
+BUILD_PREFIX = ".neptune-migrate-aim-build-"
+"""Folders beside `.aim` where a new repository is built before it is renamed into place."""
+
+
+def _repo_problem(aim_dir: Path) -> str | None:
+    """Read only: why a local `.aim` is unusable (its metadata database lacks Aim's tables), or None."""
+    db = aim_dir / "run_metadata.sqlite"
+    if not db.is_file():
+        return "run_metadata.sqlite is missing"
+    if db.stat().st_size == 0:
+        return "run_metadata.sqlite is empty"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        return f"run_metadata.sqlite cannot be read: {exc}"
+    return None if "run" in names else "run_metadata.sqlite has no run table"
+
+
+def _has_runs(aim_dir: Path) -> bool:
+    """Whether a `.aim` folder holds any run data (metadata or sequence chunks)."""
+    for sub in ("meta/chunks", "seqs/chunks"):
+        folder = aim_dir / sub
+        if folder.is_dir() and any(folder.iterdir()):
+            return True
+    return False
+
+
+def _build_repo(root: Path) -> Path:
+    """Initialise a complete repository in a new folder beside `root/.aim`; return its `.aim`.
+
+    Every handle Aim keeps on it (repository and database pools, the SQLite engine) is released,
+    so the folder can be renamed."""
+    import gc
+
+    repo_cls = _aim().Repo
+    db_cls = _aim("aim.storage.structured.db").DB
+    build = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=root))
+    repo = repo_cls.from_path(str(build), init=True)
+    repo_cls._pool.pop(repo.root_path, None)
+    db_cls._pool.pop(repo.path, None)
+    repo.structured_db.engine.dispose()
+    repo.close()
+    del repo
+    gc.collect()
+    return build / ".aim"
+
+
+def _install(built: Path, aim_dir: Path) -> None:
+    """Rename a built `.aim` into place (atomic), then drop its empty build folder."""
+    built.rename(aim_dir)
+    fsync_dir(aim_dir.parent)
+    shutil.rmtree(built.parent, ignore_errors=True)
 
 
 def _file_uri_path(uri: str) -> Path | None:
@@ -119,14 +180,61 @@ class AimDestination:
         if self._repo is None:
             with self._lock:
                 if self._repo is None:
-                    Repo = _aim().Repo  # noqa: N806
-
-                    if self.remote:
-                        self._repo = Repo.from_path(self.repo_path)
-                    else:
-                        Path(self.repo_path).mkdir(parents=True, exist_ok=True)
-                        self._repo = Repo.from_path(self.repo_path, init=not Repo.exists(self.repo_path))
+                    if not self.remote:
+                        aim_dir = Path(self.repo_path) / ".aim"
+                        if not aim_dir.is_dir() or _repo_problem(aim_dir) is not None:
+                            self.prepare_store()
+                    self._repo = _aim().Repo.from_path(self.repo_path)
         return self._repo
+
+    def store_exists(self) -> bool:
+        """A local repository exists when its `.aim` folder does (a remote one always counts);
+        one whose creation was interrupted is an error that names the repair."""
+        if self.remote:
+            return True
+        aim_dir = Path(self.repo_path) / ".aim"
+        if not aim_dir.is_dir():
+            return False
+        problem = _repo_problem(aim_dir)
+        if problem is not None:
+            repair = ("it holds runs: repair it with Aim's tools" if _has_runs(aim_dir)
+                      else "`neptune-migrate import` (without --dry-run) repairs it")
+            msg = f"Aim repository {self.repo_path} is damaged ({problem}); {repair}"
+            raise UsageError(msg)
+        return True
+
+    def prepare_store(self) -> str | None:
+        """Create a local repository atomically, or repair one whose creation was interrupted.
+
+        The repository is built in a folder beside it and renamed into place, so a kill at any
+        moment leaves either no `.aim` or a complete one. A damaged `.aim` (an empty or table-less
+        `run_metadata.sqlite`, left by an interrupted creation) is moved aside to `.aim-broken-*`
+        (never deleted) and replaced, unless it holds runs: then nothing is touched.
+        """
+        if self.remote:
+            return None
+        root = Path(self.repo_path)
+        root.mkdir(parents=True, exist_ok=True)
+        aim_dir = root / ".aim"
+        with FileLock(root / REPO_LOCK, f"creating the Aim repository {root}").holding():
+            for leftover in root.glob(f"{BUILD_PREFIX}*"):  # a build killed half-way (we hold the lock)
+                shutil.rmtree(leftover, ignore_errors=True)
+            if not aim_dir.exists():
+                _install(_build_repo(root), aim_dir)
+                return f"created the Aim repository {root}"
+            problem = _repo_problem(aim_dir)
+            if problem is None:
+                return None
+            if _has_runs(aim_dir):
+                msg = (f"Aim repository {root} is damaged ({problem}) and holds runs: not repairing it; "
+                       f"repair it with Aim's tools or move {aim_dir} away, then import again")
+                raise UsageError(msg)
+            built = _build_repo(root)
+            aside = root / f".aim-broken-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+            aim_dir.rename(aside)
+            _install(built, aim_dir)
+            return (f"repaired the Aim repository {root}: {problem} (its creation had been interrupted); "
+                    f"the damaged one, which held no runs, is kept as {aside.name}")
 
     def _exists(self, run_hash: str) -> bool:
         repo = self.repo
@@ -204,6 +312,8 @@ class AimDestination:
         return m.expected_series(kind, points)
 
     def find_run(self, key: RunKey) -> DestinationRun | None:
+        if not self.remote and not (Path(self.repo_path) / ".aim").is_dir():
+            return None  # no repository, no run: and a dry run must not create one
         run_hash = m.run_hash(key)
         if not self._exists(run_hash):
             return None

@@ -6,12 +6,14 @@ this module only talks to MLflow. mlflow is imported lazily, on first use of the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import warnings
@@ -35,6 +37,7 @@ from neptune_migrate.destinations.base import (
 )
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import (
@@ -129,6 +132,26 @@ def _make_client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def _store_lock(db: Path) -> FileLock:
+    """The cross-process lock that serialises creating the schema of one SQLite store (beside it)."""
+    return FileLock(db.with_name(f".{db.name}.neptune-migrate.lock"), f"creating the MLflow store {db}")
+
+
+def _has_mlflow_schema(db: Path) -> bool:
+    """Read only: the file exists and holds MLflow's `alembic_version` and `experiments` tables.
+
+    A file that is not a SQLite database counts as a store (MLflow then reports what is wrong).
+    """
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return True
+    return {"alembic_version", "experiments"} <= names
+
+
 @dataclass
 class _RunBuffers:
     """Series points of one run that become artifacts in `finish_series` (JSON lines on disk)."""
@@ -207,27 +230,65 @@ class MlflowDestination:
             raise UsageError(msg)
         check_db_driver(options.tracking_uri)
         location = None
-        if options.tracking_uri.startswith("sqlite:///"):
-            db = Path(options.tracking_uri[len("sqlite:///"):]).resolve()
+        uri = options.tracking_uri
+        if uri.startswith("sqlite:///") and "?" not in uri:
+            db = Path(uri[len("sqlite:///"):]).resolve()
             location = (db.parent / "mlartifacts").as_uri()
-        return cls(options.tracking_uri, options.experiment_template, artifact_location=location)
+            uri = f"sqlite:///{db}"  # absolute: the same store has one name from any folder (locks, ledger)
+        return cls(uri, options.experiment_template, artifact_location=location)
 
     # -- plumbing -----------------------------------------------------------------------------
 
     @property
     def client(self) -> Any:
-        """The `MlflowClient` (built, and mlflow imported, on first use)."""
+        """The `MlflowClient` (built, and mlflow imported, on first use). Building it on a SQLite
+        file that is not an MLflow store yet creates the schema: that happens under the store lock."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = _make_client(self.tracking_uri)
+                    db = self._sqlite_path()
+                    if db is not None and not _has_mlflow_schema(db):
+                        with _store_lock(db).holding():
+                            self._client = _make_client(self.tracking_uri)
+                    else:
+                        self._client = _make_client(self.tracking_uri)
         return self._client
 
+    def _sqlite_path(self) -> Path | None:
+        """The database file of a `sqlite:///` store, else None."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return None
+        return Path(self.tracking_uri[len("sqlite:///"):].partition("?")[0])
+
     def _store_absent(self) -> bool:
-        """True for a `sqlite:///` store whose file does not exist yet (nothing can be in it)."""
-        if self._client is not None or not self.tracking_uri.startswith("sqlite:///"):
+        """True for a `sqlite:///` store that holds no MLflow schema yet (nothing can be in it)."""
+        if self._client is not None:
             return False
-        return not Path(self.tracking_uri[len("sqlite:///"):]).exists()
+        return not self.store_exists()
+
+    def store_exists(self) -> bool:
+        """A SQLite store exists when its file holds MLflow's tables; a server always counts."""
+        db = self._sqlite_path()
+        return db is None or _has_mlflow_schema(db)
+
+    def prepare_store(self) -> str | None:
+        """Create a SQLite store's schema once, under a lock beside the database file.
+
+        MLflow migrates a fresh database when its client is first built; two processes doing that
+        at once both fail and leave `_alembic_tmp_*` tables behind. Other stores: nothing to do.
+        """
+        db = self._sqlite_path()
+        if db is None:
+            return None
+        if not db.parent.is_dir():
+            msg = f"{db.parent}: folder does not exist (for the MLflow store {db.name})"
+            raise UsageError(msg)
+        with _store_lock(db).holding():
+            created = not _has_mlflow_schema(db)
+            with self._lock:
+                if self._client is None:
+                    self._client = _make_client(self.tracking_uri)
+        return f"created the MLflow store {db}" if created else None
 
     def describe(self) -> str:
         """`mlflow <tracking URI>` without credentials."""

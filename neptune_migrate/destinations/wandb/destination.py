@@ -260,6 +260,14 @@ class WandbDestination:
             return f"wandb offline {self.directory}"
         return f"wandb online {self.entity or '(default entity)'}/{self.project_template}"
 
+    def store_exists(self) -> bool:
+        """Offline: the `DIR/wandb` folder of earlier offline runs exists. Online: the server counts."""
+        return self.mode == "online" or (self.directory / "wandb").is_dir()
+
+    def prepare_store(self) -> str | None:
+        """Nothing to prepare: `wandb.init` creates each offline run's own folder."""
+        return None
+
     def project_for(self, key: RunKey) -> str:
         return m.project_name(self.project_template, key.project)
 
