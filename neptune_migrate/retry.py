@@ -221,10 +221,13 @@ class Retrier:
             try:
                 result = fn()
             except Exception as exc:
-                if budget is not None and is_transient(exc):
-                    budget.failed(exc)
-                    if not first_failure:
-                        first_failure.append(time.monotonic())
+                if budget is not None:
+                    if is_transient(exc):
+                        budget.failed(exc)
+                        if not first_failure:
+                            first_failure.append(time.monotonic())
+                    else:
+                        budget.succeeded()  # a permanent error is an answer: the destination is up
                 raise
             if budget is not None:
                 budget.succeeded()

@@ -575,6 +575,7 @@ class MlflowDestination:
         else the blob resolver) are uploaded now."""
         if chunk.num_rows == 0:
             return
+        self._heartbeat(run_id)
         if kind == "float":
             self._write_metrics(run_id, chunk)
             return
@@ -594,7 +595,6 @@ class MlflowDestination:
         from mlflow.entities import Metric
 
         metrics = list(map(Metric, *m.metric_columns(chunk)))
-        self._heartbeat(run_id)
         for start in range(0, len(metrics), m.METRICS_PER_BATCH):
             batch = metrics[start:start + m.METRICS_PER_BATCH]
             self._req("log_batch", partial(self.client.log_batch, run_id, metrics=batch))

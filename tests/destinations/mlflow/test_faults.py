@@ -20,59 +20,24 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.destination import MlflowDestination
 from neptune_migrate.dump.reader import DumpReader
-from neptune_migrate.dump.writer import DumpWriter
-from neptune_migrate.model import Field, FileEntry
 from neptune_migrate.pipeline.import_ import ImportOptions, ImportReport, import_runs
 from neptune_migrate.retry import FAST, RetryPolicy
 from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
 from tests.conftest import REPO
 from tests.destinations.mlflow.conftest import MlflowBackend
-from tests.factories import T0, float_points, key, make_record
+from tests.factories import build_clean_dump as clean_dump
+from tests.factories import key
 from tests.support.proxy import Fault, FaultProxy, RandomFaults
 
 pytestmark = pytest.mark.server
 
 QUICK = RetryPolicy(max_attempts=8, initial_wait=0.02, max_wait=0.5, max_total=60, max_outage=0.0)
 """Per-request retries with short waits (the default policy's logic, test-sized)."""
-
-
-def clean_dump(root: Path, run_ids: tuple[str, ...], points: int = 1500) -> DumpReader:
-    """Runs without any loss (so the CLI exits 0): params, two float series, a string series,
-    a file series and a file."""
-    with DumpWriter(root) as dump:
-        for rid in run_ids:
-            k = key(rid)
-            with dump.begin_run(k) as run:
-                steps = list(range(points))
-                run.add_points("float", float_points("train/loss", steps, [1.0 / (s + 1) for s in steps]))
-                run.add_points("float", float_points("val/acc", steps[:50], [s / 50 for s in steps[:50]]))
-                run.add_points("string", pa.table({
-                    "path": ["train/log"] * 2, "step": [0.0, 1.0],
-                    "timestamp": pa.array([T0, T0], pa.timestamp("us", tz="UTC")), "value": [rid, "done"],
-                }))
-                img_sha, img_size = run.store_bytes(f"\x89PNG {rid}".encode())
-                run.add_points("file", pa.table({
-                    "path": ["images/preds"], "step": [0.0],
-                    "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
-                    "sha256": [img_sha], "size": [img_size], "name": ["p.png"], "mime_type": ["image/png"],
-                    "title": ["p"], "description": [""],
-                }))
-                src = root.parent / f"{rid}-weights.bin"
-                src.write_bytes(rid.encode() * 500)
-                sha, size = run.store_file(src)
-                files = (FileEntry("model/weights", "file", "weights.bin", sha, size,
-                                   "application/octet-stream", None, str(src)),)
-                run.commit(make_record(k, files=files, fields={
-                    "parameters/lr": Field("float", 0.001), "parameters/run": Field("string", rid),
-                    "parameters/batch": Field("int", 32),
-                }))
-    return DumpReader(root)
 
 
 def _upstream(server: MlflowBackend) -> str:
@@ -261,6 +226,7 @@ def test_cli_max_outage_waits_for_the_server_prints_until_when_and_exits_0(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_cli_a_120_s_outage_is_waited_out_with_the_default_budget(
     tmp_path: Path, mlflow_server: MlflowBackend, cli_env: dict[str, str]
 ) -> None:
