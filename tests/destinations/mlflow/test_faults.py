@@ -63,14 +63,15 @@ def _statuses(report: ImportReport) -> list[tuple[str, str, str]]:
 # -- per-request retry ------------------------------------------------------------------------------
 
 
-def test_twenty_percent_random_faults_import_of_14_runs_completes_and_every_run_verifies(
-    tmp_path: Path, mlflow_server: MlflowBackend
+@pytest.mark.parametrize("runs", [4, pytest.param(14, marks=pytest.mark.slow)])
+def test_twenty_percent_random_faults_import_completes_and_every_run_verifies(
+    tmp_path: Path, mlflow_server: MlflowBackend, runs: int
 ) -> None:
-    ids = tuple(f"R20-{i:02d}" for i in range(14))
+    ids = tuple(f"R20-{runs}-{i:02d}" for i in range(runs))
     reader = clean_dump(tmp_path / "dump", ids)
-    template = "faults20-{project}"
+    template = f"faults20-{runs}-{{project}}"
     started = time.monotonic()
-    clean = import_runs(reader, MlflowDestination(mlflow_server.tracking_uri, "faults20-clean-{project}"),
+    clean = import_runs(reader, MlflowDestination(mlflow_server.tracking_uri, f"faults20-{runs}-clean-{{project}}"),
                         ImportOptions(retry=QUICK))
     clean_seconds = time.monotonic() - started
     assert {r.status for r in clean.runs} == {"created"}
@@ -79,15 +80,15 @@ def test_twenty_percent_random_faults_import_of_14_runs_completes_and_every_run_
         started = time.monotonic()
         report = import_runs(reader, MlflowDestination(proxy.url, template), ImportOptions(retry=QUICK))
         faulty_seconds = time.monotonic() - started
-    assert [s for _, s, _ in _statuses(report)] == ["created"] * 14, _statuses(report)
+    assert [s for _, s, _ in _statuses(report)] == ["created"] * runs, _statuses(report)
     injected = len(proxy.injected)
-    assert 0.15 < injected / len(proxy.requests) < 0.25
+    assert 0.12 < injected / len(proxy.requests) < 0.28
     assert {a for _, _, a in proxy.injected} == {"503", "429", "drop", "drop_after_forward"}
     # One retry per injected fault, exactly: each request is retried on its own.
     assert report.retries == injected
     assert _verify(reader, mlflow_server, template) == []
-    runs = _active(mlflow_server, "faults20-my-ws/my-proj")
-    assert sorted(r.data.tags[m.TAG_RUN_ID] for r in runs) == list(ids)  # no duplicate from a lost create
+    found = _active(mlflow_server, f"faults20-{runs}-my-ws/my-proj")
+    assert sorted(r.data.tags[m.TAG_RUN_ID] for r in found) == list(ids)  # no duplicate from a lost create
     print(f"\n20% faults: {len(proxy.requests)} requests, {injected} faults, {report.retries} retries, "
           f"{faulty_seconds:.1f} s vs {clean_seconds:.1f} s clean")
 
