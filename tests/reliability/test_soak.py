@@ -1,6 +1,6 @@
 """Soak: random SIGKILLs of real imports per destination, and random faults in front of `mlflow server`.
 
-Run on demand: `python -m pytest -m slow tests/reliability` (about 20 minutes on 2 cores). Each
+Run on demand: `python -m pytest -m slow tests/reliability` (about 30 minutes on a busy 2-core machine). Each
 case asserts that nothing is lost: after the kills, one more import completes, and `verify`
 (the real CLI) finds every run of the dump, each once, equal to the dump. Set
 `NEPTUNE_MIGRATE_SOAK_SUMMARY=FILE` to append one Markdown table row per case to FILE (the table
@@ -91,6 +91,7 @@ def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4,
     dump = build_clean_dump(tmp / "dump", ids, points=points).root
     rng = random.Random(seed)
     summary = Summary(f"{destination}: {kills} random SIGKILLs, {runs} runs x {points:,} points")
+    verbose = bool(os.environ.get("NEPTUNE_MIGRATE_SOAK_SUMMARY"))
     # How long one whole import takes here: kills are spread over it.
     scratch = tmp / "timing"
     t0 = time.monotonic()
@@ -105,13 +106,17 @@ def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4,
         target = TARGETS[destination](tmp / f"target-{cycle}")
         proc = subprocess.Popen(_cli("import", str(dump), *target), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        delay = rng.uniform(0.1, 0.9) * whole
+        # Early in the import: a kill then leaves some runs done, one half-written and some not
+        # started, and each cycle (fresh target) takes several kills before an import gets through.
+        delay = rng.uniform(0.1, 0.45) * whole
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the import and any helper it started, like a crash
             proc.wait()
             summary.kills += 1
+            if verbose:
+                print(f"{destination}: kill {summary.kills} after {delay:.1f} s (cycle {cycle})", flush=True)
             continue
         stderr = proc.stderr.read().decode() if proc.stderr else ""
         assert proc.returncode == 0, stderr
@@ -170,12 +175,12 @@ def test_a_seeded_20_percent_fault_import_loses_nothing(tmp_path: Path, mlflow_s
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("destination", sorted(TARGETS))
 def test_soak_twenty_random_sigkills(tmp_path: Path, destination: str) -> None:
-    _record(kill_soak(tmp_path, destination, kills=20, seed=20, runs=4, points=20_000))
+    _record(kill_soak(tmp_path, destination, kills=20, seed=20, runs=6, points=10_000))
 
 
 @pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_soak_twenty_percent_faults(tmp_path: Path, mlflow_server: MlflowBackend, seed: int) -> None:  # noqa: F811
     _record(fault_soak(tmp_path, mlflow_server, seed=seed, runs=14, points=5000))
