@@ -318,3 +318,13 @@ def test_verify_reports_a_duplicate_run_of_one_source_key_as_extra(
     assert extra[0]["run"] == "my-ws/my-proj/DUP-1"
     assert {extra[0]["expected"], extra[0]["actual"]} == {original.run_id, twin}
     assert doc["counts"]["extra"] == 1
+
+
+def test_cli_max_outage_must_not_be_negative_and_is_in_help(tmp_path: Path, cli: Any) -> None:
+    reader = clean_dump(tmp_path / "dump", ("NEG-1",), points=5)
+    bad = cli("import", str(reader.root), "--to", "mlflow", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+              "--max-outage", "-1")
+    assert bad.returncode == 2, bad.stderr
+    assert "--max-outage must be 0 or more seconds" in bad.stderr
+    assert not (tmp_path / "m.db").exists()
+    assert "--max-outage" in cli("import", "--help").stdout
