@@ -422,6 +422,13 @@ def import_cmd(
                      help="While another import of this dump into the same destination runs, wait at most "
                      "this long, then exit 3 (default: wait until it ends)."),
     ] = None,
+
+    max_outage: Annotated[
+        float,
+        typer.Option("--max-outage", help="Seconds to wait for a destination that answers nothing "
+                     "before failing the runs caught in the outage (0: no waiting beyond each "
+                     "request's own retries)."),
+    ] = 300.0,
     step_policy: StepPolicyOpt = "auto",
     attributes: AttributesOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
@@ -447,6 +454,12 @@ def import_cmd(
     reader = DumpReader(dump)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     options = _import_options(selection, attributes, step_policy, workers, dry_run=dry_run)
+    if max_outage < 0:
+        msg = "--max-outage must be 0 or more seconds"
+        raise UsageError(msg)
+    from dataclasses import replace
+
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage))
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
     if lock_timeout is not None and lock_timeout < 0:

@@ -80,6 +80,13 @@ class PermanentError(MigrateError):
     exit_code = ExitCode.PARTIAL
 
 
+class ClaimLostError(MigrateError):
+    """Another import (another dump or machine) claimed the same source key in the destination
+    first; this import discarded its own copy and leaves the run to the other one. Not a failure."""
+
+    exit_code = ExitCode.OK
+
+
 _SECRET_ENV = ("WANDB_API_KEY", "NEPTUNE_API_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
                "DATABRICKS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AIM_ACCESS_TOKEN")
 

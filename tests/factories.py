@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from neptune_migrate.dump.reader import DumpReader
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.model import (
     Field,
@@ -133,3 +134,36 @@ def build_dump(
                 records.append(run.commit(write_full_run(run, k, tmp, points=points, lost_file=lost_file,
                                                          salt=salt)))
     return records
+
+
+def build_clean_dump(root: Path, run_ids: tuple[str, ...], points: int = 1500) -> DumpReader:
+    """Runs without any loss (so the CLI exits 0): params, two float series, a string series,
+    a file series and a file."""
+    with DumpWriter(root) as dump:
+        for rid in run_ids:
+            k = key(rid)
+            with dump.begin_run(k) as run:
+                steps = list(range(points))
+                run.add_points("float", float_points("train/loss", steps, [1.0 / (s + 1) for s in steps]))
+                run.add_points("float", float_points("val/acc", steps[:50], [s / 50 for s in steps[:50]]))
+                run.add_points("string", pa.table({
+                    "path": ["train/log"] * 2, "step": [0.0, 1.0],
+                    "timestamp": pa.array([T0, T0], pa.timestamp("us", tz="UTC")), "value": [rid, "done"],
+                }))
+                img_sha, img_size = run.store_bytes(f"\x89PNG {rid}".encode())
+                run.add_points("file", pa.table({
+                    "path": ["images/preds"], "step": [0.0],
+                    "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                    "sha256": [img_sha], "size": [img_size], "name": ["p.png"], "mime_type": ["image/png"],
+                    "title": ["p"], "description": [""],
+                }))
+                src = root.parent / f"{rid}-weights.bin"
+                src.write_bytes(rid.encode() * 500)
+                sha, size = run.store_file(src)
+                files = (FileEntry("model/weights", "file", "weights.bin", sha, size,
+                                   "application/octet-stream", None, str(src)),)
+                run.commit(make_record(k, files=files, fields={
+                    "parameters/lr": Field("float", 0.001), "parameters/run": Field("string", rid),
+                    "parameters/batch": Field("int", 32),
+                }))
+    return DumpReader(root)

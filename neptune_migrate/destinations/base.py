@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -26,6 +26,8 @@ from neptune_migrate.model import (
     RunRecord,
     SeriesKind,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class Capabilities:
     sanitize_key: Callable[[str], str] = field(default=lambda k: k)
     """Maps a Neptune attribute path to a key the destination accepts (may merge keys: the
     pipeline detects and resolves collisions)."""
+    request_retry: bool = False
+    """The destination retries each request itself through the `RequestRetry` it is given with
+    `use_request_retry` (see `RetriesRequests`); its methods are then not retried as a whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,12 @@ class DestinationRun:
     """The completion marker (written last) is present."""
     digest: str | None
     """The dump digest recorded at import; a different one means the dump changed since."""
+    duplicates: tuple[DestinationRunId, ...] = ()
+    """Other live runs of the same source key (left by two imports racing); verify reports
+    each as `extra`."""
+    busy: str | None = None
+    """Set when the run is incomplete but another import is still writing it (who, since when):
+    it must be left alone, not repaired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,24 @@ class RunSnapshot:
     """Destination file path -> size and hash."""
     extra: dict[str, str] = field(default_factory=dict)
     """Anything else a destination reads back (e.g. provenance tags)."""
+
+
+class RequestRetry(Protocol):
+    """Retries one request (`fn`, which must be idempotent on its own) while it fails transiently.
+
+    `retry_after`, when given, returns the `Retry-After` of the attempt that just failed."""
+
+    def __call__(
+        self, what: str, fn: Callable[[], T], *, retry_after: Callable[[], float | None] | None = None
+    ) -> T: ...
+
+
+class RetriesRequests(Protocol):
+    """A destination declaring `Capabilities.request_retry`."""
+
+    def use_request_retry(self, retry: RequestRetry) -> None:
+        """Route every request through `retry` from now on."""
+        ...
 
 
 class Destination(Protocol):

@@ -1,10 +1,16 @@
-"""RetryingDestination: wraps any Destination; retries what the destination classifies transient."""
+"""RetryingDestination: wraps any Destination; retries what the destination classifies transient.
+
+A destination that declares `Capabilities.request_retry` gets a `Retrier` and wraps each of its
+requests in it (the unit of retry is one request, so a call of many requests does not meet a
+fresh fault on every attempt); its methods are then called once. Other destinations have each
+method retried as a whole. Both share one `OutageBudget` per import.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 import pyarrow as pa
 
@@ -13,10 +19,11 @@ from neptune_migrate.destinations.base import (
     Destination,
     DestinationRun,
     PreparedRun,
+    RetriesRequests,
     RunSnapshot,
 )
 from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
-from neptune_migrate.retry import RetryPolicy, call_with_retry
+from neptune_migrate.retry import OutageBudget, Retrier, RetryPolicy
 
 T = TypeVar("T")
 
@@ -30,13 +37,21 @@ class RetryingDestination:
         self.inner = inner
         self.policy = policy
         self.capabilities: Capabilities = inner.capabilities
-        self.retries = 0
+        self.budget = OutageBudget(policy, inner.describe())
+        self.retrier = Retrier(inner.classify_error, policy, budget=self.budget)
+        self.per_request = inner.capabilities.request_retry
+        if self.per_request:
+            cast("RetriesRequests", inner).use_request_retry(self.retrier)
 
-    def _count(self, error: Exception, attempt: int) -> None:
-        self.retries += 1
+    @property
+    def retries(self) -> int:
+        """Retries made so far (requests or whole calls)."""
+        return self.retrier.retries
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return call_with_retry(fn, self.inner.classify_error, self.policy, what=what, on_retry=self._count)
+        if self.per_request:
+            return fn()
+        return self.retrier(what, fn)
 
     def describe(self) -> str:
         return self.inner.describe()

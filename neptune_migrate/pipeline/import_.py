@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from neptune_migrate.destinations.base import Destination, PreparedRun, StepPlan
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun, check_run_dir
-from neptune_migrate.errors import DumpFormatError, MigrateError, redact
+from neptune_migrate.errors import ClaimLostError, DumpFormatError, MigrateError, redact
 from neptune_migrate.model import (
     SERIES_KINDS,
     DestinationRunId,
@@ -419,6 +419,13 @@ def _import_one(
             result.requests = 1
             sink.advance(prep.points)
             return result
+        if existing is not None and not existing.complete and existing.busy:
+            # Another import (another dump copy or machine) is writing it now: not a leftover.
+            result.status = "would_skip" if options.dry_run else "skipped"
+            result.destination_run_id = existing.run_id
+            result.message = f"another import is writing it ({existing.busy})"
+            sink.advance(prep.points)
+            return result
         if options.dry_run:
             chunk_losses: list[Loss] = []
             for kind in SERIES_KINDS:
@@ -456,6 +463,10 @@ def _import_one(
         if ledger is not None:
             ledger.append({"key": result.key, "destination_run_id": run_id, "digest": run.digest,
                            "status": status})
+    except ClaimLostError as exc:  # another import won the race for this key: it writes the run
+        result.status = "skipped"
+        result.destination_run_id = None
+        result.message = redact(str(exc))
     except MigrateError as exc:
         result.status = "would_fail" if options.dry_run else "failed"
         result.message = redact(str(exc))

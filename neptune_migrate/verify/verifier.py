@@ -176,6 +176,9 @@ def _verify_one(
             result.findings.append(Finding(key, "missing", "run", detail="not in the destination"))
             return result
         result.destination_run_id = found.run_id
+        for dup in found.duplicates:  # two imports raced for this key and both kept a run
+            result.findings.append(Finding(key, "extra", "run", expected=found.run_id, actual=dup,
+                                           detail="another destination run of the same source key"))
         if not found.complete:
             result.findings.append(Finding(key, "differs", "run", expected="complete",
                                            actual="incomplete", detail="import did not finish"))

@@ -2,6 +2,13 @@
 
 The mapping itself (keys, tags, param text, metric rows, artifact paths) is in `mapping.py`;
 this module only talks to MLflow. mlflow is imported lazily, on first use of the client.
+
+Every request goes through `_req`, so the import's retrier repeats one request, not a whole
+method (`Capabilities.request_retry`). A request that may have taken effect before its answer was
+lost (creating a run or an experiment) is looked up before it is sent again. Two imports racing
+for one source key (different dumps or machines, so no shared lock) are settled here: a run is
+claimed by a tag, checked after creation and again before the completion marker; the loser
+deletes its copy (`ClaimLostError`).
 """
 
 from __future__ import annotations
@@ -13,15 +20,19 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import tempfile
 import threading
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -33,13 +44,15 @@ from neptune_migrate.destinations.base import (
     DestinationRun,
     FileDigest,
     PreparedRun,
+    RequestRetry,
     RunSnapshot,
 )
+from neptune_migrate.destinations.mlflow import http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
 from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.writer import sha256_file
-from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
+from neptune_migrate.errors import ClaimLostError, MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import (
     DestinationRunId,
     ErrorKind,
@@ -51,6 +64,82 @@ from neptune_migrate.model import (
 
 if TYPE_CHECKING:
     from neptune_migrate.destinations.base import Destination
+
+T = TypeVar("T")
+
+HEARTBEAT_EVERY = 30.0
+"""Seconds between two heartbeat tags of a run being written."""
+LEASE = 180.0
+"""An in-progress run written from another machine whose heartbeat is older than this is taken
+for the leftover of a crashed import (and repaired); a younger one is left to its import."""
+_HOST = socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who created a run: parsed from the `neptune_migrate.claim` tag."""
+
+    at: str
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def new(cls) -> Claim:
+        return cls(_now_iso(), _HOST, os.getpid(), uuid.uuid4().hex)
+
+    @classmethod
+    def parse(cls, value: str | None) -> Claim | None:
+        parts = (value or "").split("|")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    def __str__(self) -> str:
+        return f"{self.at}|{self.host}|{self.pid}|{self.token}"
+
+    @property
+    def mine(self) -> bool:
+        """Created by this process."""
+        return self.host == _HOST and self.pid == os.getpid()
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _busy(tags: dict[str, str]) -> str | None:
+    """Who is still writing an in-progress run (None: nobody, it is a leftover to repair).
+
+    Same machine: the creating process is alive (and is not this one). Another machine: its
+    heartbeat is younger than `LEASE`."""
+    if tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE:
+        return None
+    claim = Claim.parse(tags.get(m.TAG_CLAIM))
+    if claim is None or claim.mine:
+        return None
+    beat = tags.get(m.TAG_HEARTBEAT) or claim.at
+    if claim.host == _HOST:
+        if _pid_alive(claim.pid):
+            return f"process {claim.pid} on this machine, claimed at {claim.at}"
+        return None
+    try:
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(beat)).total_seconds()
+    except ValueError:
+        return None
+    if age < LEASE:
+        return f"host {claim.host} pid {claim.pid}, last write {beat}"
+    return None
 
 def _quote(value: str) -> tuple[str, str]:
     """(operator, literal) matching `value` in an MLflow search filter.
@@ -124,6 +213,8 @@ def _make_client(tracking_uri: str) -> Any:
         from mlflow import MlflowClient
     except ImportError as exc:
         raise MissingDependencyError("mlflow", "mlflow") from exc
+    if tracking_uri.startswith(("http://", "https://")):
+        http.install()
     if user_level is None:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -193,6 +284,7 @@ class MlflowDestination:
         duplicate_steps="kept",
         parallel_runs=True,
         sanitize_key=m.sanitize_key,
+        request_retry=True,
     )
 
     def __init__(
@@ -220,6 +312,9 @@ class MlflowDestination:
         self._experiments: dict[str, str] = {}
         self._buffers: dict[str, _RunBuffers] = {}
         self._blob_resolver: Callable[[str], Path] | None = None
+        self._retry: RequestRetry | None = None
+        self._claims: dict[str, Claim] = {}
+        self._beats: dict[str, float] = {}
 
     @classmethod
     def from_options(cls, options: DestinationOptions) -> MlflowDestination:
@@ -259,6 +354,21 @@ class MlflowDestination:
         if not self.tracking_uri.startswith("sqlite:///"):
             return None
         return Path(self.tracking_uri[len("sqlite:///"):].partition("?")[0])
+
+    def use_request_retry(self, retry: RequestRetry) -> None:
+        """Route every request through `retry` (see `Capabilities.request_retry`)."""
+        self._retry = retry
+
+    def _req(self, what: str, fn: Callable[[], T]) -> T:
+        """One request (idempotent on its own), retried as a unit when a retrier is set."""
+        if self._retry is None:
+            return fn()
+
+        def attempt() -> T:
+            http.clear()
+            return fn()
+
+        return self._retry(f"mlflow {what}", attempt, retry_after=http.last_retry_after)
 
     def _store_absent(self) -> bool:
         """True for a `sqlite:///` store that holds no MLflow schema yet (nothing can be in it)."""
@@ -316,7 +426,7 @@ class MlflowDestination:
         with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
             local = Path(tmp) / path.name
             local.write_bytes(data)
-            self.client.log_artifact(run_id, str(local), str(path.parent))
+            self._req("log_artifact", lambda: self.client.log_artifact(run_id, str(local), str(path.parent)))
 
     def _log_file(self, run_id: str, artifact_path: str, source: Path) -> None:
         """Upload `source` as `artifact_path` (its own name is irrelevant)."""
@@ -327,10 +437,10 @@ class MlflowDestination:
                 local.symlink_to(source.resolve())
             except OSError:
                 shutil.copyfile(source, local)
-            self.client.log_artifact(run_id, str(local), str(path.parent))
+            self._req("log_artifact", lambda: self.client.log_artifact(run_id, str(local), str(path.parent)))
 
     def _list(self, run_id: str, path: str) -> list[Any]:
-        return list(self.client.list_artifacts(run_id, path))
+        return self._req("list_artifacts", lambda: list(self.client.list_artifacts(run_id, path)))
 
     def _walk(self, run_id: str, path: str) -> Iterator[Any]:
         """Every file artifact under `path`, recursively."""
@@ -341,7 +451,7 @@ class MlflowDestination:
                 yield info
 
     def _download(self, run_id: str, path: str, into: Path) -> Path:
-        return Path(self.client.download_artifacts(run_id, path, str(into)))
+        return Path(self._req("download_artifacts", lambda: self.client.download_artifacts(run_id, path, str(into))))
 
     def _read_json_artifact(self, run_id: str, path: str) -> Any:
         with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
@@ -357,19 +467,30 @@ class MlflowDestination:
             cached = self._experiments.get(name)
         if cached is not None:
             return cached
-        exp = self.client.get_experiment_by_name(name)
+        exp = self._req("get_experiment_by_name", lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             if not create:
                 return None
-            try:
-                exp_id = self.client.create_experiment(name, artifact_location=self._artifact_location(name))
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                exp = self.client.get_experiment_by_name(name)  # another thread created it
-                if exp is None:
-                    raise
-                exp_id = exp.experiment_id
+            tries = 0
+
+            def create_once() -> str:
+                nonlocal tries
+                tries += 1
+                if tries > 1:  # the last attempt may have created it before its answer was lost
+                    again = self.client.get_experiment_by_name(name)
+                    if again is not None:
+                        return str(again.experiment_id)
+                try:
+                    return str(self.client.create_experiment(name, artifact_location=self._artifact_location(name)))
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    other = self.client.get_experiment_by_name(name)  # another import created it
+                    if other is None:
+                        raise
+                    return str(other.experiment_id)
+
+            exp_id = self._req("create_experiment", create_once)
         else:
             exp_id = exp.experiment_id
         if exp is not None and exp.lifecycle_stage == "deleted":
@@ -389,11 +510,8 @@ class MlflowDestination:
 
     # -- finding runs -----------------------------------------------------------------------------
 
-    def _search(self, key: RunKey) -> list[Any]:
-        """Active runs tagged with `key`, newest import first."""
-        exp_id = self._experiment_id(key.project, create=False)
-        if exp_id is None:
-            return []
+    def _search_once(self, exp_id: str, key: RunKey) -> list[Any]:
+        """One `search_runs` request: active runs tagged with `key`, newest import first."""
         op_id, lit_id = _quote(str(key.run_id))
         op_p, lit_p = _quote(key.project)
         query = f"tags.`{m.TAG_RUN_ID}` {op_id} {lit_id} and tags.`{m.TAG_PROJECT}` {op_p} {lit_p}"
@@ -404,9 +522,17 @@ class MlflowDestination:
         runs.sort(key=lambda r: (r.data.tags.get(m.TAG_IMPORTED_AT, ""), r.info.run_id), reverse=True)
         return runs
 
+    def _search(self, key: RunKey) -> list[Any]:
+        """Active runs tagged with `key`, newest import first."""
+        exp_id = self._experiment_id(key.project, create=False)
+        if exp_id is None:
+            return []
+        return self._req("search_runs", lambda: self._search_once(exp_id, key))
+
     def find_run(self, key: RunKey) -> DestinationRun | None:
         """The run imported for `key`: the newest complete one, else the newest (deleted runs are
-        ignored). None when there is none."""
+        ignored). None when there is none. Other live runs of the key are listed as `duplicates`;
+        an incomplete run that another import is still writing is marked `busy`."""
         if self._store_absent():
             return None  # a dry run against a new SQLite store must not create the database
         runs = self._search(key)
@@ -414,11 +540,62 @@ class MlflowDestination:
             return None
         complete = [r for r in runs if r.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE]
         best = (complete or runs)[0]
+        tags = dict(best.data.tags)
         return DestinationRun(
             run_id=DestinationRunId(best.info.run_id),
-            complete=best.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE,
-            digest=best.data.tags.get(m.TAG_DIGEST),
+            complete=tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE,
+            digest=tags.get(m.TAG_DIGEST),
+            duplicates=tuple(DestinationRunId(r.info.run_id) for r in runs if r is not best),
+            busy=_busy(tags),
         )
+
+    def _settle_claim(self, key: RunKey, run_id: str, claim: Claim) -> None:
+        """Make sure this import's run is the one run of `key`; raise `ClaimLostError` (after
+        deleting it) when another import's run wins.
+
+        The winner among the live runs of the key: a complete run first, then the earliest claim
+        (time, then run id). Incomplete runs whose import is gone are leftovers: deleted here.
+        """
+        contenders: list[tuple[int, str, str]] = [(1, claim.at, run_id)]
+        for r in self._search(key):
+            rid = r.info.run_id
+            if rid == run_id:
+                continue
+            tags = dict(r.data.tags)
+            done = tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE
+            other = Claim.parse(tags.get(m.TAG_CLAIM))
+            if not done and _busy(tags) is None:
+                self._delete(rid)  # left half-written by an import that is gone
+                continue
+            contenders.append((0 if done else 1, other.at if other else "", rid))
+        winner = min(contenders)[2]
+        if winner != run_id:
+            self._delete(run_id)
+            with self._lock:
+                self._claims.pop(run_id, None)
+            msg = f"another import claimed {key} first (MLflow run {winner}); this import's copy was deleted"
+            raise ClaimLostError(msg)
+
+    def _delete(self, run_id: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._req("delete_run", lambda: self.client.delete_run(run_id))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def _heartbeat(self, run_id: str) -> None:
+        """Refresh the run's heartbeat tag at most every `HEARTBEAT_EVERY` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._beats.get(run_id)
+            if last is not None and now - last < HEARTBEAT_EVERY:
+                return
+            self._beats[run_id] = now
+        if last is not None:
+            beat = _now_iso()
+            self._req("set_tag", lambda: self.client.set_tag(run_id, m.TAG_HEARTBEAT, beat))
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -437,21 +614,42 @@ class MlflowDestination:
 
         record = run.record
         exp_id = self._experiment_id(record.key.project, create=True)
+        assert exp_id is not None
         reuse = [r for r in self._search(record.key)
                  if r.data.tags.get(m.TAG_STATUS) == m.STATUS_IN_PROGRESS
-                 and r.data.tags.get(m.TAG_DIGEST) == run.digest]
+                 and r.data.tags.get(m.TAG_DIGEST) == run.digest
+                 and r.info.run_id in self._claims]  # an earlier call of this import that raised
         if reuse:
             run_id = reuse[0].info.run_id
+            claim = self._claims[run_id]
         else:
+            claim = Claim.new()
             tags = m.run_tags(run, __version__)
-            tags[m.TAG_IMPORTED_AT] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-            created = self.client.create_run(
-                exp_id, start_time=m.start_time_ms(record.system), run_name=m.run_name(record), tags=tags,
-            )
-            run_id = created.info.run_id
+            tags[m.TAG_IMPORTED_AT] = claim.at
+            tags[m.TAG_CLAIM] = str(claim)
+            tries = 0
+
+            def create_once() -> str:
+                nonlocal tries
+                tries += 1
+                if tries > 1:  # the last attempt may have created the run before its answer was lost
+                    for r in self._search_once(exp_id, record.key):
+                        if r.data.tags.get(m.TAG_CLAIM) == str(claim):
+                            return str(r.info.run_id)
+                created = self.client.create_run(
+                    exp_id, start_time=m.start_time_ms(record.system), run_name=m.run_name(record), tags=tags,
+                )
+                return str(created.info.run_id)
+
+            run_id = self._req("create_run", create_once)
+            with self._lock:
+                self._claims[run_id] = claim
+                self._beats[run_id] = time.monotonic()
+            self._settle_claim(record.key, run_id, claim)
         params = [Param(k, v) for k, v in m.run_params(run).items()]
         for i in range(0, len(params), m.PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=params[i:i + m.PARAMS_PER_BATCH])
+            batch = params[i:i + m.PARAMS_PER_BATCH]
+            self._req("log_batch", partial(self.client.log_batch, run_id, params=batch))
         for key, text in m.long_params(run).items():
             self._log_bytes(run_id, m.param_artifact(key), text.encode("utf-8"))
         self._log_bytes(run_id, m.PARAMS_TYPES_ARTIFACT, _json_bytes(m.params_types(run)))
@@ -473,6 +671,7 @@ class MlflowDestination:
         else the blob resolver) are uploaded now."""
         if chunk.num_rows == 0:
             return
+        self._heartbeat(run_id)
         if kind == "float":
             self._write_metrics(run_id, chunk)
             return
@@ -493,7 +692,8 @@ class MlflowDestination:
 
         metrics = list(map(Metric, *m.metric_columns(chunk)))
         for start in range(0, len(metrics), m.METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start:start + m.METRICS_PER_BATCH])
+            batch = metrics[start:start + m.METRICS_PER_BATCH]
+            self._req("log_batch", partial(self.client.log_batch, run_id, metrics=batch))
 
     def _upload_series_file(
         self, run_id: str, buf: _RunBuffers, key: str, obj: dict[str, Any], local: str | None
@@ -527,9 +727,10 @@ class MlflowDestination:
         for si in run.record.series:
             if si.kind != "float":
                 buf.path(si.kind, m.dest_key(run, si.path))
+        self._heartbeat(run_id)
         for (kind, key), local in sorted(buf.files.items()):
             artifact = PurePosixPath(m.series_artifact(kind, key))
-            self.client.log_artifact(run_id, str(local), str(artifact.parent))
+            self._req("log_artifact", partial(self.client.log_artifact, run_id, str(local), str(artifact.parent)))
         with self._lock:
             self._buffers.pop(run_id, None)
         shutil.rmtree(buf.root, ignore_errors=True)
@@ -541,6 +742,7 @@ class MlflowDestination:
             msg = f"file {entry.attribute_path} ({entry.name}) is missing from the dump: {why}"
             raise PermanentError(msg)
         artifact = m.file_entry_artifact(entry)
+        self._heartbeat(run_id)
         self._log_file(run_id, artifact, local_path)
         if not self.artifact_check:
             return
@@ -552,10 +754,19 @@ class MlflowDestination:
             raise PermanentError(msg)
 
     def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
-        """Terminate the run (status, end time), then set `neptune_migrate.status=complete` last."""
+        """Check the claim again (another import may have completed the key meanwhile), terminate
+        the run (status, end time), then set `neptune_migrate.status=complete` last."""
         system = run.record.system
-        self.client.set_terminated(run_id, m.run_status(system), end_time=m.end_time_ms(system))
-        self.client.set_tag(run_id, m.TAG_STATUS, m.STATUS_COMPLETE)
+        with self._lock:
+            claim = self._claims.get(run_id)
+        if claim is not None:
+            self._settle_claim(run.record.key, run_id, claim)
+        self._req("set_terminated", lambda: self.client.set_terminated(
+            run_id, m.run_status(system), end_time=m.end_time_ms(system)))
+        self._req("set_tag", lambda: self.client.set_tag(run_id, m.TAG_STATUS, m.STATUS_COMPLETE))
+        with self._lock:
+            self._claims.pop(run_id, None)
+            self._beats.pop(run_id, None)
 
     def discard_run(self, run_id: DestinationRunId) -> None:
         """Delete the run (MLflow keeps it as `deleted` until `mlflow gc`; searches skip it)."""
@@ -566,13 +777,13 @@ class MlflowDestination:
         if buf is not None:
             shutil.rmtree(buf.root, ignore_errors=True)
         try:
-            info = self.client.get_run(run_id).info
+            info = self._req("get_run", lambda: self.client.get_run(run_id)).info
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return
             raise
         if info.lifecycle_stage != "deleted":
-            self.client.delete_run(run_id)
+            self._delete(run_id)
 
     # -- reading back -----------------------------------------------------------------------------
 
@@ -592,7 +803,7 @@ class MlflowDestination:
 
     def read_snapshot(self, run_id: DestinationRunId) -> RunSnapshot:
         """Run info, tags, params, point counts per series, and `neptune/files/**` artifacts."""
-        mrun = self.client.get_run(run_id)
+        mrun = self._req("get_run", lambda: self.client.get_run(run_id))
         info, tags = mrun.info, dict(mrun.data.tags)
         try:
             neptune_tags = frozenset(json.loads(tags.get(m.TAG_TAGS, "[]")))
@@ -611,7 +822,8 @@ class MlflowDestination:
             extra=m.comparable_tags(tags),
         )
         for key in sorted(mrun.data.metrics):
-            snap.series[("float", key)] = len(self.client.get_metric_history(run_id, key))
+            history = self._req("get_metric_history", partial(self.client.get_metric_history, run_id, key))
+            snap.series[("float", key)] = len(history)
         with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
             for kind, root in (*m.SERIES_DIRS.items(), ("file", m.FILE_SERIES_DIR)):
                 suffix = "/" + m.FILE_SERIES_INDEX if kind == "file" else ".jsonl"
@@ -632,7 +844,7 @@ class MlflowDestination:
     def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
         """A whole series: metrics via `get_metric_history` (not sampled), others from artifacts."""
         if kind == "float":
-            history = self.client.get_metric_history(run_id, key)
+            history = self._req("get_metric_history", lambda: self.client.get_metric_history(run_id, key))
             return m.float_table([h.step for h in history], [h.timestamp for h in history],
                                  [h.value for h in history])
         artifact = m.series_artifact(kind, key)

@@ -58,7 +58,11 @@ TAG_DIGEST = "neptune_migrate.digest"
 TAG_IMPORTED_AT = "neptune_migrate.imported_at"
 """Import wall-clock time (not compared by verify; used to pick the newest of duplicate runs)."""
 TAG_TOOL_VERSION = "neptune_migrate.tool_version"
-VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_TOOL_VERSION})
+TAG_CLAIM = "neptune_migrate.claim"
+"""`<claimed at, ISO UTC>|<host>|<pid>|<token>`: which import created the run (tie-break of racing imports)."""
+TAG_HEARTBEAT = "neptune_migrate.heartbeat"
+"""ISO UTC time of the last write of an import still in progress (refreshed every 30 s)."""
+VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_TOOL_VERSION, TAG_CLAIM, TAG_HEARTBEAT})
 """Provenance tags that legitimately differ between import and verify: not in `RunSnapshot.extra`."""
 TAG_TAGS = "neptune.tags"
 TAG_USER = "mlflow.user"
