@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -40,6 +40,9 @@ class RetryingDestination:
 
     def describe(self) -> str:
         return self.inner.describe()
+
+    def import_settings(self) -> Mapping[str, str]:
+        return self.inner.import_settings()
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)

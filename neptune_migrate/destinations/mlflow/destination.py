@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -322,9 +322,15 @@ class MlflowDestination:
             run_id=DestinationRunId(best.info.run_id),
             complete=best.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE,
             digest=best.data.tags.get(m.TAG_DIGEST),
+            import_digest=best.data.tags.get(m.TAG_IMPORT_DIGEST),
+            origin=best.data.tags.get(m.TAG_ORIGIN),
         )
 
     # -- writing --------------------------------------------------------------------------------
+
+    def import_settings(self) -> Mapping[str, str]:
+        """The mapping version and the experiment template (part of the import digest)."""
+        return {"mapping": m.MAPPING_VERSION, "experiment_template": self.experiment_template}
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         """Truncated params/tags/name, empty metrics, series stored as artifacts."""
@@ -343,7 +349,8 @@ class MlflowDestination:
         exp_id = self._experiment_id(record.key.project, create=True)
         reuse = [r for r in self._search(record.key)
                  if r.data.tags.get(m.TAG_STATUS) == m.STATUS_IN_PROGRESS
-                 and r.data.tags.get(m.TAG_DIGEST) == run.digest]
+                 and r.data.tags.get(m.TAG_DIGEST) == run.digest
+                 and r.data.tags.get(m.TAG_IMPORT_DIGEST) == run.import_digest]
         if reuse:
             run_id = reuse[0].info.run_id
         else:
@@ -458,7 +465,8 @@ class MlflowDestination:
     def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
         """Terminate the run (status, end time), then set `neptune_migrate.status=complete` last."""
         system = run.record.system
-        self.client.set_terminated(run_id, m.run_status(system), end_time=m.end_time_ms(system))
+        self.client.set_terminated(run_id, m.run_status(system, complete=run.record.complete),
+                                   end_time=m.end_time_ms(system, run.end_time))
         self.client.set_tag(run_id, m.TAG_STATUS, m.STATUS_COMPLETE)
 
     def discard_run(self, run_id: DestinationRunId) -> None:
