@@ -340,8 +340,10 @@ class AimDestination:
             self._open.pop(run_id, None)
             if end is not None:
                 # Aim stamps the close time as the run's end; the source's end replaces it.
-                resources = arun._resources
-                resources.set_run_end_time = lambda: resources.meta_run_tree.__setitem__("end_time", end)
+                # (the override holds the tree, not `resources`: no reference cycle that would keep
+                # the run's containers open until a garbage collection)
+                tree = arun._resources.meta_run_tree
+                arun._resources.set_run_end_time = lambda: tree.__setitem__("end_time", end)
             arun.close()
         self._index_dirty = True
         if not self.remote:

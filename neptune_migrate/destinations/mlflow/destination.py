@@ -350,7 +350,7 @@ class MlflowDestination:
         reuse = [r for r in self._search(record.key)
                  if r.data.tags.get(m.TAG_STATUS) == m.STATUS_IN_PROGRESS
                  and r.data.tags.get(m.TAG_DIGEST) == run.digest
-                 and r.data.tags.get(m.TAG_IMPORT_DIGEST) == run.import_digest]
+                 and r.data.tags.get(m.TAG_IMPORT_DIGEST, "") == run.import_digest]
         if reuse:
             run_id = reuse[0].info.run_id
         else:
