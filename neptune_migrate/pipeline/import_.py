@@ -315,7 +315,7 @@ def convert_chunk(
 ) -> pa.Table:
     """Add `key` and `dest_step` (and `local_path` for file series) to a batch of dump points."""
     if prepared.wanted is not None:
-        chunk = chunk.filter(pc.is_in(chunk.column("path"), value_set=pa.array(sorted(prepared.wanted))))
+        chunk = chunk.filter(pc.is_in(chunk.column("path"), value_set=pa.array(sorted(prepared.wanted), pa.string())))
     if chunk.num_rows == 0:
         return chunk
     keys = []
@@ -537,6 +537,8 @@ def _import_one(
                 where = (f"dump {existing.origin}" if existing.origin is not None
                          else "another dump or an unknown earlier import")
                 owner = f"destination run {existing.run_id} belongs to {where}, not to this dump ({prep.run.origin})"
+                if options.on_conflict != "replace":
+                    result.losses = []  # this dump's losses do not describe the run left in place
                 if options.on_conflict == "fail":
                     result.status = "would_conflict" if options.dry_run else "conflict"
                     result.message = f"{owner}; pass --on-conflict skip or replace"

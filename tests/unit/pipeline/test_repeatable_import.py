@@ -127,6 +127,8 @@ def test_on_conflict_skip_and_replace(tmp_path: Path) -> None:
     assert skipped.runs[0].status == "skipped"
     assert "left as it is (--on-conflict skip)" in skipped.runs[0].message
     assert not skipped.conflicts
+    assert skipped.runs[0].losses == []  # b's losses (its missing file) do not describe a's run
+    assert not skipped.failed
     assert _series(fake)["float", "train/loss"] == 100
     plan = import_runs(b, fake, ImportOptions(retry=FAST, on_conflict="replace", dry_run=True))
     assert plan.runs[0].status == "would_replace"
@@ -266,3 +268,13 @@ def test_on_conflict_does_nothing_without_a_conflict(tmp_path: Path, option: str
     opts = ImportOptions(retry=FAST, on_conflict=option)  # type: ignore[arg-type]
     assert import_runs(reader, fake, opts).runs[0].status == "created"
     assert import_runs(reader, fake, opts).runs[0].status == "skipped"
+
+
+def test_a_filter_that_matches_nothing_in_a_run_imports_an_empty_run(tmp_path: Path) -> None:
+    with DumpWriter(tmp_path / "dump") as dump, dump.begin_run(key()) as run:
+        run.add_points("float", float_points("metrics/x", [0, 1], [1.0, 2.0]))
+        run.commit(make_record(key(), fields={}))
+    fake = FakeDestination()
+    report = import_runs(DumpReader(tmp_path / "dump"), fake, ImportOptions(retry=FAST, attribute_regex="^train/"))
+    assert _statuses(report) == [("created", "")]
+    assert fake.live_runs()[0].series == {}
