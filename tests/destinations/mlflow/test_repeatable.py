@@ -3,7 +3,9 @@ incomplete source runs and run end times, read back through MlflowClient."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from neptune_migrate.destinations.mlflow import MlflowDestination
 from neptune_migrate.destinations.mlflow import mapping as m
@@ -90,3 +92,33 @@ def test_incomplete_run_and_end_times_read_back(mlflow_backend: MlflowBackend, t
     # no modification time: the end is the last point (5 min + 19 s after creation), not the start
     assert cut.end_time - cut.start_time == (5 * 60 + 19) * 1000
     assert verify_runs(reader, dest, VerifyOptions(import_options=OPTS)).findings == []
+
+
+def test_cli_on_conflict_exit_codes_name_the_runs(tmp_path: Path, cli: Any) -> None:
+    build_two_run_dump(tmp_path / "a", points=20)
+    build_two_run_dump(tmp_path / "b", points=12)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cli("import", str(tmp_path / "a"), "--to", "mlflow", "--tracking-uri", uri, check_rc=0)
+    plan = cli("import", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri, "--dry-run")
+    assert plan.returncode == 4, plan.stderr
+    assert "would_conflict" in plan.stderr
+    text = " ".join(plan.stderr.split())
+    assert ("conflict: 2 run(s) in the destination were imported from another dump: "
+            "my-ws/my-proj/PROJ-1, my-ws/my-proj/PROJ-2") in text
+    done = cli("import", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri,
+               "--report", str(tmp_path / "r.json"))
+    assert done.returncode == 1, done.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["counts"] == {"conflict": 2}
+    skip = cli("import", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri, "--on-conflict", "skip")
+    assert skip.returncode == 0, skip.stderr
+    bad = cli("import", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri, "--on-conflict", "merge")
+    assert bad.returncode == 2
+    assert "--on-conflict 'merge': choose one of fail, skip, replace" in bad.stderr
+    replace = cli("import", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri, "--on-conflict", "replace")
+    assert replace.returncode == 0, replace.stderr
+    assert "replaced 2" in replace.stderr
+    verify = cli("verify", str(tmp_path / "b"), "--to", "mlflow", "--tracking-uri", uri,
+                 "--report", str(tmp_path / "v.json"))
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads((tmp_path / "v.json").read_text())["dump_losses"] == {"lost": 0, "not_in_source": 0}
