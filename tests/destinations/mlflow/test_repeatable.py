@@ -122,3 +122,44 @@ def test_cli_on_conflict_exit_codes_name_the_runs(tmp_path: Path, cli: Any) -> N
                  "--report", str(tmp_path / "v.json"))
     assert verify.returncode == 0, verify.stderr
     assert json.loads((tmp_path / "v.json").read_text())["dump_losses"] == {"lost": 0, "not_in_source": 0}
+
+
+def test_truncated_queue_fixture_is_killed_and_ends_at_its_last_point(tmp_path: Path, cli: Any) -> None:
+    """The real neptune-client queue of a SIGKILLed process (last_put_version 72, queue ends at 43):
+    exported, imported through the CLI, read back with MlflowClient, verified."""
+    import pyarrow.compute as pc
+
+    from neptune_migrate.model import SERIES_KINDS
+
+    fixture = Path(__file__).resolve().parents[3] / "fixtures" / "neptune1" / "async_killed"
+    dump = tmp_path / "dump"
+    cli("export", str(fixture), "--from", "neptune-offline", "--project", "acme/vision", "--out", str(dump))
+    reader = DumpReader(dump)
+    [run] = list(reader.runs())
+    assert run.record.complete is False
+    assert run.record.system.modified_at is None
+    last = max(pc.max(t.column("timestamp")).as_py() for kind in SERIES_KINDS
+               for t in reader.iter_points(run, kind, columns=["timestamp"]))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = cli("import", str(dump), "--to", "mlflow", "--tracking-uri", uri)
+    assert done.returncode == 0, done.stderr
+    dest = MlflowDestination(uri, "{project}")
+    [mrun] = _runs(dest, "acme/vision").values()
+    info = mrun.info  # type: ignore[attr-defined]
+    assert info.status == "KILLED"
+    assert mrun.data.tags[m.TAG_SOURCE_COMPLETE] == "false"  # type: ignore[attr-defined]
+    assert info.start_time == m.ms(run.record.system.created_at)  # type: ignore[arg-type]
+    # the generator logged its points with fixed 2025 timestamps, before the run's real creation
+    # time: the end is the last point, clamped to never precede the start
+    assert last < run.record.system.created_at  # type: ignore[operator]
+    assert info.end_time == max(m.ms(last), info.start_time)
+    verify = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, "--report", str(tmp_path / "v.json"))
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["counts"] == {"missing": 0, "extra": 0, "differs": 0, "error": 0}
+    assert doc["dump_losses"] == {"lost": 1, "not_in_source": 0}  # the 29 operations cut off the queue
+    assert doc["runs"][0]["dump_losses"][0]["kind"] == "truncated_queue"
+    assert doc["runs"][0]["dump_losses"][0]["count"] == 29
+    assert doc["totals"]["runs_incomplete_in_source"] == 1
+    assert verify.returncode == 1
+    assert "the dump lost data at export" in " ".join(verify.stderr.split())
+    dest.close()
