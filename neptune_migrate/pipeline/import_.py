@@ -439,8 +439,9 @@ def _same_import(dest: RetryingDestination, existing: DestinationRun, prep: Prep
 
     A run imported before import digests existed (no digest recorded) counts as the same when its
     dump digest matches, no series needs a step conversion (so the step policy cannot matter) and
-    what it holds (params, non-empty series with their point counts, files) is what this import
-    would write (so an attribute-filtered import is redone); otherwise it is redone once.
+    what it holds (status, start and end time, params, non-empty series with their point counts,
+    files) is what this import would write (so an attribute-filtered import, or one that ended the
+    run at its start, is redone); otherwise it is redone once.
     """
     if not existing.complete:
         return False
@@ -460,6 +461,11 @@ def _same_import(dest: RetryingDestination, existing: DestinationRun, prep: Prep
 
 
 def _same_content(expected: RunSnapshot, actual: RunSnapshot) -> bool:
+    """Status, start and end time (where the destination maps them), params, series and files."""
+    for name in ("status", "start_time", "end_time"):
+        want = getattr(expected, name)
+        if want is not None and want != getattr(actual, name):
+            return False
     return (expected.params == actual.params
             and expected.series == {k: n for k, n in actual.series.items() if n}
             and set(expected.files) == set(actual.files))

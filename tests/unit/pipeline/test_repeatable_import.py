@@ -179,6 +179,18 @@ def test_legacy_run_with_the_same_content_is_kept(tmp_path: Path) -> None:
     assert fake.writes == writes
 
 
+def test_legacy_run_with_another_end_time_is_redone(tmp_path: Path) -> None:
+    """Earlier versions ended a run without a modification time at its start: such runs are redone."""
+    reader = _integer_steps_dump(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, OPTS)
+    _make_legacy(fake)
+    fake.live_runs()[0].end_time = T0
+    report = import_runs(reader, fake, OPTS)
+    assert report.runs[0].status == "repaired"
+    assert fake.live_runs()[0].end_time == T0 + timedelta(hours=1)
+
+
 def test_legacy_filtered_run_is_redone(tmp_path: Path) -> None:
     reader = _integer_steps_dump(tmp_path / "dump")
     fake = FakeDestination()
