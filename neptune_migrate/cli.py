@@ -290,13 +290,17 @@ def _destination(
 
 
 def _import_options(
-    selection: Any, attributes: str | None, step_policy: str, workers: int, *, dry_run: bool
+    selection: Any, attributes: str | None, step_policy: str, workers: int, *, dry_run: bool,
+    on_conflict: str = "fail",
 ) -> Any:
     import re
 
-    from neptune_migrate.pipeline.import_ import ImportOptions
+    from neptune_migrate.pipeline.import_ import ON_CONFLICT, ImportOptions
     from neptune_migrate.pipeline.steps import STEP_POLICIES
 
+    if on_conflict not in ON_CONFLICT:
+        msg = f"--on-conflict {on_conflict!r}: choose one of {', '.join(ON_CONFLICT)}"
+        raise UsageError(msg)
     if step_policy not in STEP_POLICIES:
         msg = f"--step-policy {step_policy!r}: choose one of {', '.join(STEP_POLICIES)}"
         raise UsageError(msg)
@@ -310,7 +314,7 @@ def _import_options(
         msg = "--workers must be at least 1"
         raise UsageError(msg)
     return ImportOptions(selection=selection, attribute_regex=attributes, step_policy=step_policy,
-                         workers=workers, dry_run=dry_run)
+                         workers=workers, dry_run=dry_run, on_conflict=on_conflict)
 
 
 def _stamp() -> str:
@@ -357,7 +361,8 @@ class _Progress:
 
         if self.bar is not None:
             self.bar.advance(self.runs_task, 1)
-        ok = result.status in ("created", "skipped", "repaired", "would_create", "would_skip", "would_repair")
+        ok = result.status in ("created", "skipped", "repaired", "replaced", "would_create", "would_skip",
+                               "would_repair", "would_replace")
         style = "green" if ok and not result.has_error_loss else "red"
         msg = f" {escape(result.message)}" if result.message else ""
         self.console.print(f"[{style}]{result.status:>12}[/] {escape(result.key)} points={result.points} "
@@ -384,6 +389,10 @@ def _print_import_summary(report: Any) -> None:
                   f"points {t['points']:,}, files {t['files']}, requests ~{t['requests']:,}")
     console.print(f"renamed keys {t['renamed_keys']}, collisions {t['collisions']}, "
                   f"step conversions {t['step_changes']}; losses: {losses}")
+    if report.conflicts:
+        console.print(f"[red]conflict:[/] {len(report.conflicts)} run(s) in the destination were imported from "
+                      f"another dump: {escape(', '.join(report.conflicts))}; pass --on-conflict skip (leave them) "
+                      "or --on-conflict replace (import this dump's runs over them)")
     if report.dry_run:
         seconds = sum(r.seconds for r in report.runs)
         console.print(f"estimated time: ~{seconds:,.0f} s (single worker); nothing was written")
@@ -431,6 +440,10 @@ def import_cmd(
     ] = 300.0,
     step_policy: StepPolicyOpt = "auto",
     attributes: AttributesOpt = None,
+    on_conflict: Annotated[
+        str, typer.Option("--on-conflict", help="A destination run imported from another dump: fail (exit 1, "
+                          "naming the runs), skip (leave it) or replace (import over it).")
+    ] = "fail",
     report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
     tracking_uri: TrackingOpt = None,
     experiment_template: ExperimentOpt = "{project}",
@@ -453,7 +466,8 @@ def import_cmd(
 
     reader = DumpReader(dump)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
-    options = _import_options(selection, attributes, step_policy, workers, dry_run=dry_run)
+    options = _import_options(selection, attributes, step_policy, workers, dry_run=dry_run,
+                              on_conflict=on_conflict)
     if max_outage < 0:
         msg = "--max-outage must be 0 or more seconds"
         raise UsageError(msg)

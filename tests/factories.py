@@ -167,3 +167,22 @@ def build_clean_dump(root: Path, run_ids: tuple[str, ...], points: int = 1500) -
                     "parameters/batch": Field("int", 32),
                 }))
     return DumpReader(root)
+
+def build_two_run_dump(root: Path, points: int = 20) -> None:
+    """Two runs with integer steps: PROJ-1 whole (modification time 1 h after creation, three
+    metrics), PROJ-2 cut short in the source (`complete=False`) with no modification time and one
+    metric whose last point is 5 min + (points - 1) s after creation."""
+    from neptune_migrate.dump.writer import DumpWriter
+
+    with DumpWriter(root) as dump:
+        with dump.begin_run(key("PROJ-1")) as run:
+            run.add_points("float", float_points("train/loss", list(range(points)),
+                                                 [1.0 / (i + 1) for i in range(points)]))
+            run.add_points("float", float_points("train/acc", list(range(points)), [i / points for i in range(points)]))
+            run.add_points("float", float_points("eval/loss", [0, 10], [0.5, 0.25]))
+            run.commit(make_record(key("PROJ-1")))
+        with dump.begin_run(key("PROJ-2")) as run:
+            run.add_points("float", float_points("train/loss", list(range(points)), [2.0] * points,
+                                                 t0=T0 + timedelta(minutes=5)))
+            run.commit(make_record(key("PROJ-2"), fields={}, complete=False,
+                                   system=SystemInfo(name="cut short", created_at=T0)))

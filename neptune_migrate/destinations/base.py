@@ -86,6 +86,11 @@ class DestinationRun:
     """The completion marker (written last) is present."""
     digest: str | None
     """The dump digest recorded at import; a different one means the dump changed since."""
+    import_digest: str | None = None
+    """The import digest recorded at import (dump digest + every write-affecting option, see
+    `pipeline/import_.py`); None for runs imported before it existed."""
+    origin: str | None = None
+    """The `dump_id` of the dump the run was imported from; None for runs imported before it existed."""
     duplicates: tuple[DestinationRunId, ...] = ()
     """Other live runs of the same source key (left by two imports racing); verify reports
     each as `extra`."""
@@ -118,6 +123,14 @@ class PreparedRun:
     steps: Mapping[tuple[SeriesKind, str], StepPlan]
     parent_run_id: DestinationRunId | None = None
     """The destination id of the fork parent when it was imported already."""
+    import_digest: str = ""
+    """sha256 of the dump digest and every option that changes what is written (attribute filter,
+    step plans, key map, destination settings, mapping versions); stored with the completion marker."""
+    origin: str = ""
+    """The dump's id (`Manifest.origin`); stored at creation, compared to detect another dump's run."""
+    end_time: datetime | None = None
+    """When the run ends in the destination: `sys/modification_time`, else the latest point
+    timestamp in the dump, else None (never the import time)."""
 
     def dest_fields(self) -> dict[str, Field]:
         return {self.key_map.get(p, p): f for p, f in self.record.fields.items()}
@@ -193,6 +206,11 @@ class Destination(Protocol):
         run is touched; never by a dry run or verify. Returns a line for the user when it created
         or repaired something, else None.
         """
+        ...
+
+    def import_settings(self) -> Mapping[str, str]:
+        """Pure: this destination's mapping version and the options that change what is written
+        into a run; part of the import digest, so changing one redoes the run."""
         ...
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:

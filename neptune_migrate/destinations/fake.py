@@ -11,7 +11,9 @@ import itertools
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -56,6 +58,10 @@ class _FakeRun:
     series: dict[tuple[SeriesKind, str], list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     files: dict[str, bytes] = field(default_factory=dict)
     deleted: bool = False
+    import_digest: str | None = None
+    origin: str | None = None
+    source_complete: bool = True
+    end_time: datetime | None = None
 
 
 class FakeDestination:
@@ -114,6 +120,9 @@ class FakeDestination:
     def prepare_store(self) -> str | None:
         return None
 
+    def import_settings(self) -> Mapping[str, str]:
+        return {"mapping": "1"}
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return [
             Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", category=LossCategory.CHANGED_FORM)
@@ -131,6 +140,8 @@ class FakeDestination:
         return RunSnapshot(
             run_id=DestinationRunId(""),
             name=run.record.system.name,
+            status="finished" if run.record.complete else "incomplete",
+            end_time=run.end_time,
             params={k: json.dumps(encode_field(f), sort_keys=True) for k, f in run.dest_fields().items()},
             files={f"{fe.attribute_path}/{fe.name}": FileDigest(fe.size, fe.sha256)
                    for fe in run.record.files if fe.sha256},
@@ -144,7 +155,7 @@ class FakeDestination:
         with self._lock:
             for rid, r in self.runs.items():
                 if r.key == key and not r.deleted:
-                    return DestinationRun(rid, r.complete, r.digest)
+                    return DestinationRun(rid, r.complete, r.digest, r.import_digest, r.origin)
         return None
 
     def create_run(self, run: PreparedRun) -> DestinationRunId:
@@ -152,10 +163,12 @@ class FakeDestination:
         with self._lock:
             for rid, existing in self.runs.items():  # idempotent: reuse a half-created run
                 if existing.key == run.record.key and not existing.deleted and not existing.complete \
-                        and existing.digest == run.digest and not existing.series:
+                        and existing.digest == run.digest and existing.import_digest == run.import_digest \
+                        and not existing.series:
                     return rid
             rid = DestinationRunId(f"fake-{next(self._ids)}")
-            self.runs[rid] = _FakeRun(run.record.key, run.digest, run.record.system.name)
+            self.runs[rid] = _FakeRun(run.record.key, run.digest, run.record.system.name,
+                                      import_digest=run.import_digest, origin=run.origin or None)
             self.runs[rid].params = {
                 k: json.dumps(encode_field(f), sort_keys=True) for k, f in run.dest_fields().items()
             }
@@ -180,8 +193,12 @@ class FakeDestination:
     def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
         self._enter("mark_complete", mutating=True)
         with self._lock:
-            self.runs[run_id].complete = True
-            self.runs[run_id].digest = run.digest
+            fake = self.runs[run_id]
+            fake.digest = run.digest
+            fake.import_digest = run.import_digest
+            fake.source_complete = run.record.complete
+            fake.end_time = run.end_time
+            fake.complete = True
 
     def discard_run(self, run_id: DestinationRunId) -> None:
         self._enter("discard_run", mutating=True)
@@ -196,6 +213,8 @@ class FakeDestination:
         return RunSnapshot(
             run_id=run_id,
             name=r.name,
+            status="finished" if r.source_complete else "incomplete",
+            end_time=r.end_time,
             params=dict(r.params),
             series={k: sum(t.num_rows for t in v) for k, v in r.series.items()},
             files={p: FileDigest(len(b), hashlib.sha256(b).hexdigest()) for p, b in r.files.items()},

@@ -8,7 +8,7 @@ method retried as a whole. Both share one `OutageBudget` per import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
@@ -61,6 +61,9 @@ class RetryingDestination:
 
     def prepare_store(self) -> str | None:
         return self._call("prepare_store", self.inner.prepare_store)
+
+    def import_settings(self) -> Mapping[str, str]:
+        return self.inner.import_settings()
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +29,28 @@ class Manifest:
     exports: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys written by a newer minor version; kept as they are when the manifest is rewritten."""
+    dump_id: str | None = None
+    """A random id given to the dump when its folder is created (absent in older dumps)."""
+
+    @classmethod
+    def new(cls) -> Manifest:
+        """The manifest of a dump folder being created now (with a fresh `dump_id`)."""
+        return cls(dump_id=uuid.uuid4().hex)
+
+    @property
+    def origin(self) -> str:
+        """The dump's identity in destinations: `dump_id`, or for a dump written before ids
+        existed one derived from its creation time (stable: never rewritten)."""
+        if self.dump_id:
+            return self.dump_id
+        return "created-" + hashlib.sha256(self.created_at.encode()).hexdigest()[:32]
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.extra,
             "format": FORMAT_NAME,
             "format_version": self.format_version,
+            **({"dump_id": self.dump_id} if self.dump_id else {}),
             "created_at": self.created_at,
             "created_by": self.created_by,
             "exports": self.exports,
@@ -76,7 +94,8 @@ def read_manifest(layout: DumpLayout) -> Manifest:
         created_by=data.get("created_by", {}),
         exports=list(data.get("exports", [])),
         extra={k: v for k, v in data.items()
-               if k not in ("format", "format_version", "created_at", "created_by", "exports")},
+               if k not in ("format", "format_version", "dump_id", "created_at", "created_by", "exports")},
+        dump_id=str(data["dump_id"]) if isinstance(data.get("dump_id"), str) and data["dump_id"] else None,
     )
 
 

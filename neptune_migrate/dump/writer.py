@@ -304,7 +304,7 @@ class DumpWriter:
         if self.layout.manifest.exists():
             self.manifest = read_manifest(self.layout)
         else:
-            self.manifest = Manifest()
+            self.manifest = Manifest.new()
             write_manifest(self.layout, self.manifest)
         # Leftovers of a crashed writer: never committed, so never visible; remove them.
         shutil.rmtree(self.layout.staging_dir, ignore_errors=True)

@@ -1,14 +1,19 @@
 """import_runs: dump -> destination, idempotent and resumable. The resume logic lives here once.
 
 For each run: ask the destination whether it exists (the destination is the truth, the ledger
-only a record). Complete with the same dump digest -> skip. Present but incomplete (an import
-that crashed) or from an older dump -> discard and recreate (or resume, where the destination
-cannot delete). Otherwise create, stream series, upload files, and write the completion marker
-last. Every call goes through RetryingDestination.
+only a record). Complete with the same *import digest* (the dump digest plus every option that
+changes what is written) -> skip. Present but incomplete (an import that crashed), from an older
+version of this dump, or written with other options -> discard and recreate (or resume, where the
+destination cannot delete). Present and imported from *another dump* (a different origin) -> a
+conflict, handled by `on_conflict` (fail, skip or replace), never replaced silently. Otherwise
+create, stream series, upload files, and write the completion marker last. Every call goes
+through RetryingDestination.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import re
@@ -18,12 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neptune_migrate.destinations.base import Destination, PreparedRun, StepPlan
+from neptune_migrate.destinations.base import Destination, DestinationRun, PreparedRun, RunSnapshot, StepPlan
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun, check_run_dir
 from neptune_migrate.errors import ClaimLostError, DumpFormatError, MigrateError, redact
@@ -44,6 +49,12 @@ from neptune_migrate.sources.base import RunSelection
 log = logging.getLogger(__name__)
 
 
+OnConflict = Literal["fail", "skip", "replace"]
+ON_CONFLICT: tuple[OnConflict, ...] = ("fail", "skip", "replace")
+IMPORT_DIGEST_SCHEME = 1
+"""Version of what the import digest covers; bumping it redoes every run on the next import."""
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     selection: RunSelection = field(default_factory=RunSelection)
@@ -53,6 +64,10 @@ class ImportOptions:
     workers: int = 1
     dry_run: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_conflict: OnConflict = "fail"
+    """A destination run imported from another dump: `fail` (report it, exit 1), `skip` (leave
+    it), `replace` (discard it and import this dump's run)."""
+
 
 
 @dataclass
@@ -61,8 +76,8 @@ class RunResult:
 
     key: str
     status: str
-    """created, skipped, repaired, failed, filtered; in a dry run would_create, would_skip,
-    would_repair, would_fail."""
+    """created, skipped, repaired, replaced, conflict, failed, filtered; in a dry run
+    would_create, would_skip, would_repair, would_replace, would_conflict, would_fail."""
     destination_run_id: str | None = None
     message: str = ""
     points: int = 0
@@ -98,7 +113,13 @@ class ImportReport:
 
     @property
     def failed(self) -> bool:
-        return any(r.status in ("failed", "would_fail") or r.has_error_loss for r in self.runs)
+        return any(r.status in ("failed", "would_fail", "conflict", "would_conflict") or r.has_error_loss
+                   for r in self.runs)
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Keys of runs left alone because the destination holds another dump's run."""
+        return [r.key for r in self.runs if r.status in ("conflict", "would_conflict")]
 
     def losses_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -243,9 +264,55 @@ def prepare_run(
                                f"{fe.name}: blob {fe.sha256[:12]} is missing from the dump",
                                    category=LossCategory.LOST))
     size = sum(fe.size or 0 for fe in rec.files if fe.sha256)
-    prepared = PreparedRun(record=rec, digest=run.digest, key_map=keymap.mapping, steps=steps)
+    if wanted is not None and wanted >= every:
+        wanted = None  # a filter that keeps everything writes what no filter writes
+    digest = import_digest(run.digest, destination, wanted, keymap.mapping, steps)
+    end = rec.system.modified_at or last_timestamp(reader, run)
+    if end is not None and rec.system.created_at is not None:
+        end = max(end, rec.system.created_at)
+    prepared = PreparedRun(record=rec, digest=run.digest, key_map=keymap.mapping, steps=steps,
+                           import_digest=digest, origin=reader.manifest.origin, end_time=end)
     return Prepared(prepared, wanted, losses, keymap.renamed, keymap.collisions, step_changes, points, size,
                     plans)
+
+
+def import_digest(
+    dump_digest: str,
+    destination: Destination,
+    wanted: frozenset[str] | None,
+    key_map: dict[str, str],
+    steps: dict[tuple[SeriesKind, str], StepPlan],
+) -> str:
+    """sha256 of the canonical JSON of everything that decides what a run's import writes.
+
+    The dump run's digest, the digest scheme, the destination's name and `import_settings()`
+    (its mapping version and write-affecting options), the attribute paths kept by the filter
+    (None: all), the key map and each series' step plan (policy and scale: the step policy as it
+    applies to this run, so `floor` and `auto` differ only on runs with fractional steps).
+    """
+    doc = {
+        "scheme": IMPORT_DIGEST_SCHEME,
+        "dump_digest": dump_digest,
+        "destination": destination.name,
+        "settings": dict(sorted(destination.import_settings().items())),
+        "attributes": None if wanted is None else sorted(wanted),
+        "key_map": sorted(key_map.items()),
+        "steps": sorted([kind, path, plan.policy, plan.scale] for (kind, path), plan in steps.items()),
+    }
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def last_timestamp(reader: DumpReader, run: DumpRun) -> datetime | None:
+    """The latest point timestamp of every series of the run (the end of a run whose source has
+    no modification time); None when no point has one."""
+    latest: datetime | None = None
+    for kind in SERIES_KINDS:
+        for table in reader.iter_points(run, kind, columns=["timestamp"]):
+            value = pc.max(table.column("timestamp")).as_py()
+            if isinstance(value, datetime) and (latest is None or value > latest):
+                latest = value
+    return latest
 
 
 def convert_chunk(
@@ -253,7 +320,7 @@ def convert_chunk(
 ) -> pa.Table:
     """Add `key` and `dest_step` (and `local_path` for file series) to a batch of dump points."""
     if prepared.wanted is not None:
-        chunk = chunk.filter(pc.is_in(chunk.column("path"), value_set=pa.array(sorted(prepared.wanted))))
+        chunk = chunk.filter(pc.is_in(chunk.column("path"), value_set=pa.array(sorted(prepared.wanted), pa.string())))
     if chunk.num_rows == 0:
         return chunk
     keys = []
@@ -355,12 +422,14 @@ def import_runs(
         if ledger is not None:
             ledger.append({"key": result.key, "status": "failed", "message": result.message})
     depth = _fork_depth(runs)
+    history = ledger or Ledger(reader.layout, destination.name, destination.describe())
+    ours = _ledger_runs(history)
     workers = max(1, options.workers) if destination.capabilities.parallel_runs else 1
     results: list[RunResult] = []
     lock = threading.Lock()
 
     def one(run: DumpRun) -> None:
-        result = _import_one(reader, dest, run, options, ledger, sink)
+        result = _import_one(reader, dest, run, options, ledger, sink, ours.get(str(run.key), frozenset()))
         with lock:
             results.append(result)
         sink.run_done(result)
@@ -380,6 +449,75 @@ def import_runs(
     return report
 
 
+def _ledger_runs(ledger: Ledger) -> dict[str, frozenset[str]]:
+    """Source key -> destination run ids this dump's ledger says it imported (read only)."""
+    out: dict[str, set[str]] = {}
+    for entry in ledger.entries():
+        rid = entry.get("destination_run_id")
+        if isinstance(rid, str) and isinstance(entry.get("key"), str):
+            out.setdefault(entry["key"], set()).add(rid)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _same_import(dest: RetryingDestination, existing: DestinationRun, prep: Prepared) -> bool:
+    """True when the complete destination run holds what this import would write.
+
+    A run imported before import digests existed (no digest recorded) counts as the same when its
+    dump digest matches, no series needs a step conversion (so the step policy cannot matter) and
+    what it holds (status, start and end time, params, non-empty series with their point counts,
+    files) is what this import would write (so an attribute-filtered import, or one that ended the
+    run at its start, is redone); otherwise it is redone once.
+    """
+    if not existing.complete:
+        return False
+    if existing.import_digest is not None:
+        return existing.import_digest == prep.run.import_digest
+    if existing.digest != prep.run.digest or prep.step_changes:
+        return False
+    expected = dest.expected_snapshot(prep.run)
+    expected.series = {(s.kind, prep.run.key_map.get(s.path, s.path)): s.count
+                       for s in prep.run.record.series if s.count}
+    try:
+        actual = dest.read_snapshot(existing.run_id)
+    except Exception:  # an unreadable earlier import is redone, not trusted
+        log.debug("reading back %s failed", existing.run_id, exc_info=True)
+        return False
+    return _same_content(expected, actual)
+
+
+def _same_content(expected: RunSnapshot, actual: RunSnapshot) -> bool:
+    """Status, start and end time (where the destination maps them), params, series and files."""
+    for name in ("status", "start_time", "end_time"):
+        want = getattr(expected, name)
+        if want is not None and want != getattr(actual, name):
+            return False
+    return (expected.params == actual.params
+            and expected.series == {k: n for k, n in actual.series.items() if n}
+            and set(expected.files) == set(actual.files))
+
+
+def _foreign(existing: DestinationRun, prep: Prepared, ours: frozenset[str]) -> bool:
+    """True when the destination run was imported from another dump (a different origin).
+
+    Runs imported before origins were recorded are ours when their dump digest matches or this
+    dump's ledger lists them; otherwise they may be any dump's and count as another dump's.
+    """
+    if existing.origin is not None:
+        return existing.origin != prep.run.origin
+    return not (existing.digest == prep.run.digest or existing.run_id in ours)
+
+
+def _redo_reason(existing: DestinationRun, prep: Prepared) -> str:
+    if not existing.complete:
+        return "an earlier import left it half-written"
+    if existing.digest != prep.run.digest:
+        return "the dump changed since the last import (different digest)"
+    if existing.import_digest is None:
+        return "imported by an earlier version that did not record its options; redone once"
+    return ("imported with other options (attribute filter, step policy, key map or destination "
+            "settings); redone to match this import")
+
+
 def _import_one(
     reader: DumpReader,
     dest: RetryingDestination,
@@ -387,6 +525,7 @@ def _import_one(
     options: ImportOptions,
     ledger: Ledger | None,
     sink: ImportProgress,
+    ours: frozenset[str] = frozenset(),
 ) -> RunResult:
     started = time.monotonic()
     result = RunResult(key=str(run.key), status="failed")
@@ -412,20 +551,42 @@ def _import_one(
         ) + math.ceil(len(prec.fields) / 100)
         link_parent(dest, prep)
         existing = dest.find_run(run.key)
-        if existing is not None and existing.complete and existing.digest == prep.run.digest:
-            result.status = "would_skip" if options.dry_run else "skipped"
+        status = "created"
+        if existing is not None:
             result.destination_run_id = existing.run_id
-            result.message = "already complete in the destination"
-            result.requests = 1
-            sink.advance(prep.points)
-            return result
-        if existing is not None and not existing.complete and existing.busy:
-            # Another import (another dump copy or machine) is writing it now: not a leftover.
-            result.status = "would_skip" if options.dry_run else "skipped"
-            result.destination_run_id = existing.run_id
-            result.message = f"another import is writing it ({existing.busy})"
-            sink.advance(prep.points)
-            return result
+            if _same_import(dest, existing, prep):
+                result.status = "would_skip" if options.dry_run else "skipped"
+                result.message = "already complete in the destination"
+                if existing.origin is not None and existing.origin != prep.run.origin:
+                    result.message += f" (same content, imported from dump {existing.origin})"
+                result.requests = 1
+                sink.advance(prep.points)
+                return result
+            if not existing.complete and existing.busy:
+                # Another import (another dump copy or machine) is writing it now: not a leftover.
+                result.status = "would_skip" if options.dry_run else "skipped"
+                result.message = f"another import is writing it ({existing.busy})"
+                sink.advance(prep.points)
+                return result
+            status = "repaired"
+            result.message = _redo_reason(existing, prep)
+            if _foreign(existing, prep, ours):
+                where = (f"dump {existing.origin}" if existing.origin is not None
+                         else "another dump or an unknown earlier import")
+                owner = f"destination run {existing.run_id} belongs to {where}, not to this dump ({prep.run.origin})"
+                if options.on_conflict != "replace":
+                    result.losses = []  # this dump's losses do not describe the run left in place
+                if options.on_conflict == "fail":
+                    result.status = "would_conflict" if options.dry_run else "conflict"
+                    result.message = f"{owner}; pass --on-conflict skip or replace"
+                    return result
+                if options.on_conflict == "skip":
+                    result.status = "would_skip" if options.dry_run else "skipped"
+                    result.message = f"{owner}; left as it is (--on-conflict skip)"
+                    sink.advance(prep.points)
+                    return result
+                status = "replaced"
+                result.message = f"{owner}; replaced (--on-conflict replace)"
         if options.dry_run:
             chunk_losses: list[Loss] = []
             for kind in SERIES_KINDS:
@@ -438,17 +599,11 @@ def _import_one(
                 if fe.sha256 is not None and reader.blob_path(fe.sha256).is_file():
                     _verified_blob(reader, fe.sha256, f"{fe.attribute_path} ({fe.name})")
             result.losses += [_loss(lo) for lo in merge_losses(chunk_losses)]
-            result.status = "would_create" if existing is None else "would_repair"
-            if existing is not None:
-                result.message = _repair_reason(existing.complete)
+            result.status = "would_" + {"created": "create", "repaired": "repair", "replaced": "replace"}[status]
             result.seconds = prep.points / caps.points_per_second
             return result
-        status = "created"
-        if existing is not None:
-            status = "repaired"
-            result.message = _repair_reason(existing.complete)
-            if caps.can_delete_runs:
-                dest.discard_run(existing.run_id)
+        if existing is not None and caps.can_delete_runs:
+            dest.discard_run(existing.run_id)
         run_id = dest.create_run(prep.run)
         result.destination_run_id = run_id
         written_losses = _write_points(reader, dest, run, prep, run_id, sink)
@@ -462,7 +617,7 @@ def _import_one(
         result.status = status
         if ledger is not None:
             ledger.append({"key": result.key, "destination_run_id": run_id, "digest": run.digest,
-                           "status": status})
+                           "import_digest": prep.run.import_digest, "status": status})
     except ClaimLostError as exc:  # another import won the race for this key: it writes the run
         result.status = "skipped"
         result.destination_run_id = None
@@ -479,12 +634,6 @@ def _import_one(
     if result.status == "failed" and ledger is not None:
         ledger.append({"key": result.key, "status": "failed", "message": result.message})
     return result
-
-
-def _repair_reason(complete: bool) -> str:
-    if complete:
-        return "the dump changed since the last import (different digest)"
-    return "an earlier import left it half-written"
 
 
 def _one_line(text: str) -> str:

@@ -74,8 +74,17 @@ def render_html(report: VerifyReport) -> str:
     doc = report.to_json()
     counts = doc["counts"]
     totals = doc["totals"]
-    verdict = ('<p class="ok">All runs match.</p>' if report.ok
-               else f'<p class="bad">{len(report.findings)} finding(s).</p>')
+    dump = report.dump_losses()
+    if report.findings:
+        verdict = f'<p class="bad">{len(report.findings)} finding(s).</p>'
+    elif dump["lost"]:
+        verdict = (f'<p class="bad">The destination matches the dump, but the dump lost {dump["lost"]} '
+                   "item(s) at export.</p>")
+    else:
+        verdict = '<p class="ok">All runs match.</p>'
+    if dump["not_in_source"]:
+        verdict += f'<p>Warning: {dump["not_in_source"]} item(s) were not in the source any more.</p>'
+
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>neptune-migrate verify: {html.escape(report.destination)}</title>",
@@ -149,7 +158,22 @@ def print_summary(report: VerifyReport) -> None:
         console.print(f"[red]{f.kind}[/] {escape(str(f))}")
     if len(report.findings) > 30:
         console.print(f"... {len(report.findings) - 30} more findings in the JSON/HTML report")
+    for r in report.runs:
+        for lo in r.dump_losses:
+            style = "red]lost at export" if lo["category"] == "lost" else "yellow]not in the source"
+            console.print(f"[{style}:[/] {escape(r.key)}: {lo['kind']} {escape(lo['path'] or '')}: "
+                          f"{escape(lo['detail'])} ({lo['count']})")
     counts = report.counts()
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-    verdict = "[green]all runs match[/]" if report.ok else "[red]mismatches found[/]"
-    console.print(f"{verdict}: {len(report.runs)} runs; findings: {summary}")
+    dump = report.dump_losses()
+    if report.findings:
+        verdict = "[red]mismatches found[/]"
+    elif dump["lost"]:
+        verdict = "[red]the destination matches the dump, but the dump lost data at export[/]"
+    else:
+        verdict = "[green]all runs match[/]"
+    console.print(f"{verdict}: {len(report.runs)} runs; findings: {summary}; dump's own losses: "
+                  f"lost {dump['lost']}, not in the source {dump['not_in_source']}")
+    if dump["not_in_source"]:
+        console.print(f"[yellow]warning:[/] {dump['not_in_source']} item(s) were not in the source any more "
+                      "when it was exported (see the dump's report)")

@@ -15,7 +15,7 @@ from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, RefusedRun, check_run_dir
 from neptune_migrate.errors import UsageError, redact
-from neptune_migrate.model import DestinationRunId, SeriesKind
+from neptune_migrate.model import DestinationRunId, LossCategory, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
 from neptune_migrate.verify.findings import FINDING_KINDS, Finding
@@ -55,6 +55,14 @@ class RunVerification:
     series_sampled_out: int = 0
     points_compared: int = 0
     findings: list[Finding] = field(default_factory=list)
+    dump_losses: list[dict[str, Any]] = field(default_factory=list)
+    """The dump's own items for this run that the destination cannot hold because the dump does
+    not: lost at export (LOST, exit 1) or no longer in the source (NOT_IN_SOURCE, a warning)."""
+    source_complete: bool = True
+    """False when the source held only part of the run (e.g. a truncated queue)."""
+
+
+DUMP_LOSS_CATEGORIES = (LossCategory.LOST, LossCategory.NOT_IN_SOURCE)
 
 
 @dataclass
@@ -73,7 +81,16 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        """No finding, and nothing the dump itself lost (a dump that missed files is not "all match")."""
+        return not self.findings and not self.dump_losses()[LossCategory.LOST.value]
+
+    def dump_losses(self) -> dict[str, int]:
+        """Items of the dump's own losses per category (`lost`, `not_in_source`), over all runs."""
+        out = {c.value: 0 for c in DUMP_LOSS_CATEGORIES}
+        for r in self.runs:
+            for lo in r.dump_losses:
+                out[lo["category"]] += 1
+        return out
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = dict.fromkeys(FINDING_KINDS, 0)
@@ -92,12 +109,14 @@ class VerifyReport:
             "sample": self.sample,
             "ok": self.ok,
             "counts": self.counts(),
+            "dump_losses": self.dump_losses(),
             "totals": {
                 "runs": len(self.runs),
                 "runs_matching": sum(1 for r in self.runs if r.status == "match"),
                 "series_compared": sum(r.series_compared for r in self.runs),
                 "series_sampled_out": sum(r.series_sampled_out for r in self.runs),
                 "points_compared": sum(r.points_compared for r in self.runs),
+                "runs_incomplete_in_source": sum(1 for r in self.runs if not r.source_complete),
             },
             "runs": [
                 {
@@ -108,6 +127,8 @@ class VerifyReport:
                     "series_sampled_out": r.series_sampled_out,
                     "points_compared": r.points_compared,
                     "findings": [f.to_json() for f in r.findings],
+                    "dump_losses": r.dump_losses,
+                    "source_complete": r.source_complete,
                 }
                 for r in self.runs
             ],
@@ -159,7 +180,9 @@ def _verify_one(
     report: VerifyReport,
 ) -> RunVerification:
     key = str(run.key)
-    result = RunVerification(key=key, destination_run_id=None, status="match")
+    result = RunVerification(key=key, destination_run_id=None, status="match",
+                             source_complete=run.record.complete)
+    result.dump_losses = [lo.to_json() for lo in run.record.losses if lo.category in DUMP_LOSS_CATEGORIES]
     # The dump itself first: a corrupt part or blob is an error even if the destination matches it.
     try:
         problems = check_run_dir(reader.layout, run.run_dir, check_blobs=True)
@@ -185,6 +208,11 @@ def _verify_one(
         elif found.digest != run.digest:
             result.findings.append(Finding(key, "differs", "run", expected=run.digest, actual=found.digest,
                                            detail="imported from another version of the dump"))
+        elif found.import_digest is not None and found.import_digest != prep.run.import_digest:
+            result.findings.append(Finding(
+                key, "differs", "run", expected=prep.run.import_digest, actual=found.import_digest,
+                detail="imported with other options than this verify's (attribute filter, step policy, "
+                       "key map or destination settings)"))
         expected = dest.expected_snapshot(prep.run)
         # The list of series is generic: every non-empty series of the dump, under its key.
         expected.series = {

@@ -22,6 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -299,6 +300,11 @@ class AimDestination:
     def describe(self) -> str:
         return f"aim {self.repo_path} (artifacts {self.artifacts_uri})"
 
+    def import_settings(self) -> Mapping[str, str]:
+        """The mapping version and the experiment template (the run's experiment, which a
+        re-import under another template must change)."""
+        return {"mapping": m.MAPPING_VERSION, "experiment_template": self.experiment_template}
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return m.plan_losses(run)
 
@@ -323,7 +329,7 @@ class AimDestination:
             tool = {}
         tool = tool if isinstance(tool, dict) else {}
         return DestinationRun(DestinationRunId(run_hash), tool.get("status") == m.STATUS_COMPLETE,
-                              tool.get("digest"))
+                              tool.get("digest"), tool.get("import_digest"), tool.get("origin"))
 
     def create_run(self, run: PreparedRun) -> DestinationRunId:
         aim = _aim()
@@ -439,8 +445,15 @@ class AimDestination:
     def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
         arun = self._writer(run_id)
         arun[m.TOOL] = m.tool_params(run, m.STATUS_COMPLETE, __version__)
+        end = m.end_timestamp(run)
         with self._lock:
             self._open.pop(run_id, None)
+            if end is not None:
+                # Aim stamps the close time as the run's end; the source's end replaces it.
+                # (the override holds the tree, not `resources`: no reference cycle that would keep
+                # the run's containers open until a garbage collection)
+                tree = arun._resources.meta_run_tree
+                arun._resources.set_run_end_time = lambda: tree.__setitem__("end_time", end)
             arun.close()
         self._index_dirty = True
         if not self.remote:
@@ -516,6 +529,7 @@ class AimDestination:
             name=run.name,
             description=run.description,
             start_time=None if created is None else datetime.fromtimestamp(created, tz=timezone.utc),
+            end_time=None if run.end_time is None else datetime.fromtimestamp(run.end_time, tz=timezone.utc),
             tags=frozenset(str(t) for t in run.tags),
             params=m.flatten_params(attrs),
             extra=m.meta_extra(neptune if isinstance(neptune, dict) else {}, run.experiment),

@@ -217,6 +217,8 @@ def neptune_params(run: PreparedRun) -> dict[str, Any]:
     }
     if rec.absent:
         out["absent"] = list(rec.absent)
+    if not rec.complete:
+        out["source_complete"] = False  # the source holds only part of the run (truncated queue)
     if rec.fork is not None:
         out["fork"] = {
             "parent": str(rec.fork.parent),
@@ -229,9 +231,24 @@ def neptune_params(run: PreparedRun) -> dict[str, Any]:
     return out
 
 
+MAPPING_VERSION = "1"
+"""Bumped when this mapping writes runs differently; part of the import digest."""
+
+
 def tool_params(run: PreparedRun, status: str, version: str) -> dict[str, Any]:
-    """`run["neptune_migrate"]`: status (the completion marker), dump digest, versions."""
-    return {"status": status, "digest": run.digest, "tool_version": version, "dump_format": FORMAT_VERSION}
+    """`run["neptune_migrate"]`: status (the completion marker), dump and import digests, the
+    dump's id (origin), versions."""
+    return {"status": status, "digest": run.digest, "import_digest": run.import_digest or None,
+            "origin": run.origin or None, "tool_version": version, "dump_format": FORMAT_VERSION}
+
+
+def end_timestamp(run: PreparedRun) -> float | None:
+    """The run's end as Aim stores it (epoch seconds): the prepared end (modification time, else
+    the last point's time), else the creation time; None leaves Aim's own (the close time)."""
+    end = run.end_time or run.record.system.created_at
+    if end is None:
+        return None
+    return (end if end.tzinfo else end.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _flat_meta(prefix: str, node: Any, out: dict[str, str]) -> None:
@@ -369,11 +386,13 @@ def expected_snapshot(run: PreparedRun, experiment: str) -> RunSnapshot:
     if s.created_at is not None:
         created = s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=timezone.utc)
         start = created.astimezone(timezone.utc)
+    end = end_timestamp(run)
     return RunSnapshot(
         run_id=DestinationRunId(run_hash(rec.key)),
         name=s.name,
         description=s.description,
         start_time=start,
+        end_time=None if end is None else datetime.fromtimestamp(end, tz=timezone.utc),
         tags=frozenset(s.tags),
         params={k: param_text(param_value(f)) for k, f in fields.items()},
         files={file_artifact_name(fe): FileDigest(fe.size, fe.sha256) for fe in rec.files if fe.sha256},

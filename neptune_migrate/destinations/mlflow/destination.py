@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -547,6 +547,8 @@ class MlflowDestination:
             digest=tags.get(m.TAG_DIGEST),
             duplicates=tuple(DestinationRunId(r.info.run_id) for r in runs if r is not best),
             busy=_busy(tags),
+            import_digest=tags.get(m.TAG_IMPORT_DIGEST),
+            origin=tags.get(m.TAG_ORIGIN),
         )
 
     def _settle_claim(self, key: RunKey, run_id: str, claim: Claim) -> None:
@@ -599,6 +601,10 @@ class MlflowDestination:
 
     # -- writing --------------------------------------------------------------------------------
 
+    def import_settings(self) -> Mapping[str, str]:
+        """The mapping version and the experiment template (part of the import digest)."""
+        return {"mapping": m.MAPPING_VERSION, "experiment_template": self.experiment_template}
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         """Truncated params/tags/name, empty metrics, series stored as artifacts."""
         return m.plan_losses(run)
@@ -618,6 +624,7 @@ class MlflowDestination:
         reuse = [r for r in self._search(record.key)
                  if r.data.tags.get(m.TAG_STATUS) == m.STATUS_IN_PROGRESS
                  and r.data.tags.get(m.TAG_DIGEST) == run.digest
+                 and r.data.tags.get(m.TAG_IMPORT_DIGEST, "") == run.import_digest
                  and r.info.run_id in self._claims]  # an earlier call of this import that raised
         if reuse:
             run_id = reuse[0].info.run_id
@@ -762,7 +769,8 @@ class MlflowDestination:
         if claim is not None:
             self._settle_claim(run.record.key, run_id, claim)
         self._req("set_terminated", lambda: self.client.set_terminated(
-            run_id, m.run_status(system), end_time=m.end_time_ms(system)))
+            run_id, m.run_status(system, complete=run.record.complete),
+            end_time=m.end_time_ms(system, run.end_time)))
         self._req("set_tag", lambda: self.client.set_tag(run_id, m.TAG_STATUS, m.STATUS_COMPLETE))
         with self._lock:
             self._claims.pop(run_id, None)

@@ -62,7 +62,16 @@ TAG_CLAIM = "neptune_migrate.claim"
 """`<claimed at, ISO UTC>|<host>|<pid>|<token>`: which import created the run (tie-break of racing imports)."""
 TAG_HEARTBEAT = "neptune_migrate.heartbeat"
 """ISO UTC time of the last write of an import still in progress (refreshed every 30 s)."""
-VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_TOOL_VERSION, TAG_CLAIM, TAG_HEARTBEAT})
+TAG_IMPORT_DIGEST = "neptune_migrate.import_digest"
+"""The import digest (dump digest + write-affecting options); compared by the import, not by verify."""
+TAG_ORIGIN = "neptune_migrate.origin"
+"""The `dump_id` of the dump the run was imported from."""
+TAG_SOURCE_COMPLETE = "neptune_migrate.source_complete"
+"""`false` on a run the source holds only in part (a truncated queue); absent otherwise."""
+MAPPING_VERSION = "1"
+"""Bumped when this mapping writes runs differently; part of the import digest."""
+VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_TOOL_VERSION, TAG_CLAIM, TAG_HEARTBEAT, TAG_IMPORT_DIGEST,
+                           TAG_ORIGIN})
 """Provenance tags that legitimately differ between import and verify: not in `RunSnapshot.extra`."""
 TAG_TAGS = "neptune.tags"
 TAG_USER = "mlflow.user"
@@ -167,20 +176,22 @@ def start_time_ms(system: SystemInfo) -> int | None:
     return None if system.created_at is None else ms(system.created_at)
 
 
-def end_time_ms(system: SystemInfo) -> int | None:
-    """`set_terminated(end_time=...)`: modification time, else creation time; never before start."""
-    end = system.modified_at or system.created_at
+def end_time_ms(system: SystemInfo, end: datetime | None = None) -> int | None:
+    """`set_terminated(end_time=...)`: the prepared end (`PreparedRun.end_time`: modification time,
+    else the last point's timestamp), else creation time; never before start."""
+    end = end or system.modified_at or system.created_at
     if end is None:
         return None
     start = start_time_ms(system)
     return ms(end) if start is None else max(ms(end), start)
 
 
-def run_status(system: SystemInfo) -> str:
-    """FAILED when `sys/failed`; KILLED for an aborted/killed state; FINISHED otherwise."""
+def run_status(system: SystemInfo, *, complete: bool = True) -> str:
+    """FAILED when `sys/failed`; KILLED for an aborted/killed state or a run the source holds only
+    in part (`complete` False: never FINISHED); FINISHED otherwise."""
     if system.failed:
         return "FAILED"
-    if (system.state or "").strip().lower() in ("aborted", "killed", "interrupted"):
+    if not complete or (system.state or "").strip().lower() in ("aborted", "killed", "interrupted"):
         return "KILLED"
     return "FINISHED"
 
@@ -214,6 +225,12 @@ def run_tags(run: PreparedRun, tool_version: str) -> dict[str, str]:
         TAG_STATUS: STATUS_IN_PROGRESS,
         TAG_DIGEST: run.digest,
     }
+    if run.import_digest:
+        tags[TAG_IMPORT_DIGEST] = run.import_digest
+    if run.origin:
+        tags[TAG_ORIGIN] = run.origin
+    if not record.complete:
+        tags[TAG_SOURCE_COMPLETE] = "false"
     if s.name is not None:
         tags["neptune.name"] = s.name
     if s.owner is not None:
@@ -345,7 +362,7 @@ def expected_snapshot(run: PreparedRun, tool_version: str, *, hashes: bool) -> R
     record = run.record
     s = record.system
     start = start_time_ms(s)
-    end = end_time_ms(s)
+    end = end_time_ms(s, run.end_time)
     tags = run_tags(run, tool_version)
     tags[TAG_STATUS] = STATUS_COMPLETE
     snap = RunSnapshot(
@@ -353,7 +370,7 @@ def expected_snapshot(run: PreparedRun, tool_version: str, *, hashes: bool) -> R
         name=run_name(record),
         description=None if s.description is None else fit(s.description, MAX_TAG_VALUE)[0],
         owner=s.owner,
-        status=run_status(s),
+        status=run_status(s, complete=record.complete),
         start_time=None if start is None else from_ms(start),
         end_time=None if end is None else from_ms(end),
         tags=frozenset(s.tags),

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -282,6 +283,9 @@ class WandbDestination:
         return sorted((self.directory / "wandb").glob(f"offline-run-*-{run_id}"))
 
     # -- pure -------------------------------------------------------------------------------------
+    def import_settings(self) -> Mapping[str, str]:
+        return {"mapping": m.MAPPING_VERSION, "project_template": self.project_template}
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return m.plan_losses(run)
 
@@ -305,11 +309,15 @@ class WandbDestination:
         markers = []
         for d in dirs:
             log_file = d / f"run-{rid}.wandb"
-            markers.append(read_marker(log_file, m.STATUS_KEY, m.DIGEST_KEY) if log_file.is_file() else None)
+            markers.append(read_marker(log_file, m.STATUS_KEY, m.DIGEST_KEY, m.MARKER_KEYS)
+                           if log_file.is_file() else None)
         last = markers[-1]
         complete = (len(dirs) == 1 and last is not None and last.exited
                     and last.status == m.STATUS_COMPLETE)
-        return DestinationRun(rid, complete, None if last is None else last.digest)
+        if last is None:
+            return DestinationRun(rid, complete, None)
+        return DestinationRun(rid, complete, last.digest, _text(last.values.get(m.IMPORT_DIGEST_KEY)),
+                              _text(last.values.get(m.ORIGIN_KEY)))
 
     def _api_run(self, rid: str) -> Any:
         wandb = _wandb()
@@ -329,7 +337,8 @@ class WandbDestination:
             return None
         summary = dict(run.summary)
         complete = summary.get(m.STATUS_KEY) == m.STATUS_COMPLETE and run.state in ("finished", "failed")
-        return DestinationRun(rid, complete, summary.get(m.DIGEST_KEY))
+        return DestinationRun(rid, complete, summary.get(m.DIGEST_KEY), _text(summary.get(m.IMPORT_DIGEST_KEY)),
+                              _text(summary.get(m.ORIGIN_KEY)))
 
     # -- write ------------------------------------------------------------------------------------
     def create_run(self, run: PreparedRun) -> DestinationRunId:
@@ -344,9 +353,12 @@ class WandbDestination:
             existing = self._api_run(rid)
             if existing is not None:
                 summary = dict(existing.summary)
-                if summary.get(m.STATUS_KEY) == m.STATUS_COMPLETE and summary.get(m.DIGEST_KEY) != run.digest:
-                    msg = (f"W&B run {rid} holds an import of another version of the dump and W&B cannot "
-                           "rewrite history: delete that run in W&B, then import again")
+                if summary.get(m.STATUS_KEY) == m.STATUS_COMPLETE and (
+                        summary.get(m.DIGEST_KEY) != run.digest
+                        or summary.get(m.IMPORT_DIGEST_KEY) != run.import_digest):
+                    msg = (f"W&B run {rid} holds an import of another version of the dump (or one made "
+                           "with other options) and W&B cannot rewrite history: delete that run in W&B, "
+                           "then import again")
                     raise PermanentError(msg)
                 skip_through = int(getattr(existing, "lastHistoryStep", -1) or -1)
                 resume = "allow"
@@ -363,6 +375,9 @@ class WandbDestination:
             group=m.run_group(record), config=m.run_config(run, __version__, FORMAT_VERSION),
             settings=settings, resume=resume, reinit="finish_previous",
         )
+        # who is writing this run, before any point: a crash leaves a run that names its dump
+        wrun.summary[m.ORIGIN_KEY] = run.origin
+        wrun.summary[m.IMPORT_DIGEST_KEY] = run.import_digest
         low, width, count = _plan_buckets(run)
         spill = _Spill(Path(tempfile.mkdtemp(prefix=f"nm-wandb-{rid}-")), low, width, count)
         self._active[rid] = _Active(wrun, rid, spill, Path(wrun.settings.files_dir), skip_through=skip_through)
@@ -551,8 +566,8 @@ class WandbDestination:
 
     def mark_complete(self, run_id: DestinationRunId, run: PreparedRun) -> None:
         state = self._state(run_id)
-        state.run.summary[m.STATUS_KEY] = m.STATUS_COMPLETE
-        state.run.summary[m.DIGEST_KEY] = run.digest
+        for k, v in m.marker_summary(run).items():
+            state.run.summary[k] = v
         state.run.finish(exit_code=m.exit_code(run.record))
         self._active.pop(run_id, None)
         shutil.rmtree(state.spill.root, ignore_errors=True)
@@ -651,6 +666,8 @@ class WandbDestination:
             name=logged.name,
             description=logged.notes,
             status=None if logged.exit_code is None else ("finished" if logged.exit_code == 0 else "failed"),
+            start_time=m.summary_time(logged.summary, m.START_KEY),
+            end_time=m.summary_time(logged.summary, m.END_KEY),
             tags=frozenset(logged.tags),
             params=m.params_from_config(logged.config),
             extra=m.extra_from(logged.config, logged.summary, logged.group),
@@ -722,6 +739,10 @@ class WandbDestination:
         self._close_active()
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _remove_tree(path: Path) -> None:

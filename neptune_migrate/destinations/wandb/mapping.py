@@ -25,6 +25,20 @@ OWN = "neptune_migrate"
 """Reserved top-level name: the config block and the summary marker keys live under it."""
 STATUS_KEY = f"{OWN}/status"
 DIGEST_KEY = f"{OWN}/digest"
+IMPORT_DIGEST_KEY = f"{OWN}/import_digest"
+"""Summary: the import digest (dump digest + write-affecting options)."""
+ORIGIN_KEY = f"{OWN}/origin"
+"""Summary: the `dump_id` of the dump the run was imported from."""
+SOURCE_COMPLETE_KEY = f"{OWN}/source_complete"
+"""Summary: `false` on a run the source holds only in part (a truncated queue); absent otherwise."""
+START_KEY = f"{OWN}/start_time"
+END_KEY = f"{OWN}/end_time"
+"""Summary: the Neptune run's start and end (ISO). Offline run files cannot carry another start
+time than the import's (wandb ignores `x_start_time` there and rewrites `_runtime`), so the
+source's times are kept here, and each history row's `_timestamp` is the point's own time."""
+MARKER_KEYS = (IMPORT_DIGEST_KEY, ORIGIN_KEY, SOURCE_COMPLETE_KEY, START_KEY, END_KEY)
+MAPPING_VERSION = "1"
+"""Bumped when this mapping writes runs differently; part of the import digest."""
 STATUS_COMPLETE = "complete"
 COMPANION = "_neptune"
 """Hidden history keys this tool adds (user keys never start with `_`, see `sanitize_key`):
@@ -131,11 +145,36 @@ def run_name(record: RunRecord) -> str:
 
 
 def exit_code(record: RunRecord) -> int:
-    return 1 if record.system.failed else 0
+    """1 for a failed run and for a run the source holds only in part (never "finished")."""
+    return 1 if record.system.failed or not record.complete else 0
 
 
 def run_status(record: RunRecord) -> str:
-    return "failed" if record.system.failed else "finished"
+    return "failed" if exit_code(record) else "finished"
+
+
+def marker_summary(run: PreparedRun) -> dict[str, Any]:
+    """Summary keys `mark_complete` writes just before `finish`, the completion marker first."""
+    out: dict[str, Any] = {STATUS_KEY: STATUS_COMPLETE, DIGEST_KEY: run.digest,
+                           IMPORT_DIGEST_KEY: run.import_digest, ORIGIN_KEY: run.origin}
+    if not run.record.complete:
+        out[SOURCE_COMPLETE_KEY] = False
+    created = run.record.system.created_at
+    if created is not None:
+        out[START_KEY] = created.isoformat()
+    if run.end_time is not None:
+        out[END_KEY] = run.end_time.isoformat()
+    return out
+
+
+def summary_time(summary: Mapping[str, Any], key: str) -> datetime | None:
+    value = summary.get(key)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def safe_file_name(name: str) -> str:
@@ -289,6 +328,8 @@ def extra_from(config: Mapping[str, Any], summary: Mapping[str, Any], group: str
     out = {f"{OWN}.{k}": param_text(v) for k, v in flat.items() if k != "fork/parent_run"}
     out[STATUS_KEY] = str(summary.get(STATUS_KEY))
     out[DIGEST_KEY] = str(summary.get(DIGEST_KEY))
+    if SOURCE_COMPLETE_KEY in summary:
+        out[SOURCE_COMPLETE_KEY] = param_text(summary[SOURCE_COMPLETE_KEY])
     out["group"] = str(group)
     return out
 
@@ -305,15 +346,18 @@ def expected_snapshot(run: PreparedRun, tool_version: str, dump_format: str) -> 
     record = run.record
     config = run_config(run, tool_version, dump_format)
     group = run_group(record)
+    summary = marker_summary(run)
     return RunSnapshot(
         run_id=DestinationRunId(""),
         name=run_name(record),
         description=record.system.description or None,  # W&B stores empty notes as none
         status=run_status(record),
+        start_time=summary_time(summary, START_KEY),
+        end_time=summary_time(summary, END_KEY),
         tags=frozenset(run_tags(record)),
         params=params_from_config(config),
         files={file_path(fe): FileDigest(fe.size, fe.sha256) for fe in record.files if fe.sha256},
-        extra=extra_from(config, {STATUS_KEY: STATUS_COMPLETE, DIGEST_KEY: run.digest}, group),
+        extra=extra_from(config, summary, group),
     )
 
 

@@ -107,9 +107,11 @@ class Marker:
     status: str | None = None
     digest: str | None = None
     exited: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    """The last value of each of `read_marker`'s `extra_keys` found."""
 
 
-def read_marker(path: Path, status_key: str, digest_key: str) -> Marker:
+def read_marker(path: Path, status_key: str, digest_key: str, extra_keys: tuple[str, ...] = ()) -> Marker:
     """The last status/digest summary values and the exit record, reading from the end.
 
     The marker is written just before `finish`, so the last blocks normally hold it; the read
@@ -128,6 +130,8 @@ def read_marker(path: Path, status_key: str, digest_key: str) -> Marker:
                         marker.status = _loads(item.value_json)
                     elif key == digest_key:
                         marker.digest = _loads(item.value_json)
+                    elif key in extra_keys:
+                        marker.values[key] = _loads(item.value_json)
             elif which == "exit":
                 marker.exited = marker.status is not None
         if marker.status is not None or tail >= size:

@@ -11,6 +11,7 @@ from neptune_migrate.destinations.fake import FakeDestination
 from neptune_migrate.dump.reader import DumpReader
 from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
 from neptune_migrate.retry import FAST
+from neptune_migrate.sources.base import RunSelection
 from neptune_migrate.verify.findings import Finding
 from neptune_migrate.verify.report import render_html
 from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
@@ -35,8 +36,10 @@ def test_clean_import_verifies_with_zero_findings(tmp_path: Path) -> None:
     reader, fake = _imported(tmp_path)
     report = _verify(reader, fake)
     assert report.findings == []
-    assert report.ok
     assert [r.status for r in report.runs] == ["match", "match"]
+    # the factory's runs lost model/lost at export: the destination matches, the verdict does not
+    assert report.dump_losses() == {"lost": 2, "not_in_source": 0}
+    assert not report.ok
     assert report.to_json()["totals"]["points_compared"] == 2 * (100 + 3 + 2 + 1 + 1)
 
 
@@ -106,3 +109,54 @@ def test_json_report_follows_the_documented_schema(tmp_path: Path) -> None:
     for report in (_verify(reader, fake), _verify(reader, fake, sample=0.5)):
         jsonschema.validate(report.to_json(), schema)
     assert not _verify(reader, fake).to_json()["ok"]
+
+
+def test_the_dumps_own_losses_are_part_of_the_verdict(tmp_path: Path) -> None:
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.model import Loss, LossCategory
+    from tests.factories import float_points, key, make_record
+
+    lost = Loss("missing_file", "model/ckpt", 1, "not found: /old/ckpt.pt", category=LossCategory.LOST)
+    gone = Loss("queue_tail_missing", None, 12, "operations 88..99 were uploaded and deleted by the client",
+                category=LossCategory.NOT_IN_SOURCE)
+    renamed = Loss("type_conflict", "x", 1, "kept as string", category=LossCategory.CHANGED_FORM)
+    with DumpWriter(tmp_path / "dump") as dump:
+        for rid, losses, complete in (("PROJ-1", (lost, renamed), True), ("PROJ-2", (gone,), False),
+                                      ("PROJ-3", (), True)):
+            with dump.begin_run(key(rid)) as run:
+                run.add_points("float", float_points("loss", [0, 1], [1.0, 2.0]))
+                run.commit(make_record(key(rid), fields={}, losses=losses, complete=complete))
+    reader = DumpReader(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, ImportOptions(retry=FAST))
+    report = _verify(reader, fake)
+    assert report.findings == []
+    assert report.dump_losses() == {"lost": 1, "not_in_source": 1}
+    assert not report.ok  # LOST at export: exit 1 even though every run matches
+    doc = report.to_json()
+    assert doc["ok"] is False
+    assert doc["dump_losses"] == {"lost": 1, "not_in_source": 1}
+    assert doc["totals"]["runs_incomplete_in_source"] == 1
+    by_key = {r["key"]: r for r in doc["runs"]}
+    assert [lo["kind"] for lo in by_key["my-ws/my-proj/PROJ-1"]["dump_losses"]] == ["missing_file"]
+    assert by_key["my-ws/my-proj/PROJ-2"]["dump_losses"][0]["category"] == "not_in_source"
+    assert by_key["my-ws/my-proj/PROJ-2"]["dump_losses"][0]["count"] == 12
+    assert by_key["my-ws/my-proj/PROJ-2"]["source_complete"] is False
+    assert by_key["my-ws/my-proj/PROJ-3"]["dump_losses"] == []
+    assert "the dump lost 1 item(s) at export" in render_html(report)
+    # NOT_IN_SOURCE alone is a warning: the verdict stays ok
+    only_gone = verify_runs(reader, fake, VerifyOptions(import_options=ImportOptions(
+        retry=FAST, selection=RunSelection(run_ids=("PROJ-2",)))))
+    assert only_gone.ok
+    assert only_gone.dump_losses() == {"lost": 0, "not_in_source": 1}
+
+
+def test_verify_names_a_run_imported_with_other_options(tmp_path: Path) -> None:
+    build_dump(tmp_path / "dump", tmp_path, run_ids=("PROJ-1",))
+    reader = DumpReader(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, ImportOptions(retry=FAST, step_policy="floor"))
+    report = _verify(reader, fake)
+    [digest] = [f for f in report.findings if f.item == "run"]
+    assert digest.kind == "differs"
+    assert "imported with other options" in digest.detail
