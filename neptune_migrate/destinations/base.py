@@ -149,6 +149,14 @@ class Destination(Protocol):
         """Where it writes, without secrets (e.g. `mlflow http://127.0.0.1:5000`)."""
         ...
 
+    def check(self) -> None:
+        """Raise `UnreachableError` within seconds when the destination cannot be reached at all.
+
+        Called once by the pipeline before any run (import, dry run, verify): one cheap request
+        with a short timeout for a server, nothing for a local store. Never writes.
+        """
+        ...
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         """Pure: every loss this run would suffer (truncations, clamps, unsupported items).
 

@@ -108,6 +108,9 @@ class FakeDestination:
     def describe(self) -> str:
         return "fake (in memory)"
 
+    def check(self) -> None:
+        """In memory: always reachable."""
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return [
             Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", category=LossCategory.CHANGED_FORM)

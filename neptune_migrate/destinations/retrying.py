@@ -41,6 +41,9 @@ class RetryingDestination:
     def describe(self) -> str:
         return self.inner.describe()
 
+    def check(self) -> None:
+        self.inner.check()  # a probe has its own short budget: not retried
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)
 

@@ -38,6 +38,7 @@ from neptune_migrate.destinations.base import (
     PreparedRun,
     RunSnapshot,
 )
+from neptune_migrate.destinations.probe import probe_tcp
 from neptune_migrate.dump.schema import encode_float
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
@@ -190,6 +191,12 @@ class AimDestination:
     # -- protocol ---------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"aim {self.repo_path} (artifacts {self.artifacts_uri})"
+
+    def check(self) -> None:
+        """`aim://host:port`: one TCP connection with a short timeout; a local repository: nothing."""
+        if self.remote:
+            parts = urlsplit(self.repo_path)
+            probe_tcp(parts.hostname or "127.0.0.1", parts.port or 53800, "the Aim server")
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return m.plan_losses(run)

@@ -7,6 +7,7 @@ this module only talks to MLflow. mlflow is imported lazily, on first use of the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from neptune_migrate.destinations.base import (
 )
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
 from neptune_migrate.model import (
@@ -72,6 +74,27 @@ def _redact(uri: str) -> str:
     if not parts.netloc and uri.startswith(f"{parts.scheme}:///"):
         return f"{parts.scheme}://{parts.path}"  # sqlite:///x.db keeps its three slashes
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that cannot work, with the fix in the message (a usage error, exit 2).
+
+    `mlflow.db` (a file name, which MLflow would take for a file-store folder) and `sqlite://x.db`
+    (two slashes: `x.db` would be a host name) both mean `sqlite:///x.db`.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        name = uri[len("sqlite:"):].lstrip("/") or "mlflow.db"
+        msg = (f"--tracking-uri {uri!r} cannot work: a SQLite URI has three slashes before a relative path "
+               f"(sqlite:///{name}) and four before an absolute one (sqlite:////abs/path/{Path(name).name})")
+        raise UsageError(msg)
+    if not parts.scheme and uri.lower().endswith(_SQLITE_SUFFIXES):
+        fix = "sqlite:///" + uri.removeprefix("./")  # an absolute path gets its fourth slash from itself
+        msg = f"--tracking-uri {uri!r} is a file name, not a tracking URI; for a SQLite store use {fix}"
+        raise UsageError(msg)
 
 
 def _make_client(tracking_uri: str) -> Any:
@@ -171,6 +194,9 @@ class MlflowDestination:
         if not options.tracking_uri:
             msg = "MLflow needs a tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
             raise UsageError(msg)
+        check_tracking_uri(options.tracking_uri)
+        if importlib.util.find_spec("mlflow") is None:
+            raise MissingDependencyError("mlflow", "mlflow")
         location = None
         if options.tracking_uri.startswith("sqlite:///"):
             db = Path(options.tracking_uri[len("sqlite:///"):]).resolve()
@@ -197,6 +223,11 @@ class MlflowDestination:
     def describe(self) -> str:
         """`mlflow <tracking URI>` without credentials."""
         return f"mlflow {_redact(self.tracking_uri)}"
+
+    def check(self) -> None:
+        """A tracking server: one GET with a short timeout (any HTTP answer will do); a local store: nothing."""
+        if urlsplit(self.tracking_uri).scheme in ("http", "https"):
+            probe_http(self.tracking_uri, "the MLflow tracking server")
 
     def set_blob_resolver(self, resolver: Callable[[str], Path]) -> None:
         """Where file-series blobs are: sha256 -> local path (`DumpReader.blob_path`). Used for
