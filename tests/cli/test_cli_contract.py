@@ -296,3 +296,36 @@ def test_no_line_is_wrapped_off_a_terminal(cli_env: dict[str, str], tmp_path: Pa
     assert plan.returncode == 4, plan.stderr
     assert any(("A-RUN-ID-THAT-IS-LONG-ENOUGH-TO-MATTER-" + "X" * 40) in line and "would_create" in line
                for line in plan.stderr.splitlines())
+
+
+def test_verify_shows_progress_on_a_terminal(cli: Any, cli_env: dict[str, str], tmp_path: Path) -> None:
+    import os
+    import pty
+
+    dump = tmp_path / "dump"
+    build_dump(dump, tmp_path, run_ids=("PROJ-1", "PROJ-2"), points=5)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    cli("import", str(dump), "--to", "mlflow", "--tracking-uri", uri, check_rc=1)  # model/lost: lost by us
+    master, slave = pty.openpty()
+    env = dict(cli_env, TERM="xterm", COLUMNS="120")
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", "verify", str(dump), "--to", "mlflow",
+                             "--tracking-uri", uri], stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "verify runs" in text and "2/2" in text  # the bar, on the terminal only
+    plain = subprocess.run([sys.executable, "-m", "neptune_migrate", "verify", str(dump), "--to", "mlflow",
+                            "--tracking-uri", uri], capture_output=True, text=True, env=cli_env, timeout=120,
+                           check=True)
+    assert "verify runs" not in plain.stderr and "verifying 2 run(s)" in plain.stderr
