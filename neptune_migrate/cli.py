@@ -17,10 +17,14 @@ from typing import Annotated, Any
 import typer
 
 from neptune_migrate import __version__
-from neptune_migrate.destinations import KNOWN_DESTINATIONS
 from neptune_migrate.errors import ExitCode, MigrateError, UsageError
 from neptune_migrate.model import LossCategory
-from neptune_migrate.sources import SOURCES
+
+SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale")
+"""`--from` choices: the keys of `sources.SOURCES`, spelled out so `--help` does not import the
+registries (and pyarrow); a test keeps the two equal."""
+DESTINATION_NAMES = ("mlflow", "wandb", "aim")
+"""`--to` choices: `destinations.KNOWN_DESTINATIONS`, spelled out for the same reason."""
 
 _EXIT_DOC = {
     ExitCode.OK: "success (items not in the source any more are warnings, unless --strict)",
@@ -305,7 +309,7 @@ def export_cmd(
         str,
         typer.Option(
             "--from",
-            **_choice(sorted(SOURCES)),
+            **_choice(SOURCE_NAMES),
             help="Source form: neptune-offline (.neptune folders), neptune-scale (SQLite logs), "
             "neptune-exporter (official exporter parquet).",
         ),
@@ -461,7 +465,7 @@ def _dest_help(names: tuple[str, ...]) -> str:
 
 
 ToOpt = Annotated[
-    str, typer.Option("--to", **_choice(KNOWN_DESTINATIONS), help=_dest_help(KNOWN_DESTINATIONS))
+    str, typer.Option("--to", **_choice(DESTINATION_NAMES), help=_dest_help(DESTINATION_NAMES))
 ]
 TrackingOpt = Annotated[
     str | None,

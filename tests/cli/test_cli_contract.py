@@ -253,6 +253,15 @@ def test_help_shows_choices_and_aliases_and_h_works(cli: Any) -> None:
     assert "Invalid value for '--to': 'neptune' is not one of: mlflow, wandb, aim" in bad.stderr
 
 
+def test_help_choices_are_the_registries() -> None:
+    from neptune_migrate import cli
+    from neptune_migrate.destinations import KNOWN_DESTINATIONS
+    from neptune_migrate.sources import SOURCES
+
+    assert cli.SOURCE_NAMES == tuple(sorted(SOURCES))
+    assert cli.DESTINATION_NAMES == KNOWN_DESTINATIONS
+
+
 def test_summary_alias_and_verbose_after_the_verb(cli: Any, tmp_path: Path) -> None:
     build_dump(tmp_path / "dump", tmp_path, points=5)
     inspect = json.loads(cli("inspect", str(tmp_path / "dump"), "--json", check_rc=0).stdout)
