@@ -258,7 +258,7 @@ def test_help_choices_are_the_registries() -> None:
     from neptune_migrate.destinations import KNOWN_DESTINATIONS
     from neptune_migrate.sources import SOURCES
 
-    assert cli.SOURCE_NAMES == tuple(sorted(SOURCES))
+    assert tuple(sorted(SOURCES)) == cli.SOURCE_NAMES
     assert cli.DESTINATION_NAMES == KNOWN_DESTINATIONS
 
 
