@@ -48,9 +48,22 @@ class _RedactingStream:
         return getattr(self._stream, name)
 
 
-console = Console(file=_RedactingStream("stderr"), highlight=False)  # type: ignore[arg-type]
+OFF_TERMINAL_WIDTH = 10_000
+"""Off a terminal (a pipe, a file, CI) lines are never wrapped: paths and keys stay whole."""
+
+
+def _console(name: str) -> Console:
+    made = Console(file=_RedactingStream(name), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+    if made.is_terminal:
+        made.soft_wrap = False  # on a terminal, tables and progress fit the window
+    else:
+        made.width = OFF_TERMINAL_WIDTH
+    return made
+
+
+console = _console("stderr")
 """Human output goes to stderr; stdout is kept for machine-readable output (`--json`)."""
-stdout = Console(file=_RedactingStream("stdout"), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+stdout = _console("stdout")
 
 
 class RedactingFilter(logging.Filter):
@@ -82,13 +95,20 @@ def _excepthook(et: type[BaseException], exc: BaseException, tb: TracebackType |
 
 
 def setup_logging(verbose: int) -> None:
-    """Log to stderr through rich; `-v` for info, `-vv` for debug; everything redacted."""
-    from rich.logging import RichHandler
-
+    """Log to stderr: through rich on a terminal, plain lines otherwise; `-v` for info, `-vv` for
+    debug; everything redacted."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler: logging.Handler
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(console.file)
+        fmt = "%(levelname)s %(name)s: %(message)s"
     handler.addFilter(RedactingFilter())
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
     logging.captureWarnings(True)  # warnings (which may quote a URL) go through the same filter
     sys.excepthook = _excepthook
     for noisy in ("urllib3", "alembic", "mlflow", "wandb", "aim", "neptune", "botocore"):

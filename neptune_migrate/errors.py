@@ -20,12 +20,16 @@ class ExitCode(IntEnum):
     """A source or destination could not be reached."""
     BLOCKED = 4
     """A dry run found problems that would block the import."""
+    INTERRUPTED = 130
+    """Interrupted (Ctrl-C); what was done is kept and the same command resumes."""
 
 
 class MigrateError(Exception):
     """Base of every error this tool raises on purpose. The message is one line for the user."""
 
     exit_code: ExitCode = ExitCode.PARTIAL
+    shows_cause: bool = True
+    """False when the message already says all the user needs (`one_line` then adds no cause)."""
 
 
 class UsageError(MigrateError):
@@ -36,6 +40,8 @@ class UsageError(MigrateError):
 
 class MissingDependencyError(UsageError):
     """An optional SDK is not installed."""
+
+    shows_cause = False
 
     def __init__(self, package: str, extra: str) -> None:
         """Build the one-line install hint."""
@@ -85,6 +91,54 @@ class ClaimLostError(MigrateError):
     first; this import discarded its own copy and leaves the run to the other one. Not a failure."""
 
     exit_code = ExitCode.OK
+
+CHAIN_LIMIT = 20
+"""Exceptions followed in one chain (`__cause__`, else `__context__`)."""
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """`exc`, then its cause (or else its context), and so on: no repeats, at most `CHAIN_LIMIT`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < CHAIN_LIMIT:
+        chain.append(current)
+        nxt = current.__cause__
+        if nxt is None and not current.__suppress_context__:
+            nxt = current.__context__
+        current = nxt
+    return chain
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MigrateError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """One line for the user that always ends with the root cause (the innermost exception's own message).
+
+    The outer message is shortened (never the cause) when the whole would exceed `limit`;
+    `chain_text` gives every link in full for the JSON report.
+    """
+    chain = error_chain(exc)
+    outer = _describe(chain[0])
+    if len(chain) == 1 or not getattr(exc, "shows_cause", True):
+        return outer if len(outer) <= limit else outer[: limit - 3] + "..."
+    root = _describe(chain[-1])
+    root_text = " ".join(str(chain[-1]).split())
+    if root_text and root_text in outer:
+        return outer if len(outer) <= limit else outer[: limit - 3] + "..."
+    room = max(40, limit - len(root) - len(" (cause: )"))
+    if len(outer) > room:
+        outer = outer[: room - 3] + "..."
+    return f"{outer} (cause: {root})"
+
+
+def chain_text(exc: BaseException) -> list[str]:
+    """Every exception of the chain, outermost first, each as `Type: full message` (for reports)."""
+    return [f"{type(e).__name__}: {e}" for e in error_chain(exc)]
 
 
 _SECRET_ENV = ("WANDB_API_KEY", "NEPTUNE_API_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",

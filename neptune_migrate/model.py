@@ -7,7 +7,7 @@ No vendor imports here. Series points never live in these objects: they stream a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -163,6 +163,15 @@ class Loss:
         return cls(str(data["kind"]), None if path is None else str(path),
                    int(count) if isinstance(count, (int, float, str)) else 0,
                    str(data.get("detail", "")), category)
+
+
+def count_categories(items: Iterable[Mapping[str, object]]) -> dict[str, int]:
+    """Sum the counts of reported items (`Loss.to_json()` dicts) per category; every category present."""
+    out = {c.value: 0 for c in LossCategory}
+    for item in items:
+        lo = Loss.from_json(item)
+        out[lo.category.value] += lo.count
+    return out
 
 
 @dataclass(frozen=True, slots=True)

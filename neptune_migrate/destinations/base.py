@@ -213,6 +213,14 @@ class Destination(Protocol):
         into a run; part of the import digest, so changing one redoes the run."""
         ...
 
+    def check(self) -> None:
+        """Raise `UnreachableError` within seconds when the destination cannot be reached at all.
+
+        Called once by the pipeline before any run (import, dry run, verify): one cheap request
+        with a short timeout for a server, nothing for a local store. Never writes.
+        """
+        ...
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         """Pure: every loss this run would suffer (truncations, clamps, unsupported items).
 

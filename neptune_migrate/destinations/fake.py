@@ -123,6 +123,9 @@ class FakeDestination:
     def import_settings(self) -> Mapping[str, str]:
         return {"mapping": "1"}
 
+    def check(self) -> None:
+        """In memory: always reachable."""
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return [
             Loss("string_too_long", key, 1, "fake keeps at most 1000 characters", category=LossCategory.CHANGED_FORM)

@@ -65,6 +65,9 @@ class RetryingDestination:
     def import_settings(self) -> Mapping[str, str]:
         return self.inner.import_settings()
 
+    def check(self) -> None:
+        self.inner.check()  # a probe has its own short budget: not retried
+
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return self.inner.plan_run(run)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
-from neptune_migrate.errors import MigrateError, redact
-from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord
+from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
+from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
 from neptune_migrate.sources.base import RunSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ class RunOutcome:
     complete: bool = True
     partial_copy: bool = False
     losses: list[dict[str, Any]] = field(default_factory=list)
+    error_chain: list[str] = field(default_factory=list)
+    """A failed run's exceptions, outermost first, in full (the message keeps the root cause)."""
 
 
 @dataclass
@@ -98,6 +100,8 @@ class ExportSummary:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "counts": {s: self.count(s) for s in ("exported", "skipped", "filtered", "failed")},
+            "categories": count_categories(lo for r in self.runs for lo in r.losses),
+            "incomplete_runs": sum(1 for r in self.runs if r.status == "exported" and not r.complete),
             "warnings": self.warnings,
             "runs": [vars(r) for r in self.runs],
         }
@@ -241,13 +245,13 @@ def _export_one(
             if fingerprint is None:
                 fingerprint = content_fingerprint(source, key)
             record = source.export_run(key, run)
-        except MigrateError as exc:
-            return RunOutcome(key=str(key), status="failed", message=redact(str(exc)))
+        except MissingDependencyError:
+            raise  # the same for every run: a usage error (exit 2), not a failed run
         except Exception as exc:  # one run's failure must not stop the export
-            log.debug("export of %s failed", key, exc_info=True)
-            return RunOutcome(
-                key=str(key), status="failed", message=redact(f"{type(exc).__name__}: {exc}")
-            )
+            if not isinstance(exc, MigrateError):
+                log.debug("export of %s failed", key, exc_info=True)
+            return RunOutcome(key=str(key), status="failed", message=redact(one_line(exc)),
+                              error_chain=[redact(t) for t in chain_text(exc)])
         if not selection.matches_record(record):
             return RunOutcome(key=str(key), status="filtered")
         if fingerprint is not None:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from neptune_migrate.destinations.base import Destination, DestinationRun, PreparedRun, RunSnapshot, StepPlan
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun, check_run_dir
-from neptune_migrate.errors import ClaimLostError, DumpFormatError, MigrateError, redact
+from neptune_migrate.errors import ClaimLostError, DumpFormatError, MigrateError, chain_text, one_line, redact
 from neptune_migrate.model import (
     SERIES_KINDS,
     DestinationRunId,
@@ -39,6 +39,7 @@ from neptune_migrate.model import (
     LossCategory,
     RunKey,
     SeriesKind,
+    count_categories,
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
@@ -89,6 +90,8 @@ class RunResult:
     losses: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     seconds: float = 0.0
+    error_chain: list[str] = field(default_factory=list)
+    """A failed run's exceptions, outermost first, in full (the message keeps the root cause)."""
 
     @property
     def has_error_loss(self) -> bool:
@@ -151,6 +154,7 @@ class ImportReport:
                 "step_changes": sum(len(r.step_changes) for r in self.runs),
             },
             "losses": self.losses_by_kind(),
+            "categories": count_categories(lo for r in self.runs for lo in r.losses),
             "runs": [vars(r) for r in self.runs],
         }
 
@@ -255,10 +259,15 @@ def prepare_run(
                     f"points share a step; the destination {caps.duplicate_steps} them",
                     category=LossCategory.LOST if overwritten else LossCategory.CHANGED_FORM,
                 ))
+    # A file the export could not save keeps the category the export gave it (e.g. deleted by the
+    # Neptune client after upload: not in the source any more); a blob gone from the dump is lost.
+    at_export = {lo.path: lo.category for lo in rec.losses
+                 if lo.path is not None and lo.category is not LossCategory.CHANGED_FORM}
     for fe in rec.files:
         if fe.sha256 is None:
             losses.append(Loss("file_missing_in_dump", fe.attribute_path, 1,
-                               f"{fe.name}: {fe.missing or 'not in the dump'}", category=LossCategory.LOST))
+                               f"{fe.name}: {fe.missing or 'not in the dump'}",
+                               category=at_export.get(fe.attribute_path, LossCategory.LOST)))
         elif not reader.blob_path(fe.sha256).is_file():
             losses.append(Loss("file_missing_in_dump", fe.attribute_path, 1,
                                f"{fe.name}: blob {fe.sha256[:12]} is missing from the dump",
@@ -387,6 +396,7 @@ def import_runs(
 ) -> ImportReport:
     """Import (or, with `dry_run`, plan) every selected committed run of the dump."""
     sink = progress or _NoProgress()
+    destination.check()  # unreachable: exit 3 now, before any run is tried
     dest = RetryingDestination(destination, options.retry)
     report = ImportReport(
         destination=destination.name,
@@ -622,23 +632,17 @@ def _import_one(
         result.status = "skipped"
         result.destination_run_id = None
         result.message = redact(str(exc))
-    except MigrateError as exc:
-        result.status = "would_fail" if options.dry_run else "failed"
-        result.message = redact(str(exc))
     except Exception as exc:  # one run's failure must not stop the import
-        log.debug("import of %s failed", run.key, exc_info=True)
+        if not isinstance(exc, MigrateError):
+            log.debug("import of %s failed", run.key, exc_info=True)
         result.status = "would_fail" if options.dry_run else "failed"
-        result.message = redact(f"{type(exc).__name__}: {_one_line(str(exc))}")
+        result.message = redact(one_line(exc))
+        result.error_chain = [redact(t) for t in chain_text(exc)]
     finally:
         result.seconds = result.seconds or round(time.monotonic() - started, 3)
     if result.status == "failed" and ledger is not None:
         ledger.append({"key": result.key, "status": "failed", "message": result.message})
     return result
-
-
-def _one_line(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first[:300]
 
 
 def _write_points(

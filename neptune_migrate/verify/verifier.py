@@ -7,14 +7,14 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from neptune_migrate.destinations.base import Destination, PreparedRun
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, RefusedRun, check_run_dir
-from neptune_migrate.errors import UsageError, redact
+from neptune_migrate.errors import UsageError, one_line, redact
 from neptune_migrate.model import DestinationRunId, LossCategory, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
@@ -144,8 +144,16 @@ def expected_points(
     return destination.expected_series(kind, pa.concat_tables([t for t in tables if t.num_rows]))
 
 
-def verify_runs(reader: DumpReader, destination: Destination, options: VerifyOptions) -> VerifyReport:
+class VerifyProgress(Protocol):
+    def start(self, runs: int) -> None: ...
+    def run_done(self, result: RunVerification) -> None: ...
+
+
+def verify_runs(
+    reader: DumpReader, destination: Destination, options: VerifyOptions, *, progress: VerifyProgress | None = None
+) -> VerifyReport:
     """Compare every selected run of the dump with the destination."""
+    destination.check()  # unreachable: exit 3 now, before any run is tried
     dest = RetryingDestination(destination, options.import_options.retry)
     if not dest.store_exists():
         msg = f"{destination.describe()}: the store does not exist (nothing was imported there; check the path)"
@@ -157,6 +165,7 @@ def verify_runs(reader: DumpReader, destination: Destination, options: VerifyOpt
         sample=options.sample,
     )
     rng = random.Random(options.seed)
+    runs: list[DumpRun] = []
     for run in reader.scan():
         if isinstance(run, RefusedRun):
             if run.key is None or options.import_options.selection.matches_key(run.key):
@@ -164,9 +173,15 @@ def verify_runs(reader: DumpReader, destination: Destination, options: VerifyOpt
                 report.runs.append(RunVerification(key=p.run, destination_run_id=None, status="error", findings=[
                     Finding(p.run, "error", f"dump:{p.file}", detail=redact(f"run refused: {p.message}"))]))
             continue
-        if not options.import_options.selection.matches_record(run.record):
-            continue
-        report.runs.append(_verify_one(reader, dest, run, options, rng, report))
+        if options.import_options.selection.matches_record(run.record):
+            runs.append(run)
+    if progress is not None:
+        progress.start(len(runs))
+    for run in runs:
+        result = _verify_one(reader, dest, run, options, rng, report)
+        report.runs.append(result)
+        if progress is not None:
+            progress.run_done(result)
     report.finished_at = datetime.now(timezone.utc).isoformat()
     return report
 
@@ -225,7 +240,7 @@ def _verify_one(
         _verify_series(reader, dest, run, prep, found.run_id, options, rng, report, result)
     except Exception as exc:  # verification goes on with the next run
         log.debug("verify of %s failed", key, exc_info=True)
-        result.findings.append(Finding(key, "error", "run", detail=redact(f"{type(exc).__name__}: {exc}")))
+        result.findings.append(Finding(key, "error", "run", detail=redact(one_line(exc))))
     if result.findings and result.status == "match":
         result.status = "error" if any(f.kind == "error" for f in result.findings) else "mismatch"
     return result
@@ -256,7 +271,7 @@ def _verify_series(
             expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
             actual = dest.read_series(run_id, info.kind, dest_key)
         except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
-            result.findings.append(Finding(result.key, "error", item, detail=redact(f"{type(exc).__name__}: {exc}")))
+            result.findings.append(Finding(result.key, "error", item, detail=redact(one_line(exc))))
             continue
         if expected.num_rows == 0 and actual.num_rows == 0:
             result.series_compared += 1

@@ -41,6 +41,7 @@ from neptune_migrate.destinations.base import (
     PreparedRun,
     RunSnapshot,
 )
+from neptune_migrate.destinations.probe import probe_tcp
 from neptune_migrate.dump.layout import fsync_dir
 from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.schema import encode_float
@@ -304,6 +305,12 @@ class AimDestination:
         """The mapping version and the experiment template (the run's experiment, which a
         re-import under another template must change)."""
         return {"mapping": m.MAPPING_VERSION, "experiment_template": self.experiment_template}
+
+    def check(self) -> None:
+        """`aim://host:port`: one TCP connection with a short timeout; a local repository: nothing."""
+        if self.remote:
+            parts = urlsplit(self.repo_path)
+            probe_tcp(parts.hostname or "127.0.0.1", parts.port or 53800, "the Aim server")
 
     def plan_run(self, run: PreparedRun) -> list[Loss]:
         return m.plan_losses(run)

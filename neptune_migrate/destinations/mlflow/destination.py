@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from neptune_migrate.destinations.base import (
 from neptune_migrate.destinations.mlflow import http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import ClaimLostError, MissingDependencyError, PermanentError, UsageError
@@ -200,6 +202,27 @@ def check_db_driver(tracking_uri: str) -> None:
         raise UsageError(msg) from None
 
 
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that cannot work, with the fix in the message (a usage error, exit 2).
+
+    `mlflow.db` (a file name, which MLflow would take for a file-store folder) and `sqlite://x.db`
+    (two slashes: `x.db` would be a host name) both mean `sqlite:///x.db`.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        name = uri[len("sqlite:"):].lstrip("/") or "mlflow.db"
+        msg = (f"--tracking-uri {uri!r} cannot work: a SQLite URI has three slashes before a relative path "
+               f"(sqlite:///{name}) and four before an absolute one (sqlite:////abs/path/{Path(name).name})")
+        raise UsageError(msg)
+    if not parts.scheme and uri.lower().endswith(_SQLITE_SUFFIXES):
+        fix = "sqlite:///" + uri.removeprefix("./")  # an absolute path gets its fourth slash from itself
+        msg = f"--tracking-uri {uri!r} is a file name, not a tracking URI; for a SQLite store use {fix}"
+        raise UsageError(msg)
+
+
 def _make_client(tracking_uri: str) -> Any:
     """Build an `MlflowClient` with MLflow's console noise off (URL prints, progress bars)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -323,7 +346,10 @@ class MlflowDestination:
         if not options.tracking_uri:
             msg = "MLflow needs a tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
             raise UsageError(msg)
+        check_tracking_uri(options.tracking_uri)
         check_db_driver(options.tracking_uri)
+        if importlib.util.find_spec("mlflow") is None:
+            raise MissingDependencyError("mlflow", "mlflow")
         location = None
         uri = options.tracking_uri
         if uri.startswith("sqlite:///") and "?" not in uri:
@@ -403,6 +429,11 @@ class MlflowDestination:
     def describe(self) -> str:
         """`mlflow <tracking URI>` without credentials."""
         return f"mlflow {_redact(self.tracking_uri)}"
+
+    def check(self) -> None:
+        """A tracking server: one GET with a short timeout (any HTTP answer will do); a local store: nothing."""
+        if urlsplit(self.tracking_uri).scheme in ("http", "https"):
+            probe_http(self.tracking_uri, "the MLflow tracking server")
 
     def set_blob_resolver(self, resolver: Callable[[str], Path]) -> None:
         """Where file-series blobs are: sha256 -> local path (`DumpReader.blob_path`). Used for

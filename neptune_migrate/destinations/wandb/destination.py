@@ -38,6 +38,7 @@ from neptune_migrate.destinations.base import (
     PreparedRun,
     RunSnapshot,
 )
+from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.errors import classify_error
 from neptune_migrate.destinations.wandb.records import LoggedRun, read_marker, read_run
@@ -256,6 +257,11 @@ class WandbDestination:
                    project_template=options.project_template)
 
     # -- identity ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Online: one GET to the W&B API host with a short timeout; offline: nothing."""
+        if self.mode == "online":
+            probe_http(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai", "the W&B server")
+
     def describe(self) -> str:
         if self.mode == "offline":
             return f"wandb offline {self.directory}"

@@ -358,6 +358,7 @@ class NeptuneScaleSource:
     name: ClassVar[str] = "neptune-scale"
 
     def __init__(self, options: SourceOptions) -> None:
+        _proto_classes()  # a missing SDK is an install hint (exit 2) before any run is tried
         self.options = options
         self._warnings: list[str] = []
         self._runs: dict[RunKey, list[DatabaseInfo]] | None = None
