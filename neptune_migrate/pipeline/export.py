@@ -60,24 +60,6 @@ class ExportSummary:
             for r in self.runs
         )
 
-    def problem_line(self) -> str:
-        """Why the export exits non-zero, in one line (empty when it does not)."""
-        if not self.has_problems:
-            return ""
-        parts = []
-        failed = self.count("failed")
-        if failed:
-            parts.append(f"{failed} run(s) failed")
-        lost = sum(lo["count"] for r in self.runs if r.status == "exported" for lo in r.losses if lo["error"])
-        if lost:
-            parts.append(f"{lost} item(s) lost (see 'lost:' lines)")
-        incomplete = sum(1 for r in self.runs if r.status == "exported" and not r.complete)
-        if incomplete:
-            parts.append(f"{incomplete} run(s) incomplete in the source")
-        if self.warnings:
-            parts.append(f"{len(self.warnings)} warning(s) about the input")
-        return "; ".join(parts)
-
     def path_map_hint(self) -> str:
         """Which `--path-map` would find files referenced by absolute paths that were not found."""
         olds: dict[str, int] = {}

@@ -226,13 +226,13 @@ def test_reexport_with_corrected_path_map_fills_missing_files_without_force(tmp_
     missing = [f for f in record(out).record.files if f.sha256 is None]
     assert {f.attribute_path for f in missing} == {"model/weights", "config_files", "artifacts/dataset"}
     assert f"--path-map {RECORDED}=WHERE_THEY_ARE_NOW" in first.path_map_hint()
-    assert first.has_problems and "item(s) lost" in first.problem_line()
+    assert first.has_problems and first.to_json()["categories"]["lost"] == 4
 
     second = export(N1 / "offline", out)
     main = {r.key: r for r in second.runs}[f"{PROJECT}/{MAIN}"]
     assert main.status == "exported" and "replaced the dump's copy" in main.message
     assert [f for f in record(out).record.files if f.sha256 is None] == []
-    assert not second.has_problems and second.problem_line() == ""
+    assert not second.has_problems and second.to_json()["categories"]["lost"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_unreadable_run_folder_is_reported_and_the_others_exported() -> None:
         assert f"failed {PROJECT}/{MAIN} points=0 files=0 {blocked}: cannot be read (PermissionError" in flat
         assert "1 run folder(s) cannot be read" in flat
         assert "exported 1, skipped 0 (already complete), filtered 0, failed 1" in proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].startswith("export exits 1: 1 run(s) failed")
+        assert proc.stderr.strip().splitlines()[-1].startswith("export exit 1: 1 run(s) failed")
 
 
 # ---------------------------------------------------------------------------------------------

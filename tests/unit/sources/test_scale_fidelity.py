@@ -145,4 +145,4 @@ def test_unreadable_log_is_reported_and_the_others_exported() -> None:
         assert f"warning: {blocked}: cannot be read (PermissionError: Permission denied); skipped" in proc.stderr
         assert "exported 1, skipped 0 (already complete), filtered 0, failed 0" in proc.stderr
         last = proc.stderr.strip().splitlines()[-1]  # the parent's files are not remapped here: lost too
-        assert last.startswith("export exits 1: ") and last.endswith("; 1 warning(s) about the input")
+        assert last.startswith("export exit 1: ") and last.endswith("1 source warning(s)")
