@@ -252,4 +252,9 @@ def test_cli_dry_run_exits_4_and_import_exits_1_when_a_file_is_missing_from_the_
     assert "lost:" in done.stderr
     assert "model/lost" in done.stderr
     again = cli("verify", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri", uri)
-    assert again.returncode == 0, again.stderr  # everything the dump holds arrived
+    # everything the dump holds arrived, but the dump itself lost model/lost at export: not "all match"
+    assert again.returncode == 1, again.stderr
+    text = " ".join(again.stderr.split())
+    assert "findings: missing 0, extra 0, differs 0, error 0" in text
+    assert "the destination matches the dump, but the dump lost data at export" in text
+    assert "lost at export: my-ws/my-proj/LOST-1: missing_file model/lost" in text
