@@ -728,6 +728,7 @@ def import_cmd(
         raise UsageError(msg)
     progress = _Progress(dry_run=dry_run)
     try:
+        destination.check()  # before the lock file: an unreachable destination leaves no trace in the dump
         ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe())
         with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run), progress:
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
