@@ -83,15 +83,11 @@ def _verify_cli(dump: Path, target: list[str], report: Path, runs: int) -> None:
     assert doc["counts"] == {"missing": 0, "extra": 0, "differs": 0, "error": 0}
 
 
-def _init_store(destination: str, root: Path) -> None:
-    """Create a fresh MLflow SQLite store before the kills. A SIGKILL during MLflow's own schema
-    migration leaves a half-migrated database ("table _alembic_tmp_... already exists") that no
-    import can use: store creation is guarded elsewhere (store-safety), not by this soak."""
-    if destination == "mlflow" and not (root / "mlflow.db").exists():
-        from mlflow import MlflowClient
-
-        root.mkdir(parents=True, exist_ok=True)
-        MlflowClient(f"sqlite:///{root}/mlflow.db").search_experiments()
+def _fresh_target(destination: str, root: Path) -> list[str]:
+    """A new, empty target folder (the import creates the store in it: for MLflow, a kill during
+    MLflow's own schema migration must leave no half-made store, see tests/store/test_store_init.py)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return TARGETS[destination](root)
 
 
 def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4, points: int = 20_000) -> Summary:
@@ -106,7 +102,7 @@ def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4,
     # How long one whole import takes here: kills are spread over it.
     scratch = tmp / "timing"
     t0 = time.monotonic()
-    subprocess.run(_cli("import", str(dump), *TARGETS[destination](scratch)), env=_env(), capture_output=True,
+    subprocess.run(_cli("import", str(dump), *_fresh_target(destination, scratch)), env=_env(), capture_output=True,
                    timeout=600, check=True)
     whole = time.monotonic() - t0
     shutil.rmtree(scratch)
@@ -114,8 +110,7 @@ def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4,
     for _ in range(kills * 6):  # bounded: most rounds end in a kill
         if summary.kills >= kills:
             break
-        target = TARGETS[destination](tmp / f"target-{cycle}")
-        _init_store(destination, tmp / f"target-{cycle}")
+        target = _fresh_target(destination, tmp / f"target-{cycle}")
         proc = subprocess.Popen(_cli("import", str(dump), *target), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
         # Early in the import: a kill then leaves some runs done, one half-written and some not
@@ -138,7 +133,7 @@ def kill_soak(tmp: Path, destination: str, kills: int, seed: int, runs: int = 4,
         summary.runs_verified += runs
         cycle += 1
     assert summary.kills == kills
-    target = TARGETS[destination](tmp / f"target-{cycle}")
+    target = _fresh_target(destination, tmp / f"target-{cycle}")
     final = subprocess.run(_cli("import", str(dump), *target, "--report", str(tmp / "final.json")), env=_env(),
                            capture_output=True, text=True, timeout=900, check=False)
     assert final.returncode == 0, final.stderr

@@ -64,3 +64,40 @@ def test_a_sqlite_store_in_a_missing_folder_is_a_usage_error(
     assert proc.returncode == 2, proc.stderr
     assert f"error: {tmp_path / 'nowhere'}: folder does not exist (for the MLflow store mlflow.db)" in proc.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_sigkill_while_mlflow_migrates_a_fresh_store_then_rerun_imports_and_verifies(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Found by the soak: a kill during MLflow's schema migration left a half-migrated store
+    (`table _alembic_tmp_... already exists`) that every later import failed on. The schema is now
+    built in a file beside the store and renamed into place, so a kill leaves no store at all."""
+    import os
+    import signal
+
+    from neptune_migrate.destinations.mlflow.destination import INIT_PREFIX, _has_mlflow_schema
+    from tests.store.conftest import wait_for
+
+    small_dump(tmp_path / "dump", ("PROJ-1",))
+    db = tmp_path / "mlflow.db"
+    args = cli_args("import", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri", f"sqlite:///{db}")
+    proc = start(args, cli_env)
+    try:
+        wait_for(lambda: bool(list(tmp_path.glob(f".mlflow.db{INIT_PREFIX}*"))), "the migration to start",
+                 proc=proc, interval=0.005)
+        assert proc.poll() is None, "the import finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # in the middle of MLflow's migration
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not db.exists()  # never a half-migrated store: none at all
+    rerun = subprocess.run([*args, "--report", str(tmp_path / "r.json")], env=cli_env, capture_output=True,
+                           text=True, timeout=280, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [r["status"] for r in json.loads((tmp_path / "r.json").read_text())["runs"]] == ["created"]
+    assert _has_mlflow_schema(db) and not list(tmp_path.glob(f".mlflow.db{INIT_PREFIX}*"))  # leftover removed
+    verify = subprocess.run(cli_args("verify", str(tmp_path / "dump"), "--to", "mlflow", "--tracking-uri",
+                                     f"sqlite:///{db}"), env=cli_env, capture_output=True, text=True, timeout=280,
+                            check=False)
+    assert verify.returncode == 0, verify.stderr
+    assert "all runs match: 1 runs" in verify.stderr

@@ -52,6 +52,7 @@ from neptune_migrate.destinations.mlflow import http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
 from neptune_migrate.destinations.probe import probe_http
+from neptune_migrate.dump.layout import fsync_dir
 from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import ClaimLostError, MissingDependencyError, PermanentError, UsageError
@@ -251,6 +252,28 @@ def _store_lock(db: Path) -> FileLock:
     return FileLock(db.with_name(f".{db.name}.neptune-migrate.lock"), f"creating the MLflow store {db}")
 
 
+INIT_PREFIX = ".neptune-migrate-init-"
+"""Temporary database a new SQLite store's schema is built in, beside it (`.<db name>.neptune-migrate-init-<pid>`)."""
+
+
+def _create_store_atomically(db: Path) -> None:
+    """Build MLflow's schema in a file beside `db`, then rename it into place (call under `_store_lock`).
+
+    MLflow's migration of a fresh database takes seconds; a kill in the middle of it used to leave a
+    half-migrated store (`table _alembic_tmp_... already exists`) on which every later import failed.
+    Now a kill leaves only the temporary file, which the next creation removes.
+    """
+    for stale in db.parent.glob(f".{db.name}{INIT_PREFIX}*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}{INIT_PREFIX}{os.getpid()}")
+    client = _make_client(f"sqlite:///{tmp}")
+    client.search_experiments(max_results=1)  # the store is built (and migrated) on first use
+    with contextlib.suppress(AttributeError):  # release MLflow's pooled connections to the temporary file
+        client._tracking_client.store.engine.dispose()
+    os.replace(tmp, db)
+    fsync_dir(db.parent)
+
+
 def _has_mlflow_schema(db: Path) -> bool:
     """Read only: the file exists and holds MLflow's `alembic_version` and `experiments` tables.
 
@@ -411,7 +434,9 @@ class MlflowDestination:
         """Create a SQLite store's schema once, under a lock beside the database file.
 
         MLflow migrates a fresh database when its client is first built; two processes doing that
-        at once both fail and leave `_alembic_tmp_*` tables behind. Other stores: nothing to do.
+        at once both fail and leave `_alembic_tmp_*` tables behind. A new database is built beside
+        and renamed into place, so a kill during the migration leaves no half-made store. Other
+        stores: nothing to do.
         """
         db = self._sqlite_path()
         if db is None:
@@ -421,6 +446,8 @@ class MlflowDestination:
             raise UsageError(msg)
         with _store_lock(db).holding():
             created = not _has_mlflow_schema(db)
+            if created and (not db.exists() or db.stat().st_size == 0):
+                _create_store_atomically(db)
             with self._lock:
                 if self._client is None:
                     self._client = _make_client(self.tracking_uri)

@@ -137,7 +137,7 @@ def test_truncated_queue_fixture_is_killed_and_ends_at_its_last_point(tmp_path: 
     reader = DumpReader(dump)
     [run] = list(reader.runs())
     assert run.record.complete is False
-    assert run.record.system.modified_at is None
+    assert run.record.provenance.details["modified_at_from"] in ("last operation", "last point")
     last = max(pc.max(t.column("timestamp")).as_py() for kind in SERIES_KINDS
                for t in reader.iter_points(run, kind, columns=["timestamp"]))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -150,16 +150,20 @@ def test_truncated_queue_fixture_is_killed_and_ends_at_its_last_point(tmp_path: 
     assert mrun.data.tags[m.TAG_SOURCE_COMPLETE] == "false"  # type: ignore[attr-defined]
     assert info.start_time == m.ms(run.record.system.created_at)  # type: ignore[arg-type]
     # the generator logged its points with fixed 2025 timestamps, before the run's real creation
-    # time: the end is the last point, clamped to never precede the start
-    assert last < run.record.system.created_at  # type: ignore[operator]
-    assert info.end_time == max(m.ms(last), info.start_time)
+    # time: the end is the source's last operation (modified_at), never the start or the import time
+    assert last < run.record.system.created_at < run.record.system.modified_at  # type: ignore[operator]
+    assert info.end_time == m.ms(run.record.system.modified_at) > info.start_time  # type: ignore[arg-type]
     verify = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, "--report", str(tmp_path / "v.json"))
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["counts"] == {"missing": 0, "extra": 0, "differs": 0, "error": 0}
-    assert doc["dump_losses"] == {"lost": 1, "not_in_source": 0}  # the 29 operations cut off the queue
+    assert doc["dump_losses"] == {"lost": 0, "not_in_source": 1}  # the 29 operations cut off the queue
     assert doc["runs"][0]["dump_losses"][0]["kind"] == "truncated_queue"
     assert doc["runs"][0]["dump_losses"][0]["count"] == 29
     assert doc["totals"]["runs_incomplete_in_source"] == 1
-    assert verify.returncode == 1
-    assert "the dump lost data at export" in " ".join(verify.stderr.split())
+    # Not in the source any more: a warning (exit 0); --strict makes it exit 1.
+    assert verify.returncode == 0, verify.stderr
+    assert "1 item(s) were not in the source any more" in " ".join(verify.stderr.split())
+    strict = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, "--strict")
+    assert strict.returncode == 1
+    assert strict.stderr.strip().splitlines()[-1].startswith("verify exit 1: not in the source any more: 1 (--strict)")
     dest.close()
