@@ -172,6 +172,7 @@ def test_two_sigkills_of_an_mlflow_import_lose_nothing(tmp_path: Path) -> None:
     _record(kill_soak(tmp_path, "mlflow", kills=2, seed=1, runs=2, points=5000))
 
 
+@pytest.mark.slow  # default run: test_faults.py's seeded 20 % fault import of 4 runs
 @pytest.mark.server
 def test_a_seeded_20_percent_fault_import_loses_nothing(tmp_path: Path, mlflow_server: MlflowBackend) -> None:  # noqa: F811
     _record(fault_soak(tmp_path, mlflow_server, seed=5, runs=3, points=1500))

@@ -149,6 +149,7 @@ def test_parallel_workers_write_separate_runs(tmp_path: Path) -> None:
     dest.close()
 
 
+@pytest.mark.slow  # default run: tests/store/test_aim_repo.py kills an Aim import during repository creation
 def test_sigkill_mid_import_then_rerun_gives_one_complete_run(tmp_path: Path, cli_env: dict[str, str]) -> None:
     with DumpWriter(tmp_path / "dump") as dump, dump.begin_run(key()) as run:
         for start in range(0, 60_000, 20_000):

@@ -78,6 +78,7 @@ def _metric_rows(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # default run: tests/reliability/test_soak.py kills a CLI import twice
 def test_sigkill_mid_run_then_rerun_gives_exactly_one_complete_equal_run(tmp_path: Path) -> None:
     reader = _big_dump(tmp_path / "dump", 30_000)
     db = tmp_path / "mlflow.db"

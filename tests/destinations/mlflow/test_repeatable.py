@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from neptune_migrate.destinations.mlflow import MlflowDestination
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.dump.reader import DumpReader
@@ -94,6 +96,7 @@ def test_incomplete_run_and_end_times_read_back(mlflow_backend: MlflowBackend, t
     assert verify_runs(reader, dest, VerifyOptions(import_options=OPTS)).findings == []
 
 
+@pytest.mark.slow  # default run: test_another_dumps_run_is_never_replaced_silently and the pipeline's conflict tests
 def test_cli_on_conflict_exit_codes_name_the_runs(tmp_path: Path, cli: Any) -> None:
     build_two_run_dump(tmp_path / "a", points=20)
     build_two_run_dump(tmp_path / "b", points=12)
