@@ -26,6 +26,7 @@ from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources import load_source
 from neptune_migrate.sources.base import PathMap, RunSelection, SourceOptions
 from tests.conftest import FIXTURES
+from tests.support.unprivileged import unprivileged
 
 N1 = FIXTURES / "neptune1"
 ART = N1 / "artifacts"
@@ -261,15 +262,9 @@ def test_huge_integer_step_and_value_keep_the_run(tmp_path: Path) -> None:
 # 10: a folder that cannot be read
 
 
-def _unprivileged() -> list[str] | None:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        return None
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-@pytest.mark.skipif(_unprivileged() is None, reason="needs root and setpriv to run the export as 'nobody'")
+@pytest.mark.skipif(unprivileged() is None, reason="needs root and setpriv to run the export as 'nobody'")
 def test_unreadable_run_folder_is_reported_and_the_others_exported() -> None:
-    prefix = _unprivileged()
+    prefix = unprivileged()
     assert prefix is not None
     with tempfile.TemporaryDirectory(prefix="nm-perm-") as tmp:
         base = Path(tmp)

@@ -21,6 +21,7 @@ from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources import load_source
 from neptune_migrate.sources.base import RunSelection, SourceOptions
 from tests.conftest import FIXTURES
+from tests.support.unprivileged import unprivileged
 
 SCALE = FIXTURES / "neptune_scale"
 PROJECT = "my-ws/my-proj"
@@ -113,15 +114,9 @@ def test_same_log_re_exported_is_skipped_a_longer_copy_replaces_it(tmp_path: Pat
     assert run.record.provenance.details["modified_at_from"] == "last operation"
 
 
-def _unprivileged() -> list[str] | None:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        return None
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-@pytest.mark.skipif(_unprivileged() is None, reason="needs root and setpriv to run the export as 'nobody'")
+@pytest.mark.skipif(unprivileged() is None, reason="needs root and setpriv to run the export as 'nobody'")
 def test_unreadable_log_is_reported_and_the_others_exported() -> None:
-    prefix = _unprivileged()
+    prefix = unprivileged()
     assert prefix is not None
     with tempfile.TemporaryDirectory(prefix="nm-perm-scale-") as tmp:
         base = Path(tmp)
