@@ -210,6 +210,7 @@ def test_dry_run_sends_no_mutating_request_and_plans_what_the_import_reports(
     assert sorted(map(str, done.losses)) == sorted(map(str, planned.losses))
 
 
+@pytest.mark.slow  # default run: tests/cli/test_cli_contract.py covers every exit code through the CLI
 def test_cli_import_verify_exit_codes_and_reports(tmp_path: Path, cli: Any) -> None:
     reader = _renaming_dump(tmp_path / "dump")
     uri = f"sqlite:///{tmp_path}/mlflow.db"

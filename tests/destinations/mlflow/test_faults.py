@@ -179,7 +179,7 @@ TIGHT = RetryPolicy(max_attempts=3, initial_wait=0.1, max_wait=0.5, max_total=1.
 """Per-request limits far below the outage, so only the budget can carry the import through."""
 
 
-@pytest.mark.parametrize("max_outage", [pytest.param(30.0, marks=pytest.mark.slow), 0.0],
+@pytest.mark.parametrize("max_outage", [30.0, 0.0],
                          ids=["budget-30s", "no-budget"])
 def test_an_outage_is_waited_out_within_the_budget_and_fails_runs_without_it(
     tmp_path: Path, mlflow_server: MlflowBackend, max_outage: float, caplog: pytest.LogCaptureFixture
@@ -204,6 +204,7 @@ def test_an_outage_is_waited_out_within_the_budget_and_fails_runs_without_it(
         assert waiting == []
 
 
+@pytest.mark.slow  # default run: the in-process outage test with a 30 s budget
 def test_cli_max_outage_waits_for_the_server_prints_until_when_and_exits_0(
     tmp_path: Path, mlflow_server: MlflowBackend, cli_env: dict[str, str]
 ) -> None:
