@@ -284,16 +284,3 @@ class Retrier:
             reraise=True,
         )
         return retrying(attempt)
-
-
-def call_with_retry(
-    fn: Callable[[], T],
-    classify: Callable[[Exception], ErrorKind],
-    policy: RetryPolicy,
-    *,
-    what: str = "call",
-    on_retry: Callable[[Exception, int], None] | None = None,
-    budget: OutageBudget | None = None,
-) -> T:
-    """Call `fn`, retrying errors that `classify` calls transient; re-raise the last error."""
-    return Retrier(classify, policy, budget=budget, on_retry=on_retry)(what, fn)

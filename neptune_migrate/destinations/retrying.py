@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 
 class RetryingDestination:
-    """Same protocol; every call goes through `retry.call_with_retry`."""
+    """Same protocol; every call (or, where the destination declares `request_retry`, every request)
+    goes through one `retry.Retrier`."""
 
     name: ClassVar[str] = "retrying"
 
