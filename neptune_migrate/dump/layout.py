@@ -110,10 +110,14 @@ class DumpLayout:
     def locks_dir(self) -> Path:
         return self.root / "_locks"
 
+    @staticmethod
+    def target_name(destination: str, target: str) -> str:
+        """`<destination>-<hash of target>`: the name of one destination target's ledger and import lock."""
+        return f"{destination}-{hashlib.blake2b(target.encode(), digest_size=4).hexdigest()}"
+
     def import_lock(self, destination: str, target: str) -> Path:
         """`_locks/<destination>-<hash of target>.lock`: one import per dump and destination target."""
-        tag = hashlib.blake2b(target.encode(), digest_size=4).hexdigest()
-        return self.locks_dir / f"{destination}-{tag}.lock"
+        return self.locks_dir / f"{self.target_name(destination, target)}.lock"
 
     def run_dir(self, key: RunKey) -> Path:
         return self.runs_dir / run_dir_name(key)

@@ -6,7 +6,6 @@ exists and is complete, so deleting the ledger cannot cause duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -22,8 +21,7 @@ class Ledger:
     """`<dump>/_ledger/<destination>-<hash of target>.jsonl`; one line per finished run."""
 
     def __init__(self, layout: DumpLayout, destination: str, target: str) -> None:
-        tag = hashlib.blake2b(target.encode(), digest_size=4).hexdigest()
-        self.path: Path = layout.ledger(f"{destination}-{tag}")
+        self.path: Path = layout.ledger(layout.target_name(destination, target))
         self._lock = threading.Lock()
 
     def append(self, entry: dict[str, Any]) -> None:
