@@ -64,8 +64,9 @@ def check_import_interrupted_then_resumed(cli_env: dict[str, str], cli, dump: Pa
 
 
 def test_ctrl_c_during_import_says_what_was_done_and_exits_130(cli_env: dict[str, str], tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    dump, uri = imported_dump(tmp_path, 6)
-    check_import_interrupted_then_resumed(cli_env, cli, dump, uri, 6)
+    # 30 runs, not 6: six small runs were once all imported (1.1 s) before the SIGINT landed
+    dump, uri = imported_dump(tmp_path, RUNS)
+    check_import_interrupted_then_resumed(cli_env, cli, dump, uri, RUNS)
 
 
 @pytest.mark.slow
