@@ -141,6 +141,15 @@ class SourceOptions:
     """neptune-exporter: the `--files-path` folder (default: `files/` beside the data path)."""
     include_previews: bool = False
     include_incomplete: bool = False
+    api_token: str | None = field(default=None, repr=False)
+    """Live sources: the Neptune API token (never printed; `repr` leaves it out)."""
+    workers: int = 4
+    """Live sources: requests in flight at most."""
+    rate: float | None = None
+    """Live sources: requests per second at most for the whole export (None: no budget)."""
+    state_dir: Path | None = None
+    """Live sources: a folder in the dump for resume state (e.g. partial series pages of a run not
+    yet committed); kept across an interrupted export, the source removes a run's state once done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,9 @@ class RunSelection:
     tags: tuple[str, ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
+    modified_after: datetime | None = None
+    """Only runs created or modified at or after this time (`export --since-last`); a live source
+    applies it on the server, the pipeline checks it again on the record."""
 
     def matches_key(self, key: RunKey) -> bool:
         if self.projects and key.project not in self.projects:
@@ -170,9 +182,12 @@ class RunSelection:
         created = record.system.created_at
         if self.created_after is not None and (created is None or created < self.created_after):
             return False
-        return not (
-            self.created_before is not None and (created is None or created >= self.created_before)
-        )
+        if self.created_before is not None and (created is None or created >= self.created_before):
+            return False
+        if self.modified_after is None:
+            return True
+        changed = record.system.modified_at or created
+        return changed is None or changed >= self.modified_after
 
 
 @runtime_checkable
@@ -203,6 +218,27 @@ def fingerprint_files(items: Sequence[tuple[str, object]]) -> str:
     for name, facts in items:
         h.update(f"{name}\0{facts!r}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEstimate:
+    """What an export would read, from the source's own counts, with no series downloaded."""
+
+    runs: int
+    attributes: int
+    points: int
+    bytes: int
+    details: dict[str, int] = field(default_factory=dict)
+    """Optional finer counts (e.g. points per series kind, files)."""
+
+
+@runtime_checkable
+class Estimating(Protocol):
+    """An optional ability of a (live) source: `export --dry-run` asks it instead of reading."""
+
+    def estimate(self, selection: RunSelection) -> SourceEstimate:
+        """Counts for the runs `selection` takes; reads listings and counts, never series or files."""
+        ...
 
 
 class Source(Protocol):
