@@ -809,6 +809,9 @@ def verify_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
     report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     html_report: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+    markdown_report: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the report as Markdown here (for a PR or a ticket).")
+    ] = None,
     strict: StrictOpt = False,
     as_json: JsonOpt = False,
     step_policy: StepPolicyOpt = "auto",
@@ -831,7 +834,7 @@ def verify_cmd(
     """Read the destination back and compare it with the dump, run by run, point by point."""
     from neptune_migrate.console import console
     from neptune_migrate.dump.reader import DumpReader
-    from neptune_migrate.verify.report import print_summary, write_html, write_json
+    from neptune_migrate.verify.report import print_summary, write_html, write_json, write_markdown
     from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
 
     if sample is not None and not 0 < sample <= 1:
@@ -873,9 +876,12 @@ def verify_cmd(
     except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
         console.print(f"[yellow]warning:[/] the HTML report could not be rendered ({_esc(type(exc).__name__)}: "
                       f"{_esc(exc)})")
+    if markdown_report is not None:
+        write_markdown(result, markdown_report)
     print_summary(result)
     categories = result.dump_losses()  # the dump's own lost / not-in-source items: part of the verdict
-    console.print(f"reports: {_esc(json_path)} {_esc(html_path)}")
+    console.print(f"reports: {_esc(json_path)} {_esc(html_path)}"
+                  + ("" if markdown_report is None else f" {_esc(markdown_report)}"))
     incomplete = sum(1 for r in result.runs if not r.source_complete)
     outcome = Outcome(categories=categories, incomplete_runs=incomplete,
                       problems=len(result.findings), problem_word="finding(s)")
@@ -883,7 +889,8 @@ def verify_cmd(
     if as_json:
         doc = result.to_json()
         json_summary = {"command": "verify", "ok": result.ok, "destination": result.destination,
-                        "target": result.target, "reports": {"json": str(json_path), "html": str(html_path)},
+                        "target": result.target, "reports": {"json": str(json_path), "html": str(html_path),
+                                    **({} if markdown_report is None else {"markdown": str(markdown_report)})},
                         "counts": doc["counts"], "totals": doc["totals"], "dump_categories": categories}
     _finish("verify", outcome, strict=strict, summary=json_summary)
 

@@ -31,18 +31,40 @@ class VerifyOptions:
     """Fraction (0-1] of series compared point by point; None compares all. Counts are always
     compared."""
     seed: int = 0
-    plots: int = 3
-    """Series per run kept for the HTML report's source-vs-destination plots."""
+    plots: int | None = None
+    """Series per run kept for the report's source-vs-destination plots; None plots every compared
+    series."""
+
+
+PLOT_BUCKETS = 60
+"""A plotted curve keeps the min and max of at most this many buckets (<= 120 points): the HTML
+report stays small; the JSON report and the findings keep every number exact."""
 
 
 @dataclass
 class PlotData:
+    """One series as plotted in the report: both curves downsampled, the steps that differ exact."""
+
     run: str
     item: str
     expected_steps: list[float]
     expected_values: list[float]
     actual_steps: list[float]
     actual_values: list[float]
+    kind: str = "float"
+    expected_count: int = 0
+    actual_count: int = 0
+    differs: bool = False
+    diff_steps: list[float] = field(default_factory=list)
+    """Steps of the listed point findings (at most 50), drawn as markers."""
+    positions_only: bool = False
+    """The values cannot be drawn (strings, files, histograms, or floats that are all NaN/inf): the
+    plot shows where the points are."""
+
+    @property
+    def key(self) -> str:
+        """The series key in the destination (the item without `series:<kind>:`)."""
+        return self.item.split(":", 2)[-1]
 
 
 @dataclass
@@ -60,6 +82,24 @@ class RunVerification:
     not: lost at export (LOST, exit 1) or no longer in the source (NOT_IN_SOURCE, a warning)."""
     source_complete: bool = True
     """False when the source held only part of the run (e.g. a truncated queue)."""
+    name: str | None = None
+    """The run's name in the source (`sys/name`), or its custom run id; None when it has neither."""
+    params_compared: int = 0
+    files_compared: int = 0
+    points_differing: int = 0
+
+    def differing(self, area: str) -> int:
+        """Distinct items of one area (`param`, `series`, `file`) with at least one finding."""
+        return len({f.item for f in self.findings if f.item.split(":", 1)[0] == area})
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per area: how many items were compared and how many differ (the report's run table)."""
+        return {
+            "params": {"compared": self.params_compared, "differing": self.differing("param")},
+            "series": {"compared": self.series_compared, "differing": self.differing("series")},
+            "points": {"compared": self.points_compared, "differing": self.points_differing},
+            "files": {"compared": self.files_compared, "differing": self.differing("file")},
+        }
 
 
 DUMP_LOSS_CATEGORIES = (LossCategory.LOST, LossCategory.NOT_IN_SOURCE)
@@ -121,6 +161,8 @@ class VerifyReport:
             "runs": [
                 {
                     "key": r.key,
+                    "name": r.name,
+                    "summary": r.summary(),
                     "destination_run_id": r.destination_run_id,
                     "status": r.status,
                     "series_compared": r.series_compared,
@@ -195,8 +237,10 @@ def _verify_one(
     report: VerifyReport,
 ) -> RunVerification:
     key = str(run.key)
+    system = run.record.system
     result = RunVerification(key=key, destination_run_id=None, status="match",
-                             source_complete=run.record.complete)
+                             source_complete=run.record.complete,
+                             name=system.name or system.custom_run_id or None)
     result.dump_losses = [lo.to_json() for lo in run.record.losses if lo.category in DUMP_LOSS_CATEGORIES]
     # The dump itself first: a corrupt part or blob is an error even if the destination matches it.
     try:
@@ -234,6 +278,8 @@ def _verify_one(
             (s.kind, prep.run.key_map.get(s.path, s.path)): s.count
             for s in prep.run.record.series if s.count
         }
+        result.params_compared = len(expected.params)
+        result.files_compared = len(expected.files)
         actual = dest.read_snapshot(found.run_id)
         actual.series = {k: n for k, n in actual.series.items() if n}
         result.findings.extend(compare_snapshots(key, expected, actual))
@@ -282,21 +328,63 @@ def _verify_series(
         result.findings.extend(findings)
         result.series_compared += 1
         result.points_compared += points
-        if info.kind == "float" and plotted < options.plots and expected.num_rows:
-            plot = _plot_data(result.key, item, expected, actual)
-            if any(math.isfinite(v) for v in plot.expected_values):
-                plotted += 1
-                report.plots.append(plot)
+        result.points_differing += _points_differing(findings)
+        if options.plots is None or plotted < options.plots:
+            plotted += 1
+            report.plots.append(_plot_data(result.key, item, info.kind, expected, actual, findings))
 
 
-def _plot_data(run: str, item: str, expected: pa.Table, actual: pa.Table) -> PlotData:
-    def cols(t: pa.Table) -> tuple[list[float], list[float]]:
-        if t.num_rows == 0 or "value" not in t.column_names:
+_NOT_LISTED = " more point findings not listed"
+
+
+def _points_differing(findings: list[Finding]) -> int:
+    """Points with a finding: the listed ones plus the count compare_series gives for the rest."""
+    listed = sum(1 for f in findings if f.step is not None)
+    hidden = sum(int(f.detail.split()[0]) for f in findings if f.detail.endswith(_NOT_LISTED))
+    return listed + hidden
+
+
+def downsample(steps: list[float], values: list[float], buckets: int = PLOT_BUCKETS) -> tuple[list[float], list[float]]:
+    """At most 2 * `buckets` points: each bucket's lowest and highest finite value, in step order.
+
+    Extremes survive (a spike stays visible); points that cannot be drawn (NaN, inf) are dropped.
+    """
+    pairs = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v) and abs(v) < 1e300]
+    if len(pairs) <= 2 * buckets:
+        return [s for s, _ in pairs], [v for _, v in pairs]
+    out: list[tuple[float, float]] = []
+    size = len(pairs) / buckets
+    for b in range(buckets):
+        chunk = pairs[int(b * size):int((b + 1) * size)]
+        if not chunk:
+            continue
+        lo = min(range(len(chunk)), key=lambda i: chunk[i][1])
+        hi = max(range(len(chunk)), key=lambda i: chunk[i][1])
+        out.extend(chunk[i] for i in sorted({lo, hi}))
+    return [s for s, _ in out], [v for _, v in out]
+
+
+def _plot_data(run: str, item: str, kind: str, expected: pa.Table, actual: pa.Table,
+               findings: list[Finding]) -> PlotData:
+    def cols(t: pa.Table, values: bool) -> tuple[list[float], list[float]]:
+        if t.num_rows == 0 or "step" not in t.column_names:
             return [], []
         step = [float(s) for s in t.column("step").to_pylist()]
-        val = [float("nan") if v is None else float(v) for v in t.column("value").to_pylist()]
-        return step, val
+        if values and "value" in t.column_names:
+            val = [float("nan") if v is None else float(v) for v in t.column("value").to_pylist()]
+        else:  # the plot shows where the points are
+            val = [0.0] * len(step)
+        order = sorted(range(len(step)), key=step.__getitem__)
+        return downsample([step[i] for i in order], [val[i] for i in order])
 
-    es, ev = cols(expected)
-    as_, av = cols(actual)
-    return PlotData(run, item, es, ev, as_, av)
+    values = kind == "float"
+    es, ev = cols(expected, values)
+    as_, av = cols(actual, values)
+    if values and not es and not as_:  # nothing finite (NaN/inf only)
+        values = False
+        es, ev = cols(expected, values)
+        as_, av = cols(actual, values)
+    diff_steps = sorted({f.step for f in findings if f.step is not None})
+    return PlotData(run, item, es, ev, as_, av, kind=kind, expected_count=expected.num_rows,
+                    actual_count=actual.num_rows, differs=bool(findings), diff_steps=diff_steps,
+                    positions_only=not values)

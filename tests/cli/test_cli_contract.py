@@ -108,9 +108,15 @@ def test_not_in_source_is_a_warning_and_strict_makes_it_exit_1(cli: Any, tmp_pat
     strict = cli("import", dump, "--to", "mlflow", "--tracking-uri", uri, "--strict", check_rc=1)
     assert last_line(strict.stderr) == "import exit 1: not in the source any more: 1 (--strict)"
 
-    ok = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--json", check_rc=0)
+    md = tmp_path / "out" / "verify.md"
+    ok = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--json", "--markdown", str(md), check_rc=0)
     doc = json.loads(ok.stdout)
     assert doc["ok"] is True and doc["dump_categories"][GONE] == 1 and doc["exit_code"] == 0
+    assert doc["reports"]["markdown"] == str(md)
+    text = md.read_text()
+    assert text.startswith("# Verification: mlflow sqlite:///")
+    assert "**OK**: All runs match." in text
+    assert "Warning: 1 item(s) were not in the source any more." in text
     assert "dump's own losses: lost 0, not in the source 1" in ok.stderr
     assert "warning: 1 item(s) were not in the source any more" in ok.stderr
     bad = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--strict", check_rc=1)

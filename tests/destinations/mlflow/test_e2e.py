@@ -229,7 +229,7 @@ def test_cli_import_verify_exit_codes_and_reports(tmp_path: Path, cli: Any) -> N
              "--report", str(tmp_path / "v.json"))
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
-    assert "data:image/png;base64," in (tmp_path / "v.html").read_text()
+    assert '<svg class="plot-svg"' in (tmp_path / "v.html").read_text()
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:
         conn.execute("UPDATE metrics SET value = 42 WHERE key = 'ok/metric' AND step = 1")
     bad = cli("verify", dump, "--to", "mlflow", "--tracking-uri", uri, "--report", str(tmp_path / "v2.json"))

@@ -71,7 +71,7 @@ def test_each_tampering_is_exactly_one_finding(tmp_path: Path) -> None:
     }
     assert [r.status for r in report.runs] == ["mismatch", "match"]
     html = render_html(report)
-    assert "data:image/png;base64," in html
+    assert "<figure class='plot differs' data-item='series:float:train/loss'>" in html
     assert "param:parameters/optimizer" in html
 
 
