@@ -130,8 +130,9 @@ def _plot_svg(plot: PlotData, differs: bool) -> str:
             out.append(f'<path class="{cls}" d="{d}" stroke="{color}" {style} fill="none"/>')
             return
         if len(steps) == 1:
-            out.append(f'<circle class="{cls}" cx="{px(steps[0])}" cy="{py(values[0])}" r="4" fill="{color}" '
-                       f'{style}/>')
+            r = 5 if cls.endswith("dump") else 2.5  # the destination's dot inside the dump's ring
+            out.append(f'<circle class="{cls}" cx="{px(steps[0])}" cy="{py(values[0])}" r="{r}" fill="{color}" '
+                       f'stroke="{color}" {style}/>')
             return
         d = "M" + "L".join(f"{px(s)} {py(v)}" for s, v in zip(steps, values, strict=True))
         out.append(f'<path class="{cls}" d="{d}" stroke="{color}" {style} fill="none"/>')
@@ -239,6 +240,8 @@ def _verdict(report: VerifyReport) -> tuple[bool, list[str]]:
 
 
 _SUMMARY_ROWS = ("params", "series", "points", "files")
+_LEFT_OUT = ("Plots left out for this run, to keep the report small on a large project (runs with findings "
+             "are drawn first); its numbers are complete here and in the JSON report.")
 
 
 def render_html(report: VerifyReport) -> str:
@@ -298,6 +301,8 @@ def render_html(report: VerifyReport) -> str:
             parts.append(f"<p>{run.series_sampled_out} series sampled out (point counts compared only).</p>")
         differing = _differing_items(run)
         groups = _group_plots(plots_by_run.get(run.key, []))
+        if run.plots_left_out:
+            parts.append(f"<p>{_LEFT_OUT}</p>")
         if groups:
             parts.append("<div class='groups'>")
         for ns, plots in groups:
@@ -402,6 +407,8 @@ def render_markdown(report: VerifyReport) -> str:
         out.append("")
         differing = _differing_items(run)
         groups = _group_plots(plots_by_run.get(run.key, []))
+        if run.plots_left_out:
+            out += [_LEFT_OUT, ""]
         if groups:
             out += ["| namespace | series | kind | points (dump / destination) | curve (dump) | |",
                     "|---|---|---|---:|---|---|"]
@@ -424,7 +431,7 @@ def render_markdown(report: VerifyReport) -> str:
                        f"({lo['count']}): {_md(lo['detail'])}")
         if run.dump_losses:
             out.append("")
-    return "\n".join(out)
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def write_markdown(report: VerifyReport, path: Path) -> None:

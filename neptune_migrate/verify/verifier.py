@@ -34,6 +34,9 @@ class VerifyOptions:
     plots: int | None = None
     """Series per run kept for the report's source-vs-destination plots; None plots every compared
     series."""
+    plot_runs: int = 200
+    """Runs with findings whose plots the report keeps; matching runs: a quarter of it. Bounds the
+    report's memory and size on large projects (the JSON report has every run either way)."""
 
 
 PLOT_BUCKETS = 60
@@ -84,6 +87,8 @@ class RunVerification:
     """False when the source held only part of the run (e.g. a truncated queue)."""
     name: str | None = None
     """The run's name in the source (`sys/name`), or its custom run id; None when it has neither."""
+    plots_left_out: bool = False
+    """The report has no plots for this run (over `VerifyOptions.plot_runs`)."""
     params_compared: int = 0
     files_compared: int = 0
     points_differing: int = 0
@@ -219,8 +224,16 @@ def verify_runs(
             runs.append(run)
     if progress is not None:
         progress.start(len(runs))
+    plotted = {True: 0, False: 0}  # runs with plots kept: with findings, matching
     for run in runs:
+        before = len(report.plots)
         result = _verify_one(reader, dest, run, options, rng, report)
+        differs = bool(result.findings)
+        if plotted[differs] < (options.plot_runs if differs else options.plot_runs // 4):
+            plotted[differs] += 1
+        elif len(report.plots) > before:
+            del report.plots[before:]
+            result.plots_left_out = True
         report.runs.append(result)
         if progress is not None:
             progress.run_done(result)

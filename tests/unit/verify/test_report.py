@@ -199,3 +199,53 @@ def test_a_typical_run_is_under_50_kb(tmp_path: Path) -> None:
     assert page.count("<figure class='plot") == 8
     assert page.count("class=\"diff-mark\"") == 2
     assert report.to_json()["runs"][0]["summary"]["points"] == {"compared": 8 * n, "differing": 2}
+
+
+def test_a_run_without_a_name_shows_its_custom_run_id_or_its_key(tmp_path: Path) -> None:
+    with DumpWriter(tmp_path / "dump") as dump:
+        for rid, system in (("PROJ-1", SystemInfo(custom_run_id="sweep-7")), ("PROJ-2", SystemInfo())):
+            with dump.begin_run(key(rid)) as run:
+                run.add_points("float", float_points("loss", [0, 1], [1.0, 2.0]))
+                run.commit(make_record(key(rid), system=system, fields={}))
+    reader = DumpReader(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, ImportOptions(retry=FAST))
+    report = _verify(reader, fake)
+    assert [r["name"] for r in report.to_json()["runs"]] == ["sweep-7", None]
+    page = render_html(report)
+    assert "<span class='run-name'>sweep-7</span> <code>my-ws/my-proj/PROJ-1</code>" in page
+    assert "<span class='run-name'>my-ws/my-proj/PROJ-2</span> <span class='badge ok'>match</span>" in page
+    assert "## my-ws/my-proj/PROJ-2: match" in render_markdown(report)
+    assert re.findall(r"<div class='ns'><h3>([^<]+)</h3>", page) == ["(top level)", "(top level)"]
+
+
+def test_plots_are_kept_for_a_bounded_number_of_runs_differing_ones_first(tmp_path: Path) -> None:
+    build_dump(tmp_path / "dump", tmp_path, run_ids=("PROJ-1", "PROJ-2", "PROJ-3", "PROJ-4"))
+    reader = DumpReader(tmp_path / "dump")
+    fake = FakeDestination()
+    import_runs(reader, fake, ImportOptions(retry=FAST))
+    for dest in fake.live_runs():
+        if str(dest.key).endswith(("PROJ-3", "PROJ-4")):
+            dest.params["parameters/optimizer"] = "tampered"
+    # plot_runs=4: up to 4 runs with findings keep their plots, and 4 // 4 = 1 matching run
+    report = verify_runs(reader, fake, VerifyOptions(import_options=ImportOptions(retry=FAST), plot_runs=4))
+    left_out = {r.key.rsplit("/", 1)[1]: r.plots_left_out for r in report.runs}
+    assert left_out == {"PROJ-1": False, "PROJ-2": True, "PROJ-3": False, "PROJ-4": False}
+    assert sorted({p.run.rsplit("/", 1)[1] for p in report.plots}) == ["PROJ-1", "PROJ-3", "PROJ-4"]
+    page = render_html(report)
+    section = page.split("data-key='my-ws/my-proj/PROJ-2'")[1].split("</section>")[0]
+    assert "Plots left out for this run" in section
+    assert "<figure" not in section
+    assert "Plots left out for this run" in render_markdown(report)
+
+
+def test_readme_screenshots_exist_are_small_and_are_referenced() -> None:
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in ("mlflow-run.png", "aim-run.png", "verify-report.png"):
+        png = REPO / "docs" / "img" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size < 150_000, (name, png.stat().st_size)
+        assert f"(docs/img/{name})" in readme
+    assert "python docs/screenshots.py" in readme
