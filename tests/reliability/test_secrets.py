@@ -123,7 +123,8 @@ def test_credentials_and_tokens_never_reach_stderr_reports_ledger_or_dump(
         dest = ("--to", "mlflow", "--tracking-uri", uri, "--experiment-template", "secrets-{project}")
         done = _cli(env, "-vv", "import", dump, *dest, "--report", str(tmp_path / "out" / "import.json"))
         checked = _cli(env, "-vv", "verify", dump, *dest, "--report", str(tmp_path / "out" / "verify.json"),
-                       "--html", str(tmp_path / "out" / "verify.html"))
+                       "--html", str(tmp_path / "out" / "verify.html"),
+                       "--markdown", str(tmp_path / "out" / "verify.md"))
         dry = _cli(env, "-vv", "import", dump, *dest, "--dry-run")
     # The URI works (the gateway checked the credentials and the token) and one run was refused.
     assert done.returncode == 1, done.stderr
@@ -143,6 +144,7 @@ def test_credentials_and_tokens_never_reach_stderr_reports_ledger_or_dump(
     written = _everything_written(tmp_path / "out", tmp_path / "dump")
     assert any("_ledger" in p for p in written)
     assert any("_reports" in p for p in written)
+    assert str(tmp_path / "out" / "verify.md") in written  # the Markdown report is scanned too
     texts = {"import stderr": done.stderr.encode(), "verify stderr": checked.stderr.encode(),
              "dry-run stderr": dry.stderr.encode(), **written}
     leaks = [(where, s) for where, data in texts.items() for s in SECRETS if s.encode() in data]
