@@ -138,7 +138,7 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
     return out
 
 
-def resolve_reference(reference: str, where: str) -> str:
+def resolve_reference(reference: str, where: str, environ: Mapping[str, str] | None = None) -> str:
     """The value behind `env:NAME` or `file:/path`; a clear error (never the value) when it is missing."""
     m = _REFERENCE.match(reference)
     if m is None:
@@ -146,7 +146,7 @@ def resolve_reference(reference: str, where: str) -> str:
         raise UsageError(msg)
     kind, target = m.group(1), m.group(2).strip()
     if kind == "env":
-        value = os.environ.get(target)
+        value = (os.environ if environ is None else environ).get(target)
         if value is None:
             msg = f"{where}: the environment variable {target} is not set"
             raise UsageError(msg)
@@ -214,7 +214,9 @@ def load(
             if not isinstance(table, dict):
                 msg = f"{path}:{lines.get((PROFILES_TABLE, name), 1)}: profile {name!r} must be a table"
                 raise UsageError(msg)
-        _take(config, data, (), path, lines, allowed, resolve=resolve)
+        for name, table in raw_profiles.items():  # a typo in any profile is an error, not only the chosen one
+            _check_keys(table, (PROFILES_TABLE, name), path, lines, allowed)
+        _take(config, data, (), path, lines, allowed, resolve=resolve, environ=env)
         config.profile = profile or default_profile
         if config.profile is not None:
             if config.profile not in raw_profiles:
@@ -222,7 +224,7 @@ def load(
                 msg = f"{path}: no profile {config.profile!r} (profiles: {listed})"
                 raise UsageError(msg)
             _take(config, raw_profiles[config.profile], (PROFILES_TABLE, config.profile), path, lines, allowed,
-                  resolve=resolve)
+                  resolve=resolve, environ=env)
     elif profile is not None:
         msg = f"--profile {profile}: no config file ({DEFAULT_FILE} in the current folder, or --config FILE)"
         raise UsageError(msg)
@@ -235,7 +237,7 @@ def load(
             if secret and not _REFERENCE.match(raw):
                 msg = f"{var}: secrets are referenced, never given in plain text: write env:NAME or file:/path"
                 raise UsageError(msg)
-            config.settings[key] = _setting(key, value, f"env:{var}", secret=secret, resolve=resolve)
+            config.settings[key] = _setting(key, value, f"env:{var}", secret=secret, resolve=resolve, environ=env)
     return config
 
 
@@ -247,20 +249,31 @@ def _read(path: Path) -> str:
         raise UsageError(msg) from None
 
 
-def _take(
-    config: Config, table: Mapping[str, Any], prefix: tuple[str, ...], path: Path, lines: Mapping[tuple[str, ...], int],
-    allowed: set[str], *, resolve: bool,
+def _where(path: Path, lines: Mapping[tuple[str, ...], int], prefix: tuple[str, ...], raw_key: str) -> str:
+    return f"{path}:{lines.get((*prefix, raw_key), lines.get(prefix, 1) if prefix else 1)}"
+
+
+def _check_keys(
+    table: Mapping[str, Any], prefix: tuple[str, ...], path: Path, lines: Mapping[tuple[str, ...], int],
+    allowed: set[str],
 ) -> None:
     for raw_key, value in table.items():
-        line = lines.get((*prefix, raw_key), lines.get(prefix, 1) if prefix else 1)
-        where = f"{path}:{line}"
-        key = normalise_key(raw_key)
-        if key not in allowed or isinstance(value, dict):
+        if normalise_key(raw_key) not in allowed or isinstance(value, dict):
             section = f" in [{'.'.join(prefix)}]" if prefix else ""
             what = "table" if isinstance(value, dict) else "key"
-            msg = (f"{where}: unknown {what} {raw_key!r}{section} (keys are flag names such as tracking_uri, "
-                   f"workers, tag; see `neptune-migrate config show`)")
+            msg = (f"{_where(path, lines, prefix, raw_key)}: unknown {what} {raw_key!r}{section} (keys are flag names "
+                   f"such as tracking_uri, workers, tag; see `neptune-migrate config show`)")
             raise UsageError(msg)
+
+
+def _take(
+    config: Config, table: Mapping[str, Any], prefix: tuple[str, ...], path: Path, lines: Mapping[tuple[str, ...], int],
+    allowed: set[str], *, resolve: bool, environ: Mapping[str, str],
+) -> None:
+    _check_keys(table, prefix, path, lines, allowed)
+    for raw_key, value in table.items():
+        where = _where(path, lines, prefix, raw_key)
+        key = normalise_key(raw_key)
         secret = key in SECRET_ENV
         if isinstance(value, str) and not _REFERENCE.match(value) and (secret or _URI_PASSWORD.search(value)):
             msg = (f"{where}: {raw_key} holds a secret in plain text; secrets are referenced, never stored: "
@@ -268,15 +281,17 @@ def _take(
             raise UsageError(msg)
         if isinstance(value, list):
             value = [str(v) for v in value]
-        config.settings[key] = _setting(key, value, f"file:{where}", secret=secret, resolve=resolve)
+        config.settings[key] = _setting(key, value, f"file:{where}", secret=secret, resolve=resolve, environ=environ)
 
 
-def _setting(key: str, value: Any, origin: str, *, secret: bool, resolve: bool) -> Setting:
+def _setting(
+    key: str, value: Any, origin: str, *, secret: bool, resolve: bool, environ: Mapping[str, str] | None = None,
+) -> Setting:
     if isinstance(value, str) and _REFERENCE.match(value):
         where = origin.removeprefix("file:").removeprefix("env:") + f": {key}"
         resolved: Any = None
         try:
-            resolved = resolve_reference(value, where)
+            resolved = resolve_reference(value, where, environ)
         except UsageError:
             if resolve:
                 raise
