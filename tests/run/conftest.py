@@ -97,18 +97,20 @@ def nm(tmp_path: Path) -> Runner:
 
 
 def store_contents(uri: str) -> dict[str, Any]:
-    """What the MLflow store holds per source run: name, status, params, metric points and tags,
-    without what differs between two imports of the same data by design (run and experiment ids,
+    """What the MLflow store holds per source run (active runs; a key twice fails): name, status,
+    params, metric points and tags, without what differs between two imports of the same data by design (run and experiment ids,
     import times, the dump's own id and path)."""
     path = uri.removeprefix("sqlite:///")
     con = sqlite3.connect(path)
     try:
         out: dict[str, Any] = {}
-        runs = con.execute("SELECT run_uuid, name, status, start_time, end_time, lifecycle_stage FROM runs").fetchall()
+        runs = con.execute("SELECT run_uuid, name, status, start_time, end_time, lifecycle_stage FROM runs "
+                           "WHERE lifecycle_stage = 'active'").fetchall()
         for run_uuid, name, status, start, end, stage in runs:
             tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid=?", (run_uuid,)).fetchall())
             key = f"{tags.get('neptune.project')}/{tags.get('neptune.run_id')}"
             stable = {k: v for k, v in tags.items() if not _volatile(k)}
+            assert key not in out, f"{key} is in the store twice"
             out[key] = {
                 "name": name, "status": status, "start": start, "end": end, "stage": stage,
                 "params": sorted(con.execute("SELECT key, value FROM params WHERE run_uuid=?", (run_uuid,))),
