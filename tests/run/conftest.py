@@ -98,8 +98,8 @@ def nm(tmp_path: Path) -> Runner:
 
 def store_contents(uri: str) -> dict[str, Any]:
     """What the MLflow store holds per source run (active runs; a key twice fails): name, status,
-    params, metric points and tags, without what differs between two imports of the same data by design (run and experiment ids,
-    import times, the dump's own id and path)."""
+    params, metric points and tags, without what differs between two imports of the same data by
+    design (run and experiment ids, import times, the dump's own id)."""
     path = uri.removeprefix("sqlite:///")
     con = sqlite3.connect(path)
     try:
