@@ -57,7 +57,7 @@ def test_sigkill_in_a_phase_then_rerun_equals_an_uninterrupted_run(
     if phase == "import":
         assert 1 <= len(store_contents(store)) < RUNS  # some runs imported, some left: a real mid-phase kill
 
-    again = nm(*run_args(generated_source, dump, store, "--json"), rc=0)
+    again = nm(*run_args(generated_source, dump, store, "--json", "--discard-dump"), rc=0)
     doc = json.loads(again.stdout.strip().splitlines()[-1])
     phases = {p["phase"]: p for p in doc["phases"]}
     assert phases["verify"]["counts"] == {"runs": RUNS, "matching": RUNS, "findings": 0}
@@ -67,3 +67,8 @@ def test_sigkill_in_a_phase_then_rerun_equals_an_uninterrupted_run(
     if phase == "verify":
         assert phases["import"]["counts"] == {"skipped": RUNS}
     assert store_contents(store) == store_contents(reference[1])
+    # --discard-dump: a run that verified clean removes the dump and keeps its reports beside it
+    assert not dump.exists() and doc["dump_kept"] is False
+    kept = sorted(p.name.split("-")[0] for p in (tmp_path / "dump.reports").iterdir())
+    assert kept.count("run") == 1 and kept.count("import") >= 1 and kept.count("verify") == 2
+    assert all(Path(r).parent == tmp_path / "dump.reports" for p in doc["phases"] for r in p["reports"])
