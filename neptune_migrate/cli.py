@@ -1380,15 +1380,14 @@ app.add_typer(config_app, name="config")
 
 
 def _origin(sub: Any, param: Any, config: Any, verb_keys: Mapping[str, str]) -> str:
-    from typer._click.core import ParameterSource
-
     source = sub.get_parameter_source(param.name)
-    if source == ParameterSource.COMMANDLINE:
+    name = getattr(source, "name", "")  # click's ParameterSource (vendored by newer typer): compared by name
+    if name == "COMMANDLINE":
         return "flag"
-    if source == ParameterSource.ENVIRONMENT:
+    if name == "ENVIRONMENT":
         envvar = param.envvar if isinstance(param.envvar, str) else ",".join(param.envvar or ())
         return f"env:{envvar}"
-    if source == ParameterSource.DEFAULT_MAP:
+    if name == "DEFAULT_MAP":
         for key, name in verb_keys.items():
             if name == param.name and key in config.settings:
                 return str(config.settings[key].origin)
