@@ -1247,6 +1247,7 @@ def _run_plan(
     """
     import shutil
     import tempfile
+    from dataclasses import replace
 
     from neptune_migrate.console import console
     from neptune_migrate.dump.reader import DumpReader
@@ -1274,18 +1275,16 @@ def _run_plan(
     if new:
         tmp = Path(tempfile.mkdtemp(prefix="neptune-migrate-plan-"))
         try:
-            wanted = {str(k) for k in new}
+            only_new = _KeySelection(selection, frozenset(str(k) for k in new))
             with DumpWriter(tmp / "dump") as writer:
-                exported = export_runs(source, writer, selection, location=str(source_options.path.resolve()),
-                                       source_root=source_options.path)
+                exported = export_runs(source, writer, only_new,  # type: ignore[arg-type]
+                                       location=str(source_options.path.resolve()), source_root=source_options.path)
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,
                               problems=len(exported.warnings))
             # Only the runs not in the real dump yet: the others were planned above from the real dump.
-            tmp_reader = DumpReader(tmp / "dump")
-            narrowed = _only_keys(options, wanted)
-            planned.append(import_runs(tmp_reader, destination, narrowed))
+            planned.append(import_runs(DumpReader(tmp / "dump"), destination, replace(options, selection=only_new)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     imp = summary.phase("import")
@@ -1313,15 +1312,9 @@ def _run_plan(
     return outcome
 
 
-def _only_keys(options: Any, keys: set[str]) -> Any:
-    """Import options narrowed to the runs whose key is in `keys` (the plan of runs not in the dump yet)."""
-    from dataclasses import replace
-
-    return replace(options, selection=_KeySelection(options.selection, frozenset(keys)))
-
-
 class _KeySelection:
-    """A `RunSelection` that also requires the run key to be one of `keys`."""
+    """A `RunSelection` that also requires the run key to be one of `keys` (the runs a dry run plans
+    from a temporary dump: those not in the real dump yet)."""
 
     def __init__(self, inner: Any, keys: frozenset[str]) -> None:
         self.inner = inner
