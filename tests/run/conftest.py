@@ -133,7 +133,7 @@ def run_args(source: Path, dump: Path, store: str, *extra: str) -> list[str]:
             "--dump", str(dump), *extra]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory, generated_source: Path, store_template: Path,
               ) -> tuple[Path, str, dict[str, Any]]:
     """One uninterrupted `run` of the generated source: (dump, store URI, the run's JSON summary)."""

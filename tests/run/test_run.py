@@ -39,6 +39,7 @@ def test_run_moves_and_verifies_in_one_command(reference: tuple[Path, str, dict[
     assert losses[0][2] == 1735787045000 and losses[19][2] == 1735787045000 + 19_000  # T0 + i seconds
 
 
+@pytest.mark.slow  # the default run shows the same through the SIGKILL test's re-run (tests/run/test_run_kill.py)
 def test_run_again_redoes_nothing(nm: Runner, reference: tuple[Path, str, dict[str, Any]],
                                   generated_source: Path) -> None:
     dump, store, _ = reference
