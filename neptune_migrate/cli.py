@@ -7,6 +7,7 @@ runs, items by category, problems) and `main()` (errors raised on purpose: `Migr
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,6 +218,114 @@ StrictOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable summary (JSON) on stdout.")]
 
 
+# ---------------------------------------------------------------------------------------------
+# neptune-migrate.toml: `--config`/`--profile` on every verb that takes settings. Both are eager, so
+# the merged file + environment settings become the verb's click `default_map` before any other
+# option is read: a flag given on the command line still wins, and a value from the file is
+# converted and checked exactly as the same flag would be.
+
+CONFIG_VERBS = ("export", "import", "verify", "run")
+_NOT_SETTINGS = frozenset({"config", "profile", "verbose", "json", "help", "dry_run"})
+_KEY_ALIASES = {"export": {"source": "path", "dump": "out"}, "run": {"source": "source", "dump": "dump"},
+                "import": {"dump": "dump"}, "verify": {"dump": "dump"}}
+"""Config keys that are a verb's argument, or a different flag per verb."""
+
+
+def _verb_keys(command: Any, verb: str) -> dict[str, str]:
+    """Config key -> click param name for one verb (a flag's long names, without dashes)."""
+    from neptune_migrate.config import normalise_key
+
+    out: dict[str, str] = {}
+    for param in command.params:
+        if getattr(param, "param_type_name", "") == "argument":
+            continue
+        for opt in param.opts:  # not `--discard-dump`: a key names the value it sets
+            if opt.startswith("--"):
+                key = normalise_key(opt[2:])
+                if key not in _NOT_SETTINGS and param.name not in ("as_json", "verbose", "config", "profile"):
+                    out[key] = param.name
+    out.update(_KEY_ALIASES.get(verb, {}))
+    return out
+
+
+def _all_verb_keys(group: Any) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """Keys per verb, and the keys that take several values (lists)."""
+    keys: dict[str, dict[str, str]] = {}
+    lists: set[str] = set()
+    for verb in CONFIG_VERBS:
+        command = group.commands.get(verb)
+        if command is None:
+            continue
+        keys[verb] = _verb_keys(command, verb)
+        multiple = {p.name for p in command.params if getattr(p, "multiple", False)}
+        lists.update(k for k, name in keys[verb].items() if name in multiple)
+    return keys, lists
+
+
+def _load_config(group: Any, config_file: Path | None, profile: str | None, *, resolve: bool = True) -> Any:
+    from neptune_migrate import config as cfg
+
+    keys, lists = _all_verb_keys(group)
+    known = {k for verb_keys in keys.values() for k in verb_keys}
+    return cfg.load(cfg.find_file(config_file), profile, known, lists=lists, resolve=resolve)
+
+
+def _check_config_values(ctx: Any, verb_keys: Mapping[str, str], config: Any) -> None:
+    """Convert every value the file or environment gives this verb as its flag would be, now: a bad
+    value is an error naming where it was written (exit 2), not click's message about a flag."""
+    params = {p.name: p for p in ctx.command.params}
+    for key, setting in config.settings.items():
+        name = verb_keys.get(key)
+        if name is None or setting.value is None:
+            continue
+        try:
+            params[name].process_value(ctx, setting.value)
+        except typer.BadParameter as exc:
+            where = setting.origin.removeprefix("file:")
+            msg = f"{where}: {key}: {exc.format_message()}"
+            raise UsageError(msg) from None
+
+
+def _config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Record `--config`/`--profile`; once both are known, load the file into the verb's defaults."""
+    ctx.meta[f"neptune_migrate.{param.name}"] = value
+    if not all(f"neptune_migrate.{n}" in ctx.meta for n in ("config", "profile")) or ctx.resilient_parsing:
+        return value
+    group = ctx.parent.command if ctx.parent is not None else None
+    verb = ctx.info_name or ""
+    if group is None or verb not in CONFIG_VERBS:
+        return value
+    config = _load_config(group, ctx.meta["neptune_migrate.config"], ctx.meta["neptune_migrate.profile"])
+    verb_keys = _verb_keys(ctx.command, verb)
+    _check_config_values(ctx, verb_keys, config)
+    ctx.default_map = {**(ctx.default_map or {}), **config.for_verb(verb_keys)}
+    config.export_secrets()
+    used = [k for k in config.settings if k in verb_keys or k in _SECRET_KEYS]
+    if used:
+        from neptune_migrate.console import console
+
+        where = f"{config.path}" + (f" [profile {config.profile}]" if config.profile else "") if config.path else ""
+        console.print(f"settings from {_esc(where or 'the environment')}: {_esc(', '.join(sorted(used)))} "
+                      "(flags override them; `neptune-migrate config show` lists values and origins)", soft_wrap=True)
+    return value
+
+
+_SECRET_KEYS = frozenset({"api_token", "wandb_api_key", "mlflow_tracking_token", "mlflow_tracking_password"})
+"""`config.SECRET_ENV`'s keys, spelled out so `--help` does not import the config module; a test keeps
+the two equal."""
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", is_eager=True, callback=_config_callback, metavar="FILE",
+                 help="Settings file (default: ./neptune-migrate.toml if present; env NEPTUNE_MIGRATE_CONFIG)."),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", is_eager=True, callback=_config_callback,
+                 help="Profile of the settings file (env NEPTUNE_MIGRATE_PROFILE)."),
+]
+
+
 def _parse_date(value: str | None, flag: str) -> datetime | None:
     if value is None:
         return None
@@ -346,6 +455,8 @@ def export_cmd(
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+    config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
+    profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read Neptune runs into a neutral dump (Parquet + JSON + content-addressed files)."""
     from neptune_migrate.console import console
@@ -705,6 +816,8 @@ def import_cmd(
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+    config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
+    profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Replay a dump into a destination, idempotently (re-running never duplicates)."""
     from neptune_migrate.dump.reader import DumpReader
@@ -830,6 +943,8 @@ def verify_cmd(
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+    config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
+    profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read the destination back and compare it with the dump, run by run, point by point."""
     from neptune_migrate.console import console
@@ -893,6 +1008,463 @@ def verify_cmd(
                                     **({} if markdown_report is None else {"markdown": str(markdown_report)})},
                         "counts": doc["counts"], "totals": doc["totals"], "dump_categories": categories}
     _finish("verify", outcome, strict=strict, summary=json_summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# run: export -> import -> verify in one command (the pieces in pipeline/run.py)
+
+
+@app.command("run")
+def run_cmd(
+    source: Annotated[Path, typer.Argument(help="Where the Neptune data is (folder or file).")],
+    from_: Annotated[
+        str, typer.Option("--from", **_choice(SOURCE_NAMES), help="Source form (as for export).")
+    ],
+    to: ToOpt,
+    dump: Annotated[
+        Path | None,
+        typer.Option("--dump", help="Dump folder to create or resume (default: beside the source, "
+                     "<source>.neptune-migrate-dump)."),
+    ] = None,
+    keep_dump: Annotated[
+        bool,
+        typer.Option("--keep-dump/--discard-dump",
+                     help="Keep the dump (default: it is your archive and what a re-run resumes from), or remove "
+                     "it after a run that verified clean (its reports are kept beside it)."),
+    ] = True,
+    verify: Annotated[
+        str, typer.Option("--verify", metavar="full|none|sample:FRACTION",
+                          help="Verify every run (full), none, or a deterministic sample of the runs (e.g. "
+                          "sample:0.1, chosen by a stable hash of the run key).")
+    ] = "full",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan all three steps; write nothing to the dump or the destination.")
+    ] = False,
+    project: Annotated[
+        str | None, typer.Option("--project", help="workspace/project for sources that lack it.")
+    ] = None,
+    path_map: Annotated[
+        list[str] | None, typer.Option("--path-map", help="OLD_PREFIX=NEW_PREFIX for moved files (repeatable)."),
+    ] = None,
+    files_path: Annotated[
+        Path | None, typer.Option("--files-path", "-f", help="neptune-exporter: its files folder.")
+    ] = None,
+    include_previews: Annotated[
+        bool, typer.Option("--include-previews", help="neptune-scale: keep metric previews.")
+    ] = False,
+    include_incomplete: Annotated[
+        bool, typer.Option("--include-incomplete", help="Also export runs a source marks incomplete.")
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Runs imported in parallel.")] = 1,
+    lock_timeout: Annotated[
+        float | None, typer.Option("--lock-timeout", metavar="SECONDS", help="As for import.")
+    ] = None,
+    max_outage: Annotated[float, typer.Option("--max-outage", help="As for import.")] = 300.0,
+    step_policy: StepPolicyOpt = "auto",
+    attributes: AttributesOpt = None,
+    on_conflict: Annotated[
+        str, typer.Option("--on-conflict", help="As for import: fail, skip or replace.")
+    ] = "fail",
+    strict: StrictOpt = False,
+    as_json: JsonOpt = False,
+    tracking_uri: TrackingOpt = None,
+    experiment_template: ExperimentOpt = "{project}",
+    entity: EntityOpt = None,
+    project_template: WandbProjectOpt = "{project_name}",
+    wandb_mode: WandbModeOpt = "online",
+    wandb_dir: WandbDirOpt = None,
+    aim_repo: AimRepoOpt = None,
+    only_project: ProjectsOpt = None,
+    run_id: Annotated[list[str] | None, typer.Option("--run-id", help="Only this run id (repeatable).")] = None,
+    run_regex: RunRegexOpt = None,
+    tag: TagOpt = None,
+    created_after: AfterOpt = None,
+    created_before: BeforeOpt = None,
+    verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+    config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
+    profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
+) -> None:
+    """Export, import and verify in one command; the same command resumes after a crash or Ctrl-C."""
+    from dataclasses import replace
+
+    from neptune_migrate.pipeline.run import RunSummary, VerifyMode, default_dump
+    from neptune_migrate.sources.base import PathMap, SourceOptions
+
+    mode = VerifyMode.parse(verify)
+    if not source.exists():
+        msg = f"{source}: no such file or folder"
+        raise UsageError(msg)
+    if max_outage < 0 or (lock_timeout is not None and lock_timeout < 0):
+        msg = "--max-outage and --lock-timeout must be 0 or more seconds"
+        raise UsageError(msg)
+    dump_path = dump if dump is not None else default_dump(source)
+    selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    options = _import_options(selection, _attribute_regex(attributes), step_policy, workers, dry_run=dry_run,
+                              on_conflict=on_conflict)
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage))
+    source_options = SourceOptions(path=source, project=project, path_map=PathMap.parse(path_map or []),
+                                   files_path=files_path, include_previews=include_previews,
+                                   include_incomplete=include_incomplete)
+    destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
+                               wandb_mode, wandb_dir, aim_repo)
+    summary = RunSummary(source=str(source), dump=str(dump_path), destination=destination.describe(),
+                         verify=mode, dry_run=dry_run, dump_kept=keep_dump)
+    phase = "export"
+    try:
+        destination.check()  # unreachable: exit 3 now, before anything is exported
+        if dry_run:
+            outcome = _run_plan(from_, source_options, selection, dump_path, destination, options, mode, summary)
+        else:
+            outcome = _run_export(from_, source_options, selection, dump_path, summary)
+            phase = "import"
+            outcome = _merge_outcomes(outcome, _run_import(dump_path, destination, options, lock_timeout, summary))
+            phase = "verify"
+            outcome = _merge_outcomes(outcome, _run_verify(dump_path, destination, options, mode, summary))
+    except KeyboardInterrupt:
+        from neptune_migrate.console import console
+
+        console.print(f"[yellow]interrupted[/] during {phase}: what was done is kept (the dump's committed runs, "
+                      f"the destination's finished runs); to resume, {_esc(_resume_hint())}")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    finally:
+        destination.close()
+    _run_finish(summary, outcome, dump_path, strict=strict, as_json=as_json)
+
+
+def _merge_outcomes(a: Outcome, b: Outcome) -> Outcome:
+    from neptune_migrate.pipeline.run import sum_counts
+
+    return Outcome(failed_runs=a.failed_runs + b.failed_runs, categories=sum_counts(a.categories, b.categories),
+                   incomplete_runs=a.incomplete_runs + b.incomplete_runs, problems=a.problems + b.problems,
+                   conflicts=a.conflicts + b.conflicts, dry_run=a.dry_run or b.dry_run)
+
+
+def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path, summary: Any) -> Outcome:
+    """The export phase: `export_runs` into the dump (complete, unchanged runs are skipped)."""
+    from neptune_migrate.console import console
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.pipeline.export import RunOutcome, export_runs
+    from neptune_migrate.sources import load_source
+
+    source = load_source(from_, source_options)
+    console.print(f"== export: {_esc(source.describe())} -> {_esc(dump_path)}", soft_wrap=True)
+
+    def on_run(outcome: RunOutcome) -> None:
+        if outcome.status != "filtered":
+            style = {"exported": "green", "skipped": "dim", "failed": "red"}.get(outcome.status, "")
+            console.print(f"[{style}]{outcome.status:>8}[/] {_esc(outcome.key)} points={outcome.points} "
+                          f"files={outcome.files}{_esc(' ' + outcome.message if outcome.message else '')}")
+
+    with DumpWriter(dump_path) as writer:
+        result = export_runs(source, writer, selection, location=str(source_options.path.resolve()), on_run=on_run,
+                             source_root=source_options.path)
+        doc = result.to_json()
+        writer.layout.reports_dir.mkdir(exist_ok=True)
+        report_path = writer.layout.reports_dir / f"export-{_stamp()}.json"
+        report_path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
+                               encoding="utf-8")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {_esc(warning)}")
+    phase = summary.phase("export")
+    phase.status, phase.counts, phase.categories = "done", dict(doc["counts"]), dict(doc["categories"])
+    phase.reports.append(str(report_path))
+    return Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"],
+                   incomplete_runs=doc["incomplete_runs"], problems=len(result.warnings),
+                   problem_word="problem(s)")
+
+
+def _run_import(dump_path: Path, destination: Any, options: Any, lock_timeout: float | None, summary: Any) -> Outcome:
+    """The import phase: `import_runs` under the import lock (complete runs are skipped, cut ones repaired)."""
+    from neptune_migrate.console import console
+    from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.pipeline.import_ import import_runs
+    from neptune_migrate.pipeline.ledger import Ledger
+
+    reader = DumpReader(dump_path)
+    console.print(f"== import: {_esc(dump_path)} -> {_esc(destination.describe())}", soft_wrap=True)
+    progress = _Progress(dry_run=False)
+    ledger = Ledger(reader.layout, destination.name, destination.describe())
+    try:
+        with _import_lock(reader.layout, destination, lock_timeout, dry_run=False), progress:
+            result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
+    except KeyboardInterrupt:
+        progress.interrupted("finished runs are kept; a run cut short is repaired on the next run")
+        raise
+    doc = result.to_json()
+    reader.layout.reports_dir.mkdir(exist_ok=True)
+    report_path = reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json"
+    report_path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
+                           encoding="utf-8")
+    _print_import_summary(result, doc)
+    phase = summary.phase("import")
+    phase.status, phase.counts, phase.categories = "done", dict(doc["counts"]), dict(doc["categories"])
+    phase.reports.append(str(report_path))
+    failed = sum(1 for r in result.runs if r.status in ("failed", "would_fail"))
+    return Outcome(failed_runs=failed, categories=doc["categories"], conflicts=len(result.conflicts))
+
+
+def _run_verify(dump_path: Path, destination: Any, options: Any, mode: Any, summary: Any) -> Outcome:
+    """The verify phase: `verify_runs` on every run, or on the runs of a deterministic sample."""
+    from dataclasses import replace
+
+    from neptune_migrate.console import console
+    from neptune_migrate.pipeline.run import SampledReader
+    from neptune_migrate.verify.report import print_summary, write_html, write_json
+    from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
+
+    phase = summary.phase("verify")
+    if mode.kind == "none":
+        phase.status, phase.note = "skipped", "not verified (--verify none)"
+        return Outcome()
+    reader = SampledReader(dump_path, mode.fraction)
+    console.print(f"== verify ({mode}): {_esc(destination.describe())}", soft_wrap=True)
+    progress = _VerifyProgress()
+    with progress:
+        result = verify_runs(reader, destination, VerifyOptions(import_options=replace(options, dry_run=True)),
+                             progress=progress)
+    stamp = _stamp()
+    json_path = reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
+    html_path = reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
+    write_json(result, json_path)
+    try:
+        write_html(result, html_path)
+    except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
+        console.print(f"[yellow]warning:[/] the HTML report could not be rendered ({_esc(type(exc).__name__)}: "
+                      f"{_esc(exc)})")
+    print_summary(result)
+    matching = sum(1 for r in result.runs if r.status == "match")
+    phase.status = "done"
+    phase.counts = {"runs": len(result.runs), "matching": matching, "findings": len(result.findings)}
+    if mode.kind == "sample":
+        phase.counts["not in the sample"] = reader.left_out
+    phase.reports.extend([str(json_path), str(html_path)])
+    incomplete = sum(1 for r in result.runs if not r.source_complete)
+    return Outcome(incomplete_runs=incomplete, problems=len(result.findings), problem_word="problem(s)")
+
+
+def _run_plan(
+    from_: str, source_options: Any, selection: Any, dump_path: Path, destination: Any, options: Any, mode: Any,
+    summary: Any,
+) -> Outcome:
+    """`run --dry-run`: what each phase would do. Nothing is written to the dump or the destination.
+
+    Export: the source's runs against the dump's committed ones. Import: `import --dry-run` on the dump;
+    runs not exported yet are first exported into a temporary dump (deleted afterwards) so their plan and
+    what they would lose are real. Verify: how many runs would be read back.
+    """
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    from neptune_migrate.console import console
+    from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.pipeline.export import export_runs
+    from neptune_migrate.pipeline.import_ import import_runs
+    from neptune_migrate.pipeline.run import sample_size
+    from neptune_migrate.sources import load_source
+
+    source = load_source(from_, source_options)
+    keys = [k for k in source.list_runs() if selection.matches_key(k)]
+    exists = (dump_path / "manifest.json").is_file()
+    reader = DumpReader(dump_path) if exists else None
+    in_dump = {k for k in keys if reader is not None and reader.get_run(k) is not None}
+    new = [k for k in keys if k not in in_dump]
+    export = summary.phase("export")
+    export.status = "planned"
+    export.counts = {"would_export": len(new), "would_skip_if_unchanged": len(in_dump)}
+    console.print(f"== plan export: {len(new)} run(s) to export, {len(in_dump)} already in {_esc(dump_path)}",
+                  soft_wrap=True)
+    outcome = Outcome(dry_run=True)
+    planned: list[Any] = []
+    if reader is not None:
+        planned.append(import_runs(reader, destination, options))
+    if new:
+        tmp = Path(tempfile.mkdtemp(prefix="neptune-migrate-plan-"))
+        try:
+            only_new = _KeySelection(selection, frozenset(str(k) for k in new))
+            with DumpWriter(tmp / "dump") as writer:
+                exported = export_runs(source, writer, only_new,  # type: ignore[arg-type]
+                                       location=str(source_options.path.resolve()), source_root=source_options.path)
+            doc = exported.to_json()
+            export.categories = dict(doc["categories"])
+            outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,
+                              problems=len(exported.warnings))
+            # Only the runs not in the real dump yet: the others were planned above from the real dump.
+            planned.append(import_runs(DumpReader(tmp / "dump"), destination, replace(options, selection=only_new)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    imp = summary.phase("import")
+    imp.status = "planned"
+    for report in planned:
+        doc = report.to_json()
+        for k, v in doc["counts"].items():
+            if k != "filtered":
+                imp.counts[k] = imp.counts.get(k, 0) + v
+        for k, v in doc["categories"].items():
+            imp.categories[k] = imp.categories.get(k, 0) + v
+        _print_import_summary(report, doc)
+        failed = sum(1 for r in report.runs if r.status in ("failed", "would_fail"))
+        outcome = _merge_outcomes(outcome, Outcome(failed_runs=failed, categories=doc["categories"],
+                                                   conflicts=len(report.conflicts), dry_run=True))
+    ver = summary.phase("verify")
+    if mode.kind == "none":
+        ver.status, ver.note = "skipped", "not verified (--verify none)"
+    else:
+        ver.status = "planned"
+        chosen = sample_size([str(k) for k in keys], mode.fraction)
+        ver.counts = {"would_verify": chosen}
+        if mode.kind == "sample":
+            ver.counts["not in the sample"] = len(keys) - chosen
+    return outcome
+
+
+class _KeySelection:
+    """A `RunSelection` that also requires the run key to be one of `keys` (the runs a dry run plans
+    from a temporary dump: those not in the real dump yet)."""
+
+    def __init__(self, inner: Any, keys: frozenset[str]) -> None:
+        self.inner = inner
+        self.keys = keys
+
+    def matches_key(self, key: Any) -> bool:
+        return str(key) in self.keys and bool(self.inner.matches_key(key))
+
+    def matches_record(self, record: Any) -> bool:
+        return bool(self.inner.matches_record(record))
+
+
+def _run_finish(summary: Any, outcome: Outcome, dump_path: Path, *, strict: bool, as_json: bool) -> None:
+    """The one summary; discard the dump when asked and everything verified clean; exit per the map."""
+    import shutil
+
+    from neptune_migrate.console import console
+
+    code = exit_code(outcome, strict=strict)
+    if not summary.dry_run:
+        if not summary.dump_kept and (code != ExitCode.OK or summary.verify.kind == "none"):
+            summary.dump_kept = True
+            why = "verify was skipped" if code == ExitCode.OK else "the run did not end clean"
+            summary.phase("verify").note += f"{'; ' if summary.phase('verify').note else ''}dump kept: {why}"
+        reports = dump_path / "_reports"
+        if not summary.dump_kept:
+            kept = dump_path.with_name(dump_path.name + ".reports")
+            shutil.copytree(reports, kept, dirs_exist_ok=True)
+            for p in summary.phases.values():
+                p.reports = [str(kept / Path(r).name) for r in p.reports]
+        path = (reports if summary.dump_kept else dump_path.with_name(dump_path.name + ".reports")) / (
+            f"run-{_stamp()}.json")
+        doc = summary.to_json()
+        doc["exit_code"] = int(code)
+        path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
+                        encoding="utf-8")
+        summary.phase("verify").reports.append(str(path))
+        if not summary.dump_kept:
+            shutil.rmtree(dump_path)
+    for line in summary.lines():
+        console.print(_esc(line), soft_wrap=True, highlight=False)
+    console.print(category_line(summary.categories()))
+    json_summary = None
+    if as_json:
+        json_summary = summary.to_json()
+        json_summary["command"] = "run"
+    _finish("plan" if summary.dry_run else "run", outcome, strict=strict, summary=json_summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# config show
+
+config_app = typer.Typer(help="The settings file (neptune-migrate.toml): show the effective settings.",
+                         no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(config_app, name="config")
+
+
+def _origin(sub: Any, param: Any, config: Any, verb_keys: Mapping[str, str]) -> str:
+    source = sub.get_parameter_source(param.name)
+    name = getattr(source, "name", "")  # click's ParameterSource (vendored by newer typer): compared by name
+    if name == "COMMANDLINE":
+        return "flag"
+    if name == "ENVIRONMENT":
+        envvar = param.envvar if isinstance(param.envvar, str) else ",".join(param.envvar or ())
+        return f"env:{envvar}"
+    if name == "DEFAULT_MAP":
+        for key, name in verb_keys.items():
+            if name == param.name and key in config.settings:
+                return str(config.settings[key].origin)
+    return "default"
+
+
+@config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def config_show_cmd(
+    ctx: typer.Context,
+    verb: Annotated[
+        str, typer.Argument(help="The verb whose settings to show: export, import, verify or run; any further "
+                            "arguments are that verb's flags (their values then show as 'flag').",
+                            **_choice(CONFIG_VERBS))
+    ] = "run",
+    config_file: Annotated[
+        Path | None, typer.Option("--config", metavar="FILE", help="Settings file (default ./neptune-migrate.toml).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile of the settings file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the merged effective settings of a verb, secrets masked, each with where it came from
+    (default, file:PATH:LINE, env:NAME or flag). Precedence: default < file < environment < flag."""
+    from neptune_migrate.config import SECRET_ENV, Setting
+    from neptune_migrate.console import console
+    from neptune_migrate.errors import redact
+
+    root = ctx.find_root()
+    group: Any = root.command
+    config = _load_config(group, config_file, profile, resolve=False)
+    command = group.commands[verb]
+    verb_keys = _verb_keys(command, verb)
+    sub = command.make_context(verb, list(ctx.args), parent=root, resilient_parsing=True,
+                               default_map=config.for_verb(verb_keys))
+    rows: list[tuple[str, str, str]] = []
+    names = {name: key for key, name in reversed(list(verb_keys.items()))}
+    for param in command.params:
+        key = names.get(param.name or "")
+        if key is None:
+            continue
+        value = sub.params.get(param.name)
+        origin = _origin(sub, param, config, verb_keys)
+        setting = config.settings.get(key)
+        if origin.startswith(("file:", "env:NEPTUNE_MIGRATE_")) and setting is not None:
+            shown = setting.shown()
+        elif key in SECRET_ENV:
+            shown = "" if value is None else "***"
+        elif isinstance(value, (list, tuple)):
+            shown = redact(" ".join(str(v) for v in value))
+        else:
+            shown = "" if value is None else redact(str(value))
+        rows.append((key, shown, origin))
+    for key in sorted(SECRET_ENV):
+        setting = config.settings.get(key)
+        if key not in names:
+            var = SECRET_ENV[key]
+            if var in os.environ:  # the client's own variable wins over the file (it is never overwritten)
+                setting = Setting(key, os.environ[var], f"env:{var}", secret=True)
+            if setting is not None:
+                rows.append((key, setting.shown(), f"{setting.origin} -> {var}"))
+    where = str(config.path) if config.path else "no settings file"
+    head = f"settings of `{verb}` from {where}" + (f", profile {config.profile}" if config.profile else "")
+    if config.profiles:
+        head += f" (profiles: {', '.join(config.profiles)})"
+    if as_json:
+        doc = {"verb": verb, "file": None if config.path is None else str(config.path), "profile": config.profile,
+               "profiles": list(config.profiles),
+               "settings": [{"key": k, "value": v, "origin": o} for k, v, o in rows]}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=_esc(head), show_header=True, title_justify="left")
+    for col in ("key", "value", "origin"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(_esc(c) for c in row))
+    console.print(table)
 
 
 def main() -> None:
