@@ -195,8 +195,11 @@ class Retrier:
         *,
         budget: OutageBudget | None = None,
         on_retry: Callable[[Exception, int], None] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.classify = classify
+        self.sleep = sleep
+        """How waits are slept (None: `time.sleep`); tests scale waits down and record them."""
         self.policy = policy
         self.budget = budget
         self.on_retry = on_retry
@@ -282,5 +285,6 @@ class Retrier:
             wait=wait,
             before_sleep=before_sleep,
             reraise=True,
+            sleep=self.sleep if self.sleep is not None else time.sleep,
         )
         return retrying(attempt)

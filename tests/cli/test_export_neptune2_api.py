@@ -1,0 +1,362 @@
+"""`export --from neptune2-api`: the real neptune 1.x client against a fake 2.x server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.pipeline.export import ExportSummary, export_runs
+from neptune_migrate.sources.base import RunSelection, SourceOptions
+from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
+from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake speaks plain http on 127.0.0.1: oauthlib refuses that unless told (tests only).
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeNeptune2]:
+    fake = FakeNeptune2().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None,
+           **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", **options)
+    source = Neptune2ApiSource(opts)
+    source.retrier.sleep = lambda s: time.sleep(min(s, 0.01))
+    with DumpWriter(dump) as writer:
+        summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake")
+    return summary, source
+
+
+def points(dump: Path) -> dict[str, list[tuple[str, float, Any, Any]]]:
+    """Every point of every run: run id -> sorted (path, step, value, timestamp)."""
+    reader = DumpReader(dump)
+    out: dict[str, list[tuple[str, float, Any, Any]]] = {}
+    for run in reader.runs():
+        rows: list[tuple[str, float, Any, Any]] = []
+        for kind in ("float", "string"):
+            for s in run.record.series:
+                if s.kind == kind:
+                    t = reader.read_series(run, kind, s.path)
+                    rows += zip(t["path"].to_pylist(), t["step"].to_pylist(), t["value"].to_pylist(),
+                                t["timestamp"].to_pylist(), strict=True)
+        out[run.key.run_id] = sorted(rows)
+    return out
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str, check_rc: int | None = None) -> tuple[int, str, str]:
+    """The console entry point in this process (importing neptune 1.x costs seconds per subprocess)."""
+    from neptune_migrate import cli
+
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["neptune-migrate", *args]
+    try:
+        cli.main()
+        rc = 0
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    if check_rc is not None:
+        assert rc == check_rc, (rc, out, err)
+    return rc, out, err
+
+
+def records(dump: Path) -> dict[str, Any]:
+    return {run.key.run_id: run.record for run in DumpReader(dump).runs()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small project, every field kind, through the real console entry point
+
+
+def test_small_project_every_kind_through_the_cli(server: FakeNeptune2, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    small_project(server)
+    token = server.api_token()
+    dump = tmp_path / "dump"
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--api-token", token, "--project", "ws/proj",
+                          "--out", str(dump), "--json", check_rc=0)
+    assert "exported 3, skipped 0" in err
+    assert json.loads(out)["counts"]["exported"] == 3
+    recs = records(dump)
+    r1 = recs["PROJ-1"]
+    assert r1.system.name == "baseline" and r1.system.description == "first try"
+    assert r1.system.tags == {"a", "b"} and r1.system.group_tags == {"g1"}
+    assert r1.system.created_at == T0 and r1.system.state == "idle" and r1.system.failed is False
+    assert {k: (f.type, f.value) for k, f in r1.fields.items() if k.startswith("params/")} == {
+        "params/lr": ("float", 0.01), "params/epochs": ("int", 10), "params/use_bn": ("bool", True),
+        "params/optimizer": ("string", "adam"), "params/started": ("datetime", T0 + timedelta(seconds=5)),
+        "params/labels": ("string_set", frozenset({"cat", "dog"})),
+    }
+    assert recs["PROJ-2"].system.failed is True and recs["PROJ-3"].system.custom_run_id == "custom-3"
+    pts = points(dump)
+    loss = [p for p in pts["PROJ-1"] if p[0] == "train/loss"]
+    ts0 = T0
+    assert [(p[1], p[2]) for p in loss] == [(float(s), 1.0 / (s + 1)) for s in range(25)]
+    assert loss[3][3] == ts0 + timedelta(seconds=3)
+    assert [p[2] for p in pts["PROJ-1"] if p[0] == "logs/stdout"] == [f"line {s}" for s in range(4)]
+    assert [p[2] for p in pts["PROJ-1"] if p[0] == "monitoring/cpu"] == [10.0 + s for s in range(5)]
+    files = {(f.attribute_path, f.name): f for f in r1.files}
+    assert files[("model/weights", "weights.bin")].size == len(b"\x00\x01weights" * 10)
+    assert files[("source_code/files", "train.py")].size == len(b"print('hi')\n")
+    assert files[("source_code/files", "cfg/a.yaml")].size == len(b"a: 1\n")
+    blob = DumpReader(dump).verified_blob(files[("model/weights", "weights.bin")].sha256 or "")
+    assert blob.read_bytes() == b"\x00\x01weights" * 10
+    # The token never appears in the output, the dump or the report.
+    assert token not in out + err
+    api_key = next(iter(server.api_keys))
+    for p in dump.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert token.encode() not in data and api_key.encode() not in data, p
+    # Run again: nothing changed on the server, nothing re-read.
+    server.reset_counts()
+    summary, _ = export(server, dump)
+    assert [r.status for r in summary.runs] == ["skipped"] * 3
+    assert server.count("/v1/attributes$") == 0
+
+
+def test_bad_token_and_unknown_project_are_one_line_errors(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    small_project(server)
+    bad = server.api_token("not-a-key")
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--api-token", bad, "--project", "ws/proj",
+                          "--out", str(tmp_path / "d1"), check_rc=2)
+    assert "refused the API token (401)" in err
+    assert bad not in out + err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/nope",
+                          "--out", str(tmp_path / "d2"), check_rc=2)
+    assert "project 'ws/nope' not found" in err
+    _, _, err = run_cli(capsys, "export", "--from", "neptune-offline", "--out", str(tmp_path / "d3"), check_rc=2)
+    assert "needs PATH" in err
+    monkeypatch.delenv("NEPTUNE_API_TOKEN")
+    _, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj",
+                        "--out", str(tmp_path / "d4"), check_rc=2)
+    assert "no API token" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paging traps
+
+
+def test_listing_crosses_the_offset_limit_with_ties_at_the_boundary(server: FakeNeptune2, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20 runs, pages of 3, offset limit 6: windows end at runs 6, 12, 18; runs 5-9 share one creation time,
+    # so the first window ends inside the tie (neptune 1.x's own `>` search-after would lose runs 7-9).
+    server.max_offset = 6
+    monkeypatch.setattr(Neptune2ApiSource, "LIST_PAGE", 3)
+    monkeypatch.setattr(Neptune2ApiSource, "MAX_OFFSET", 6)
+    for i in range(20):
+        created = T0 + timedelta(minutes=5 if 4 <= i <= 8 else i)
+        server.add_run("ws/proj", created)
+    summary, _ = export(server, tmp_path / "dump")
+    ids = [r.key for r in summary.runs]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert {r.status for r in summary.runs} == {"exported"}
+
+    # The client's own paging, same server: runs sharing the boundary time are lost.
+    from neptune.api.searching_entries import iter_over_pages
+    from neptune.internal.backends.hosted_neptune_backend import HostedNeptuneBackend
+    from neptune.internal.credentials import Credentials
+
+    backend = HostedNeptuneBackend(Credentials.from_token(server.api_token()))
+    seen = [e.id for e in iter_over_pages(client=backend.leaderboard_client, project_id="ws/proj", types=["run"],
+                                          query=None, attributes_filter={}, step_size=3, limit=None,
+                                          sort_by="sys/creation_time", sort_by_column_type="datetime",
+                                          ascending=True, progress_bar=False, max_offset=6)]
+    assert len(set(seen)) < 20
+
+
+def test_runs_created_while_listing_are_neither_lost_nor_repeated(server: FakeNeptune2, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Neptune2ApiSource, "LIST_PAGE", 2)
+    for _ in range(7):
+        server.add_run("ws/proj")
+
+    def add(page: int) -> None:
+        if page == 2:
+            server.add_run("ws/proj", datetime.now(timezone.utc))
+
+    server.on_list_page = add
+    summary, _ = export(server, tmp_path / "dump")
+    ids = [str(r.key) for r in summary.runs]
+    assert len(ids) == len(set(ids))
+    assert {f"ws/proj/PROJ-{i}" for i in range(1, 8)} <= set(ids)
+
+
+def test_series_pages_with_exclusive_skip_to_step(server: FakeNeptune2, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Neptune2ApiSource, "SERIES_PAGE", 10)
+    run = server.add_run("ws/proj")
+    run.float_series["m"] = [(float(s * 2), s / 3, 1_700_000_000_000 + s) for s in range(95)]
+    export(server, tmp_path / "dump")
+    got = points(tmp_path / "dump")["PROJ-1"]
+    assert [(p[1], p[2]) for p in got] == [(float(s * 2), s / 3) for s in range(95)]
+    assert server.count("/series/float") == 10
+    assert not list((tmp_path / "dump" / "_state").glob("*"))  # checkpoints removed once the run is read
+
+
+# ---------------------------------------------------------------------------------------------------
+# Robustness and politeness
+
+
+def test_429_retry_after_12_is_honoured_exactly_and_faults_are_retried(server: FakeNeptune2, tmp_path: Path) -> None:
+    small_project(server)
+    server.fault("/series/float", "429", retry_after="12")
+    server.fault("/v1/attributes$", "503", times=2)
+    server.fault("/attributes/download", "drop")
+    summary, source = export(server, tmp_path / "dump")
+    assert [r.status for r in summary.runs] == ["exported"] * 3
+    assert ("ws/proj/PROJ-1: train/loss", 12.0) in source.retrier.waits or any(
+        w == 12.0 for _, w in source.retrier.waits)
+    assert source.retrier.retries >= 3
+    assert len(points(tmp_path / "dump")["PROJ-1"]) == 25 + 5 + 4
+
+
+def test_workers_bound_concurrency_and_rate_spreads_requests(server: FakeNeptune2, tmp_path: Path) -> None:
+    run = server.add_run("ws/proj")
+    for i in range(6):
+        run.float_series[f"m{i}"] = [(0.0, 1.0, 0)]
+    server.latency = 0.05
+    server.reset_counts()
+    summary, source = export(server, tmp_path / "dump", workers=2, rate=5.0)
+    assert summary.runs[0].status == "exported"
+    assert source.budget.requests == 3 + 6  # project, listing, attributes, 6 series
+    assert server.max_in_flight == 2  # the 6 series were fetched 2 at a time, never more
+    # 9 budgeted requests at 5/s with a burst of 5: the 9th starts 0.8 s after the 1st at the earliest.
+    first = [p for _, p, _ in server.log].index("/api/backend/v1/projects/get")
+    budgeted = server.times[first:]
+    assert len(budgeted) == 9
+    assert budgeted[-1] - budgeted[0] >= 0.8 - 0.01
+
+
+def test_dry_run_counts_from_the_server_without_series_downloads(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
+    small_project(server)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    dump = tmp_path / "dump"
+    _, out, _ = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump),
+                        "--dry-run", "--json", check_rc=0)
+    doc = json.loads(out)
+    assert (doc["runs"], doc["points"]) == (3, 25 + 5 + 4 + 7)
+    assert doc["details"]["files"] == 2 and doc["details"]["string_points"] == 4
+    assert not dump.exists()
+    series_requests = [q for m, p, q in server.log if "/series/" in p]
+    assert len(series_requests) == 4 and all(json.loads(q)["limit"] == ["1"] for q in series_requests)
+    assert server.count("/download") == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Incremental and resumable
+
+
+def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    runs = small_project(server)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    dump = tmp_path / "dump"
+    args = ("export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump))
+    run_cli(capsys, *args, "--since-last", check_rc=0)
+    manifest = json.loads((dump / "manifest.json").read_text())
+    assert len(manifest["live_watermarks"]) == 1
+    # People keep training: one run gets more points, one run is new.
+    now = datetime.now(timezone.utc)
+    runs[1].float_series["train/loss"] += [(float(s), 0.5, int(now.timestamp() * 1000)) for s in range(7, 10)]
+    runs[1].touch(now)
+    new = server.add_run("ws/proj", now, name="late")
+    new.float_series["train/loss"] = [(0.0, 3.0, int(now.timestamp() * 1000))]
+    server.reset_counts()
+    _, _, err = run_cli(capsys, *args, "--since-last", check_rc=0)
+    assert "exported 2, skipped 0" in err
+    assert "since-last: runs created or modified since" in err
+    assert server.count("/v1/attributes$") == 2  # only the changed and the new run were read
+    assert server.count("/series/float") == 2
+    query = json.loads(server.log[[p for _, p, _ in server.log].index(
+        "/api/leaderboard/v1/leaderboard/entries/search")][2])
+    assert query["projectIdentifier"] == ["ws/proj"]
+    # The dump equals a full export of the same server.
+    run_cli(capsys, *args[:-1], str(tmp_path / "full"), check_rc=0)
+    assert points(dump) == points(tmp_path / "full")
+    assert len(points(dump)["PROJ-2"]) == 10
+
+
+def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    run = server.add_run("ws/proj")
+    run.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(30_000)]
+    server.add_run("ws/proj").float_series["short"] = [(0.0, 1.0, 0)]
+    server.latency = 0.03
+    cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
+    dump = tmp_path / "dump"
+    cmd = [sys.executable, "-m", "neptune_migrate", "export", "--from", "neptune2-api", "--project", "ws/proj",
+           "--out", str(dump)]
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while server.count("/series/float") < 15 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((dump / "_state").rglob("progress.json"))  # a checkpoint inside the long series
+    server.reset_counts()
+    server.latency = 0.0
+    monkeypatch_env = {"NEPTUNE_API_TOKEN": server.api_token()}
+    os.environ.update(monkeypatch_env)
+    try:
+        run_cli(capsys, *cmd[3:], check_rc=0)
+    finally:
+        del os.environ["NEPTUNE_API_TOKEN"]
+    assert server.count("/series/float") <= 30 - 10 + 1 + 1  # resumed after the checkpointed pages
+    full = tmp_path / "full"
+    export(server, full)
+    assert points(dump) == points(full)
+    assert len(points(dump)["PROJ-1"]) == 30_000
+
+
+def test_estimate_and_budget_types() -> None:
+    # The shared budget refuses nonsense, so a typo on the command line is not a silent no-limit.
+    from neptune_migrate.sources.live_budget import RequestBudget
+
+    with pytest.raises(ValueError, match="workers"):
+        RequestBudget(0)
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    budget = RequestBudget(1, rate=2.0, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(6):
+        with budget.request():
+            pass
+    # A burst of 2 (one second's worth), then one request every 0.5 s.
+    assert budget.requests == 6 and sum(slept) == pytest.approx(2.0)
+
