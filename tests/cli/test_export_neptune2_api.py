@@ -360,3 +360,87 @@ def test_estimate_and_budget_types() -> None:
     # A burst of 2 (one second's worth), then one request every 0.5 s.
     assert budget.requests == 6 and sum(slept) == pytest.approx(2.0)
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# Equality with the offline source
+
+
+_BACKEND_TYPE = {"float": "float", "int": "int", "bool": "bool", "string": "string", "datetime": "datetime",
+                 "string_set": "stringSet"}
+
+
+def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeNeptune2, tmp_path: Path) -> None:
+    """The real neptune 1.x client's offline runs (the `offline-neptune1` fixture), exported with
+    `--from neptune-offline`, then the same content held by the fake 2.x server and exported live: equal
+    fields, points and files. Documented differences: the run key (the server's `sys/id` instead of the
+    client's uuid), server-computed `sys/*`, and timestamps in milliseconds (what a 2.x server stores)."""
+    from tests.conftest import export_fixture
+
+    offline = export_fixture("offline-neptune1", tmp_path / "offline")
+    reader = DumpReader(offline)
+    expected: dict[str, Any] = {}
+    for i, run in enumerate(sorted(reader.runs(), key=lambda r: str(r.key))):
+        rec = run.record
+        live = server.add_run("my-ws/my-proj", T0 + timedelta(minutes=i), name=rec.system.name or "",
+                              tags=set(rec.system.tags))
+        for path, f in rec.fields.items():
+            if not path.startswith("sys/"):
+                live.fields[path] = (_BACKEND_TYPE[f.type], sorted(f.value) if isinstance(f.value, frozenset)
+                                     else f.value)
+        for s in rec.series:
+            if s.kind in ("float", "string"):
+                t = reader.read_series(run, s.kind, s.path)
+                pts = [(step, value, int(ts.timestamp() * 1000)) for step, value, ts in zip(
+                    t["step"].to_pylist(), t["value"].to_pylist(), t["timestamp"].to_pylist(), strict=True)]
+                (live.float_series if s.kind == "float" else live.string_series)[s.path] = pts  # type: ignore[index]
+        for fe in rec.files:
+            if fe.sha256 is None:
+                continue
+            content = reader.verified_blob(fe.sha256).read_bytes()
+            if fe.kind == "file":
+                stem, _, ext = fe.name.rpartition(".")
+                live.files[fe.attribute_path] = (content, ext if stem else "")
+                live.file_names[fe.attribute_path] = stem or fe.name
+            elif fe.kind == "file_set":
+                live.file_sets.setdefault(fe.attribute_path, {})[fe.name] = content
+        expected[live.sys_id] = rec
+    summary, _ = export(server, tmp_path / "live", RunSelection(projects=("my-ws/my-proj",)))
+    assert {r.status for r in summary.runs} == {"exported"}
+    got = records(tmp_path / "live")
+    live_points = points(tmp_path / "live")
+    assert len(got) == len(expected) >= 2
+    compared_points = 0
+    for run_id, rec in expected.items():
+        live_rec = got[run_id]
+        assert {k: f for k, f in live_rec.fields.items() if not k.startswith("sys/")} == \
+            {k: f for k, f in rec.fields.items() if not k.startswith("sys/")}
+        assert live_rec.system.tags == rec.system.tags
+        want = []
+        off_run = reader.get_run(rec.key)
+        assert off_run is not None
+        for s in rec.series:
+            if s.kind in ("float", "string"):
+                t = reader.read_series(off_run, s.kind, s.path)
+                want += [(s.path, step, value, ts.replace(microsecond=ts.microsecond // 1000 * 1000))
+                         for step, value, ts in zip(t["step"].to_pylist(), t["value"].to_pylist(),
+                                                    t["timestamp"].to_pylist(), strict=True)]
+        assert live_points[run_id] == sorted(want)
+        compared_points += len(want)
+        assert {(f.attribute_path, f.kind, f.name, f.sha256) for f in live_rec.files} == \
+            {(f.attribute_path, f.kind, f.name, f.sha256) for f in rec.files if f.sha256 and f.kind != "artifact"}
+    assert compared_points > 0
+
+
+@pytest.mark.slow
+def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> None:
+    # The real limits (pages of 100, offset 10,000), 25,000 cheap runs, 30 of them sharing the creation time
+    # at the first window's boundary (runs 9,985-10,014).
+    for i in range(25_000):
+        created = T0 + timedelta(seconds=9_985 if 9_985 <= i < 10_015 else i)
+        server.add_run("ws/proj", created)
+    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token()))
+    source.select(RunSelection(projects=("ws/proj",)))
+    keys = list(source.list_runs())
+    assert len(keys) == 25_000 and len(set(keys)) == 25_000
+    assert server.count("/entries/search") == 251 + 1  # 100 pages x 2 windows + 51, one empty page at the end

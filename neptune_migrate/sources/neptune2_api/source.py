@@ -203,7 +203,7 @@ class Neptune2ApiSource:
                 from neptune.internal.backends.hosted_neptune_backend import HostedNeptuneBackend
                 from neptune.internal.credentials import Credentials
             except ImportError as exc:
-                raise MissingDependencyError("neptune", "neptune2") from exc
+                raise MissingDependencyError("neptune", "neptune") from exc
             try:
                 credentials = Credentials.from_token(self._token)
             except Exception as exc:

@@ -59,6 +59,8 @@ class FakeRun2:
     string_series: dict[str, list[tuple[float, str, int]]] = field(default_factory=dict)
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     """path -> (content, extension)."""
+    file_names: dict[str, str] = field(default_factory=dict)
+    """path -> the uploaded file's name without extension (default: the attribute's last segment)."""
     file_sets: dict[str, dict[str, bytes]] = field(default_factory=dict)
     image_series: dict[str, list[tuple[float, bytes, int]]] = field(default_factory=dict)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -102,7 +104,7 @@ class FakeRun2:
                 "last": spts[-1][1] if spts else None, "lastStep": spts[-1][0] if spts else None}})
         for path, (content, ext) in self.files.items():
             out.append({"name": path, "type": "file", "fileProperties": {
-                "name": path.rsplit("/", 1)[-1], "ext": ext, "size": len(content)}})
+                "name": self.file_names.get(path, path.rsplit("/", 1)[-1]), "ext": ext, "size": len(content)}})
         for path, members in self.file_sets.items():
             out.append({"name": path, "type": "fileSet", "fileSetProperties": {
                 "size": sum(len(b) for b in members.values())}})
