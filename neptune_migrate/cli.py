@@ -390,6 +390,7 @@ def export_cmd(
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read Neptune runs into a neutral dump (Parquet + JSON + content-addressed files)."""
+    import os
     from dataclasses import replace
 
     from neptune_migrate.console import console
@@ -442,7 +443,13 @@ def export_cmd(
         rate=rate,
         state_dir=layout.state_dir if live else None,
     )
+    if api_token:
+        # redact() masks the value of NEPTUNE_API_TOKEN wherever it would appear (messages, reports).
+        os.environ["NEPTUNE_API_TOKEN"] = api_token
     source = load_source(from_, options)
+    select = getattr(source, "select", None)
+    if callable(select):
+        select(selection)
     console.print(f"source: {_esc(source.describe())}")
     mark_id = ""
     if live:

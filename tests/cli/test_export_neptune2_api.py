@@ -307,37 +307,70 @@ def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, caps
     assert len(points(dump)["PROJ-2"]) == 10
 
 
-def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
-                                                                     tmp_path: Path) -> None:
-    run = server.add_run("ws/proj")
-    run.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(30_000)]
-    server.add_run("ws/proj").float_series["short"] = [(0.0, 1.0, 0)]
-    server.latency = 0.03
+def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],
+                     tmp_path: Path, path_regex: str, after: int) -> tuple[Path, int]:
+    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`,
+    re-run in this process; return the dump and the float-series requests of the re-run."""
     cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
     dump = tmp_path / "dump"
-    cmd = [sys.executable, "-m", "neptune_migrate", "export", "--from", "neptune2-api", "--project", "ws/proj",
-           "--out", str(dump)]
-    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while server.count("/series/float") < 15 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    args = ["export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump)]
+    proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while server.count(path_regex) < after and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert list((dump / "_state").rglob("progress.json"))  # a checkpoint inside the long series
     server.reset_counts()
-    server.latency = 0.0
-    monkeypatch_env = {"NEPTUNE_API_TOKEN": server.api_token()}
-    os.environ.update(monkeypatch_env)
+    latency, server.latency = server.latency, 0.0
+    os.environ["NEPTUNE_API_TOKEN"] = server.api_token()
     try:
-        run_cli(capsys, *cmd[3:], check_rc=0)
+        run_cli(capsys, *args, check_rc=0)
     finally:
         del os.environ["NEPTUNE_API_TOKEN"]
-    assert server.count("/series/float") <= 30 - 10 + 1 + 1  # resumed after the checkpointed pages
+    server.latency = latency
+    return dump, server.count("/series/float")
+
+
+def _kill_fixture(server: FakeNeptune2) -> None:
+    small_project(server)
+    long = server.add_run("ws/proj")
+    long.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(30_000)]
+    server.add_run("ws/proj").float_series["short"] = [(0.0, 1.0, 0)]
+    server.latency = 0.03
+
+
+def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    _kill_fixture(server)
+    # PROJ-4 (the 30-page series) is listed first (oldest); killed after its 15th page, so after the
+    # checkpoint of page 10. An uninterrupted export asks for 31 + 1 + 3 float pages; the re-run at most
+    # 21 (pages 11-30 and the empty one after) + 1 + 3.
+    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 15)
+    assert rerun_pages <= 21 + 1 + 3
     full = tmp_path / "full"
     export(server, full)
     assert points(dump) == points(full)
-    assert len(points(dump)["PROJ-1"]) == 30_000
+    assert len(points(dump)["PROJ-4"]) == 30_000
+    assert {k: (r.fields, r.files, r.system) for k, r in records(dump).items()} == \
+        {k: (r.fields, r.files, r.system) for k, r in records(full).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path_regex", "after"), [
+    ("/entries/search", 1), ("/v1/attributes$", 2), ("/attributes/download", 1), ("/downloadFileSetZip", 1),
+    ("/series/float", 5), ("/series/float", 30),
+])
+def test_kill_9_matrix(server: FakeNeptune2, cli_env, capsys, tmp_path: Path, path_regex: str,  # type: ignore[no-untyped-def]
+                       after: int) -> None:
+    _kill_fixture(server)
+    dump, _ = _kill_then_rerun(server, cli_env, capsys, tmp_path, path_regex, after)
+    full = tmp_path / "full"
+    export(server, full)
+    assert points(dump) == points(full)
+    assert {k: (r.fields, r.files, r.system) for k, r in records(dump).items()} == \
+        {k: (r.fields, r.files, r.system) for k, r in records(full).items()}
 
 
 def test_estimate_and_budget_types() -> None:
@@ -433,6 +466,7 @@ def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeN
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> None:
     # The real limits (pages of 100, offset 10,000), 25,000 cheap runs, 30 of them sharing the creation time
     # at the first window's boundary (runs 9,985-10,014).
@@ -443,4 +477,5 @@ def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> N
     source.select(RunSelection(projects=("ws/proj",)))
     keys = list(source.list_runs())
     assert len(keys) == 25_000 and len(set(keys)) == 25_000
-    assert server.count("/entries/search") == 251 + 1  # 100 pages x 2 windows + 51, one empty page at the end
+    # Windows: runs 0-9,999 (100 pages), from 9,985 on: 10,000 more (100 pages), then 5,016 (51 pages).
+    assert server.count("/entries/search") == 251

@@ -115,6 +115,10 @@ class FakeRun2:
         return out
 
     def value_of(self, path: str) -> Any:
+        if path == "sys/id":
+            return self.sys_id
+        if path in ("sys/creation_time", "sys/modification_time"):
+            return iso(self.created if path == "sys/creation_time" else self.modified or self.created)
         for attr in self.sys_attributes():
             if attr["name"] == path:
                 props = attr[f"{attr['type']}Properties"]
@@ -434,6 +438,8 @@ class FakeNeptune2(FakeServer):
         descending = sorting.get("dir", "descending") == "descending"
 
         def key(r: FakeRun2) -> tuple[Any, float]:
+            if sort_by == "sys/creation_time":
+                return (r.created, tie[r.uuid])
             v = r.value_of(sort_by)
             return (parse_iso(v) if sort_by.endswith("_time") and isinstance(v, str) else v, tie[r.uuid])
 
