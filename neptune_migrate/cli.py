@@ -456,7 +456,10 @@ def export_cmd(
         from neptune_migrate.pipeline import watermark
 
         location = str(getattr(source, "location", from_))
-        mark_id = watermark.watermark_id(from_, location, selection.projects, workspace)
+        used = {"run_ids": list(selection.run_ids), "run_regex": selection.run_regex,
+                "tags": list(selection.tags), "created_after": created_after, "created_before": created_before}
+        filters = json.dumps({k: v for k, v in used.items() if v}, sort_keys=True) if any(used.values()) else ""
+        mark_id = watermark.watermark_id(from_, location, selection.projects, workspace, filters)
         if since_last:
             mark, since = watermark.read_since(layout, mark_id)
             if since is None:

@@ -22,10 +22,12 @@ OVERLAP = timedelta(minutes=10)
 """Safety overlap subtracted from the watermark."""
 
 
-def watermark_id(source: str, location: str, projects: tuple[str, ...], workspace: str | None) -> str:
-    """Which live export a watermark belongs to: source, server and what was exported."""
+def watermark_id(source: str, location: str, projects: tuple[str, ...], workspace: str | None,
+                 filters: str = "") -> str:
+    """Which live export a watermark belongs to: source, server, what was exported and with which run
+    filters (a filtered export must not move the watermark of an unfiltered one)."""
     what = " ".join(sorted(projects)) or f"workspace:{workspace or '-'}"
-    return f"{source} {location} {what}"
+    return f"{source} {location} {what}" + (f" filters:{filters}" if filters else "")
 
 
 def _entries(extra: dict[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,11 @@ def test_bad_token_and_unknown_project_are_one_line_errors(server: FakeNeptune2,
     assert "project 'ws/nope' not found" in err
     _, _, err = run_cli(capsys, "export", "--from", "neptune-offline", "--out", str(tmp_path / "d3"), check_rc=2)
     assert "needs PATH" in err
+    server.fault("/entries/search", "403")
+    _, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj",
+                        "--out", str(tmp_path / "d5"), check_rc=2)
+    assert "no access (403) while listing the runs of ws/proj" in err
+    assert server.count("/entries/search") == 1  # not retried
     monkeypatch.delenv("NEPTUNE_API_TOKEN")
     _, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj",
                         "--out", str(tmp_path / "d4"), check_rc=2)
@@ -305,6 +310,12 @@ def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, caps
     run_cli(capsys, *args[:-1], str(tmp_path / "full"), check_rc=0)
     assert points(dump) == points(tmp_path / "full")
     assert len(points(dump)["PROJ-2"]) == 10
+    # A filtered export keeps its own watermark: an unfiltered --since-last after it is a full export.
+    other = tmp_path / "filtered"
+    run_cli(capsys, *args[:-1], str(other), "--tag", "a", check_rc=0)
+    _, _, err = run_cli(capsys, *args[:-1], str(other), "--since-last", check_rc=0)
+    assert "no watermark for this source in the dump yet: full export" in err
+    assert "exported 3, skipped 1" in err
 
 
 def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],

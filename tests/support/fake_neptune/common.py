@@ -8,7 +8,7 @@
 - counts requests (`counts[(method, path)]`, `log` of (method, path, query)) so tests can assert
   how many requests an export made;
 - injects faults by rule (`fault(...)`): a 429 with a `Retry-After` (multi-digit values, such as
-  Neptune's `12`), a 503, or a dropped connection.
+  Neptune's `12`), a 503, a 401 or 403, or a dropped connection.
 
 A protocol subclass implements `route(request) -> Reply`.
 """
@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-FaultAction = Literal["429", "503", "drop"]
+FaultAction = Literal["429", "503", "401", "403", "drop"]
 
 _JWT_SECRET = b"fake-neptune-secret"
 OPEN_PATHS = ("/swagger.json", "/v1/clients/config", "/authorization/oauth-token", "/openid-connect/token")
@@ -277,7 +277,8 @@ class FakeServer:
             if rule.action == "drop":
                 return None
             headers = {"Retry-After": rule.retry_after} if rule.retry_after is not None else {}
-            title = "Too Many Requests" if rule.action == "429" else "Service Unavailable"
+            title = {"429": "Too Many Requests", "503": "Service Unavailable", "401": "Unauthorized",
+                     "403": "Forbidden"}[rule.action]
             return Reply(int(rule.action), json.dumps({"title": title}).encode(), headers=headers)
         if not any(req.path.endswith(p) for p in OPEN_PATHS) and not self.bearer_ok(req):
             return Reply.error(401, "Unauthorized")
