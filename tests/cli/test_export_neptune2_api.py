@@ -134,6 +134,11 @@ def test_small_project_every_kind_through_the_cli(server: FakeNeptune2, capsys, 
         if p.is_file():
             data = p.read_bytes()
             assert token.encode() not in data and api_key.encode() not in data, p
+    # The dump reads back clean (the empty `_state/` folder is tool state, not data).
+    _, out, _ = run_cli(capsys, "inspect", str(dump), "--json", check_rc=0)
+    doc = json.loads(out)
+    assert doc["runs"] == 3 and doc["problems"] == [] and doc["missing_files"] == 0
+    assert doc["points"]["float"] == 25 + 5 + 7 and doc["points"]["string"] == 4
     # Run again: nothing changed on the server, nothing re-read.
     server.reset_counts()
     summary, _ = export(server, dump)
