@@ -352,23 +352,23 @@ def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pyte
 def _kill_fixture(server: FakeNeptune2) -> None:
     small_project(server)
     long = server.add_run("ws/proj")
-    long.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(30_000)]
+    long.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(15_000)]
     server.add_run("ws/proj").float_series["short"] = [(0.0, 1.0, 0)]
-    server.latency = 0.03
+    server.latency = 0.1
 
 
 def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
                                                                      tmp_path: Path) -> None:
     _kill_fixture(server)
-    # PROJ-4 (the 30-page series) is listed first (oldest); killed after its 15th page, so after the
-    # checkpoint of page 10. An uninterrupted export asks for 31 + 1 + 3 float pages; the re-run at most
-    # 21 (pages 11-30 and the empty one after) + 1 + 3.
-    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 15)
-    assert rerun_pages <= 21 + 1 + 3
+    # PROJ-4 (the 15-page series) is listed first (oldest); killed after its 11th page, so after the
+    # checkpoint of page 10. An uninterrupted export asks for 16 + 1 + 3 float pages; the re-run at most
+    # 6 (pages 11-15 and the empty one after) + 1 + 3.
+    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11)
+    assert rerun_pages <= 6 + 1 + 3
     full = tmp_path / "full"
     export(server, full)
     assert points(dump) == points(full)
-    assert len(points(dump)["PROJ-4"]) == 30_000
+    assert len(points(dump)["PROJ-4"]) == 15_000
     assert {k: (r.fields, r.files, r.system) for k, r in records(dump).items()} == \
         {k: (r.fields, r.files, r.system) for k, r in records(full).items()}
 
@@ -376,7 +376,7 @@ def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: Fak
 @pytest.mark.slow
 @pytest.mark.parametrize(("path_regex", "after"), [
     ("/entries/search", 1), ("/v1/attributes$", 2), ("/attributes/download", 1), ("/downloadFileSetZip", 1),
-    ("/series/float", 5), ("/series/float", 30),
+    ("/series/float", 5), ("/series/float", 15),
 ])
 def test_kill_9_matrix(server: FakeNeptune2, cli_env, capsys, tmp_path: Path, path_regex: str,  # type: ignore[no-untyped-def]
                        after: int) -> None:
