@@ -172,6 +172,22 @@ def test_bad_token_and_unknown_project_are_one_line_errors(server: FakeNeptune2,
     assert "no API token" in err
 
 
+def test_workspace_takes_every_project_and_filters_run_on_the_server(server: FakeNeptune2) -> None:
+    server.project("ws/a", "A")
+    server.project("ws/b", "B")
+    server.project("other/c", "C")
+    for q in ("ws/a", "ws/a", "ws/b", "other/c"):
+        server.add_run(q, tags={"keep"} if q != "ws/b" else set())
+    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token(), workspace="ws"))
+    source.select(RunSelection())
+    assert [str(k) for k in source.list_runs()] == ["ws/a/A-1", "ws/a/A-2", "ws/b/B-1"]
+    source.select(RunSelection(tags=("keep",), run_ids=("A-2",)))
+    server.reset_counts()
+    assert [str(k) for k in source.list_runs()] == ["ws/a/A-2"]
+    queries = [q for m, p, q in server.log if p.endswith("/entries/search")]
+    assert len(queries) == 2  # one page per project, the filter applied by the server
+
+
 # ---------------------------------------------------------------------------------------------------
 # Paging traps
 
