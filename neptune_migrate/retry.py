@@ -285,6 +285,7 @@ class Retrier:
             wait=wait,
             before_sleep=before_sleep,
             reraise=True,
-            sleep=self.sleep if self.sleep is not None else time.sleep,
         )
+        if self.sleep is not None:
+            retrying.sleep = self.sleep
         return retrying(attempt)

@@ -41,11 +41,17 @@ def server() -> Iterator[FakeNeptune2]:
         fake.stop()
 
 
-def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None,
+def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None, slept: list[float] | None = None,
            **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
     opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", **options)
     source = Neptune2ApiSource(opts)
-    source.retrier.sleep = lambda s: time.sleep(min(s, 0.01))
+    record = slept if slept is not None else []
+
+    def sleep(seconds: float) -> None:  # the retrier's waits, recorded and shortened
+        record.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    source.retrier.sleep = sleep
     with DumpWriter(dump) as writer:
         summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake")
     return summary, source
@@ -258,10 +264,12 @@ def test_429_retry_after_12_is_honoured_exactly_and_faults_are_retried(server: F
     server.fault("/series/float", "429", retry_after="12")
     server.fault("/v1/attributes$", "503", times=2)
     server.fault("/attributes/download", "drop")
-    summary, source = export(server, tmp_path / "dump")
+    slept: list[float] = []
+    summary, source = export(server, tmp_path / "dump", slept=slept)
     assert [r.status for r in summary.runs] == ["exported"] * 3
-    assert ("ws/proj/PROJ-1: train/loss", 12.0) in source.retrier.waits or any(
-        w == 12.0 for _, w in source.retrier.waits)
+    # Retry-After: 12 waited 12 s (neptune 1.x would have waited 1 s: it reads the first digit only).
+    assert ("ws/proj/PROJ-1: train/loss", 12.0) in source.retrier.waits
+    assert 12.0 in slept
     assert source.retrier.retries >= 3
     assert len(points(tmp_path / "dump")["PROJ-1"]) == 25 + 5 + 4
 
