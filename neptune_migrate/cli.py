@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +21,11 @@ from neptune_migrate import __version__
 from neptune_migrate.errors import ExitCode, MigrateError, UsageError, redact_obj
 from neptune_migrate.model import LossCategory
 
-SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale")
+SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale", "neptune2-api")
 """`--from` choices: the keys of `sources.SOURCES`, spelled out so `--help` does not import the
 registries (and pyarrow); a test keeps the two equal."""
+LIVE_SOURCES = ("neptune2-api", "neptune3-api")
+"""Sources that read a live server: no PATH; --api-token, --project/--workspace, --workers, --rate."""
 DESTINATION_NAMES = ("mlflow", "wandb", "aim")
 """`--to` choices: `destinations.KNOWN_DESTINATIONS`, spelled out for the same reason."""
 
@@ -335,8 +337,6 @@ def _parse_date(value: str | None, flag: str) -> datetime | None:
         msg = f"{flag} {value!r}: expected an ISO date such as 2025-01-31 or 2025-01-31T12:00+00:00"
         raise UsageError(msg) from exc
     if parsed.tzinfo is None:
-        from datetime import timezone
-
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed
 
@@ -396,8 +396,6 @@ def _write_report(path: Path, text: str) -> None:
 
 
 def _stamp() -> str:
-    from datetime import timezone
-
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
@@ -415,22 +413,66 @@ def _resume_hint() -> str:
 # export
 
 
+def _export_dry_run(source: Any, selection: Any, *, as_json: bool) -> None:
+    """`export --dry-run`: the source's own counts, no series downloaded, nothing written."""
+    from neptune_migrate.console import console
+    from neptune_migrate.sources.base import Estimating
+
+    if not isinstance(source, Estimating):
+        msg = f"--dry-run: {source.name} cannot estimate an export"
+        raise UsageError(msg)
+    est = source.estimate(selection)
+    details = ", ".join(f"{k} {v:,}" for k, v in est.details.items())
+    console.print(f"dry run: {est.runs:,} run(s), {est.attributes:,} attribute(s), {est.points:,} point(s), "
+                  f"~{est.bytes:,} byte(s) would be read ({_esc(details)}); nothing was downloaded or written")
+    summary = None
+    if as_json:
+        summary = {"command": "export", "dry_run": True, "runs": est.runs, "attributes": est.attributes,
+                   "points": est.points, "bytes": est.bytes, "details": est.details}
+    _finish("export", Outcome(dry_run=True), strict=False, summary=summary)
+
+
+
 @app.command("export")
 def export_cmd(
-    path: Annotated[Path, typer.Argument(help="Where the Neptune data is (folder or file).")],
     from_: Annotated[
         str,
         typer.Option(
             "--from",
             **_choice(SOURCE_NAMES),
             help="Source form: neptune-offline (.neptune folders), neptune-scale (SQLite logs), "
-            "neptune-exporter (official exporter parquet).",
+            "neptune-exporter (official exporter parquet), neptune2-api (live self-hosted 2.x server).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dump folder to create or extend.")],
-    project: Annotated[
-        str | None, typer.Option("--project", help="workspace/project for sources that lack it.")
+    path: Annotated[
+        Path | None, typer.Argument(help="Where the Neptune data is (folder or file); not for live sources.")
     ] = None,
+    project: Annotated[
+        list[str] | None,
+        typer.Option("--project", help="workspace/project: for offline sources that lack it (once); for live "
+                     "sources the project(s) to export (repeatable)."),
+    ] = None,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Live sources: every project of this workspace.")
+    ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option("--api-token", help="Live sources: the Neptune API token (default: env NEPTUNE_API_TOKEN; "
+                     "never printed or stored).", show_default=False),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Live sources: requests in flight at most.")] = 4,
+    rate: Annotated[
+        float | None, typer.Option("--rate", min=0.01, help="Live sources: requests per second at most (all workers).")
+    ] = None,
+    since_last: Annotated[
+        bool, typer.Option("--since-last", help="Live sources: only runs created or modified since the last "
+                           "export into this dump (watermark in the dump, with a 10-minute overlap).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Live sources: count runs, attributes, points and bytes from the "
+                           "server's own counts; download no series, write nothing.")
+    ] = False,
     path_map: Annotated[
         list[str] | None,
         typer.Option("--path-map", help="OLD_PREFIX=NEW_PREFIX for moved files (repeatable)."),
@@ -459,26 +501,88 @@ def export_cmd(
     profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read Neptune runs into a neutral dump (Parquet + JSON + content-addressed files)."""
+    import os
+    from dataclasses import replace
+
     from neptune_migrate.console import console
+    from neptune_migrate.dump.layout import DumpLayout
     from neptune_migrate.dump.writer import DumpWriter
     from neptune_migrate.pipeline.export import RunOutcome, export_runs
     from neptune_migrate.sources import load_source
     from neptune_migrate.sources.base import PathMap, SourceOptions
 
-    if not path.exists():
-        msg = f"{path}: no such file or folder"
-        raise UsageError(msg)
+    live = from_ in LIVE_SOURCES
+    projects = list(project or [])
+    if live:
+        if path is not None:
+            msg = f"--from {from_} reads a server: give no PATH (use --project WS/PROJ or --workspace WS)"
+            raise UsageError(msg)
+        for name in projects:
+            if name.count("/") != 1 or not all(name.split("/")):
+                msg = f"--project {name!r}: expected WORKSPACE/PROJECT"
+                raise UsageError(msg)
+    else:
+        if path is None:
+            msg = f"--from {from_} needs PATH: where the Neptune data is (folder or file)"
+            raise UsageError(msg)
+        if not path.exists():
+            msg = f"{path}: no such file or folder"
+            raise UsageError(msg)
+        if len(projects) > 1:
+            msg = f"--project is given {len(projects)} times; --from {from_} takes one workspace/project"
+            raise UsageError(msg)
+        live_flags = [flag for flag, used in (("--since-last", since_last), ("--dry-run", dry_run),
+                                              ("--workspace", workspace is not None),
+                                              ("--api-token", api_token is not None)) if used]
+        if live_flags:
+            msg = f"{', '.join(live_flags)}: only for live sources ({', '.join(LIVE_SOURCES)})"
+            raise UsageError(msg)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    if live:
+        selection = replace(selection, projects=tuple(dict.fromkeys([*projects, *selection.projects])))
+    layout = DumpLayout(out)
     options = SourceOptions(
-        path=path,
-        project=project,
+        path=path if path is not None else Path(),
+        project=None if live or not projects else projects[0],
         path_map=PathMap.parse(path_map or []),
         files_path=files_path,
         include_previews=include_previews,
         include_incomplete=include_incomplete,
+        workspace=workspace,
+        api_token=api_token,
+        workers=workers,
+        rate=rate,
+        state_dir=layout.state_dir if live else None,
     )
+    if api_token:
+        # redact() masks the value of NEPTUNE_API_TOKEN wherever it would appear (messages, reports).
+        os.environ["NEPTUNE_API_TOKEN"] = api_token
     source = load_source(from_, options)
+    select = getattr(source, "select", None)
+    if callable(select):
+        select(selection)
     console.print(f"source: {_esc(source.describe())}")
+    mark_id = ""
+    if live:
+        from neptune_migrate.pipeline import watermark
+
+        location = str(getattr(source, "location", from_))
+        used = {"run_ids": list(selection.run_ids), "run_regex": selection.run_regex,
+                "tags": list(selection.tags), "created_after": created_after, "created_before": created_before}
+        filters = json.dumps({k: v for k, v in used.items() if v}, sort_keys=True) if any(used.values()) else ""
+        mark_id = watermark.watermark_id(from_, location, selection.projects, workspace, filters)
+        if since_last:
+            mark, since = watermark.read_since(layout, mark_id)
+            if since is None:
+                console.print("since-last: no watermark for this source in the dump yet: full export")
+            else:
+                console.print(f"since-last: runs created or modified since {since.isoformat()} "
+                              f"(last export listed at {mark.isoformat() if mark else '?'}, minus the overlap)")
+                selection = replace(selection, modified_after=since)
+    if dry_run:
+        _export_dry_run(source, selection, as_json=as_json)
+        return
+    listed_at = datetime.now(timezone.utc)
 
     def on_run(outcome: RunOutcome) -> None:
         style = {"exported": "green", "skipped": "dim", "filtered": "dim", "failed": "red"}
@@ -493,9 +597,14 @@ def export_cmd(
 
     with DumpWriter(out) as writer:
         summary = export_runs(
-            source, writer, selection, location=str(path.resolve()), force=force, on_run=on_run,
-            source_root=path,
+            source, writer, selection,
+            location=str(getattr(source, "location", from_)) if path is None else str(path.resolve()),
+            force=force, on_run=on_run, source_root=path,
         )
+        if live and not summary.count("failed"):
+            from neptune_migrate.pipeline import watermark
+
+            watermark.record(writer.layout, writer.manifest, mark_id, listed_at, len(summary.runs))
         doc = summary.to_json()
         reports = writer.layout.reports_dir
         reports.mkdir(exist_ok=True)

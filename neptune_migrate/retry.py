@@ -195,8 +195,11 @@ class Retrier:
         *,
         budget: OutageBudget | None = None,
         on_retry: Callable[[Exception, int], None] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.classify = classify
+        self.sleep = sleep
+        """How waits are slept (None: `time.sleep`); tests scale waits down and record them."""
         self.policy = policy
         self.budget = budget
         self.on_retry = on_retry
@@ -283,4 +286,6 @@ class Retrier:
             before_sleep=before_sleep,
             reraise=True,
         )
+        if self.sleep is not None:
+            retrying.sleep = self.sleep
         return retrying(attempt)

@@ -110,6 +110,11 @@ class DumpLayout:
     def locks_dir(self) -> Path:
         return self.root / "_locks"
 
+    @property
+    def state_dir(self) -> Path:
+        """`_state/`: a live source's resume state (series pages of runs not yet committed)."""
+        return self.root / "_state"
+
     @staticmethod
     def target_name(destination: str, target: str) -> str:
         """`<destination>-<hash of target>`: the name of one destination target's ledger and import lock."""

@@ -181,6 +181,9 @@ def export_runs(
         detected=source.describe(),
         started_at=datetime.now(timezone.utc).isoformat(),
     )
+    select = getattr(source, "select", None)
+    if callable(select):  # a live source filters on the server what it can
+        select(selection)
     keys: list[RunKey] = list(source.list_runs())
     summary.warnings.extend(source.warnings())
     root: str | None = None
@@ -242,7 +245,9 @@ def _export_one(
         if root is not None:
             record = relative_record(record, root)
         message = ""
-        if old is not None:
+        if old is not None and getattr(source, "live", False):
+            message = "changed on the server since the dump's copy: replaced it"
+        elif old is not None:
             keep, message = _choose(old, record, run)
             if not keep:
                 return RunOutcome(key=str(key), status="skipped", message=message,

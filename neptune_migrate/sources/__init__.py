@@ -10,6 +10,7 @@ from neptune_migrate.sources.base import Source, SourceOptions
 
 SOURCES: dict[str, str] = {
     "neptune-exporter": "neptune_migrate.sources.exporter_dump.source:ExporterDumpSource",
+    "neptune2-api": "neptune_migrate.sources.neptune2_api.source:Neptune2ApiSource",
     "neptune-offline": "neptune_migrate.sources.neptune_queue.source:NeptuneQueueSource",
     "neptune-scale": "neptune_migrate.sources.neptune_scale.source:NeptuneScaleSource",
 }

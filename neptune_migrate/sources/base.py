@@ -141,6 +141,8 @@ class SourceOptions:
     """neptune-exporter: the `--files-path` folder (default: `files/` beside the data path)."""
     include_previews: bool = False
     include_incomplete: bool = False
+    workspace: str | None = None
+    """Live sources: every project of this workspace (`--workspace`) when no project is named."""
     api_token: str | None = field(default=None, repr=False)
     """Live sources: the Neptune API token (never printed; `repr` leaves it out)."""
     workers: int = 4

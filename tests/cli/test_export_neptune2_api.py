@@ -1,0 +1,521 @@
+"""`export --from neptune2-api`: the real neptune 1.x client against a fake 2.x server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.pipeline.export import ExportSummary, export_runs
+from neptune_migrate.sources.base import RunSelection, SourceOptions
+from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
+from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake speaks plain http on 127.0.0.1: oauthlib refuses that unless told (tests only).
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeNeptune2]:
+    fake = FakeNeptune2().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None, slept: list[float] | None = None,
+           **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", **options)
+    source = Neptune2ApiSource(opts)
+    record = slept if slept is not None else []
+
+    def sleep(seconds: float) -> None:  # the retrier's waits, recorded and shortened
+        record.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    source.retrier.sleep = sleep
+    with DumpWriter(dump) as writer:
+        summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake")
+    return summary, source
+
+
+def points(dump: Path) -> dict[str, list[tuple[str, float, Any, Any]]]:
+    """Every point of every run: run id -> sorted (path, step, value, timestamp)."""
+    reader = DumpReader(dump)
+    out: dict[str, list[tuple[str, float, Any, Any]]] = {}
+    for run in reader.runs():
+        rows: list[tuple[str, float, Any, Any]] = []
+        for kind in ("float", "string"):
+            for s in run.record.series:
+                if s.kind == kind:
+                    t = reader.read_series(run, kind, s.path)
+                    rows += zip(t["path"].to_pylist(), t["step"].to_pylist(), t["value"].to_pylist(),
+                                t["timestamp"].to_pylist(), strict=True)
+        out[run.key.run_id] = sorted(rows)
+    return out
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str, check_rc: int | None = None) -> tuple[int, str, str]:
+    """The console entry point in this process (importing neptune 1.x costs seconds per subprocess)."""
+    from neptune_migrate import cli
+
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["neptune-migrate", *args]
+    try:
+        cli.main()
+        rc = 0
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    if check_rc is not None:
+        assert rc == check_rc, (rc, out, err)
+    return rc, out, err
+
+
+def records(dump: Path) -> dict[str, Any]:
+    return {run.key.run_id: run.record for run in DumpReader(dump).runs()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small project, every field kind, through the real console entry point
+
+
+def test_small_project_every_kind_through_the_cli(server: FakeNeptune2, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    small_project(server)
+    token = server.api_token()
+    dump = tmp_path / "dump"
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--api-token", token, "--project", "ws/proj",
+                          "--out", str(dump), "--json", check_rc=0)
+    assert "exported 3, skipped 0" in err
+    assert json.loads(out)["counts"]["exported"] == 3
+    recs = records(dump)
+    r1 = recs["PROJ-1"]
+    assert r1.system.name == "baseline" and r1.system.description == "first try"
+    assert r1.system.tags == {"a", "b"} and r1.system.group_tags == {"g1"}
+    assert r1.system.created_at == T0 and r1.system.state == "idle" and r1.system.failed is False
+    assert {k: (f.type, f.value) for k, f in r1.fields.items() if k.startswith("params/")} == {
+        "params/lr": ("float", 0.01), "params/epochs": ("int", 10), "params/use_bn": ("bool", True),
+        "params/optimizer": ("string", "adam"), "params/started": ("datetime", T0 + timedelta(seconds=5)),
+        "params/labels": ("string_set", frozenset({"cat", "dog"})),
+    }
+    assert recs["PROJ-2"].system.failed is True and recs["PROJ-3"].system.custom_run_id == "custom-3"
+    pts = points(dump)
+    loss = [p for p in pts["PROJ-1"] if p[0] == "train/loss"]
+    ts0 = T0
+    assert [(p[1], p[2]) for p in loss] == [(float(s), 1.0 / (s + 1)) for s in range(25)]
+    assert loss[3][3] == ts0 + timedelta(seconds=3)
+    assert [p[2] for p in pts["PROJ-1"] if p[0] == "logs/stdout"] == [f"line {s}" for s in range(4)]
+    assert [p[2] for p in pts["PROJ-1"] if p[0] == "monitoring/cpu"] == [10.0 + s for s in range(5)]
+    files = {(f.attribute_path, f.name): f for f in r1.files}
+    assert files[("model/weights", "weights.bin")].size == len(b"\x00\x01weights" * 10)
+    assert files[("source_code/files", "train.py")].size == len(b"print('hi')\n")
+    assert files[("source_code/files", "cfg/a.yaml")].size == len(b"a: 1\n")
+    blob = DumpReader(dump).verified_blob(files[("model/weights", "weights.bin")].sha256 or "")
+    assert blob.read_bytes() == b"\x00\x01weights" * 10
+    # The token never appears in the output, the dump or the report.
+    assert token not in out + err
+    api_key = next(iter(server.api_keys))
+    for p in dump.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert token.encode() not in data and api_key.encode() not in data, p
+    # The dump reads back clean (the empty `_state/` folder is tool state, not data).
+    _, out, _ = run_cli(capsys, "inspect", str(dump), "--json", check_rc=0)
+    doc = json.loads(out)
+    assert doc["runs"] == 3 and doc["problems"] == [] and doc["missing_files"] == 0
+    assert doc["points"]["float"] == 25 + 5 + 7 and doc["points"]["string"] == 4
+    # Run again: nothing changed on the server, nothing re-read.
+    server.reset_counts()
+    summary, _ = export(server, dump)
+    assert [r.status for r in summary.runs] == ["skipped"] * 3
+    assert server.count("/v1/attributes$") == 0
+
+
+def test_bad_token_and_unknown_project_are_one_line_errors(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    small_project(server)
+    bad = server.api_token("not-a-key")
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--api-token", bad, "--project", "ws/proj",
+                          "--out", str(tmp_path / "d1"), check_rc=2)
+    assert "refused the API token (401)" in err
+    assert bad not in out + err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    _, out, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/nope",
+                          "--out", str(tmp_path / "d2"), check_rc=2)
+    assert "project 'ws/nope' not found" in err
+    _, _, err = run_cli(capsys, "export", "--from", "neptune-offline", "--out", str(tmp_path / "d3"), check_rc=2)
+    assert "needs PATH" in err
+    server.fault("/entries/search", "403")
+    _, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj",
+                        "--out", str(tmp_path / "d5"), check_rc=2)
+    assert "no access (403) while listing the runs of ws/proj" in err
+    assert server.count("/entries/search") == 1  # not retried
+    monkeypatch.delenv("NEPTUNE_API_TOKEN")
+    _, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj",
+                        "--out", str(tmp_path / "d4"), check_rc=2)
+    assert "no API token" in err
+
+
+def test_workspace_takes_every_project_and_filters_run_on_the_server(server: FakeNeptune2) -> None:
+    server.project("ws/a", "A")
+    server.project("ws/b", "B")
+    server.project("other/c", "C")
+    for q in ("ws/a", "ws/a", "ws/b", "other/c"):
+        server.add_run(q, tags={"keep"} if q != "ws/b" else set())
+    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token(), workspace="ws"))
+    source.select(RunSelection())
+    assert [str(k) for k in source.list_runs()] == ["ws/a/A-1", "ws/a/A-2", "ws/b/B-1"]
+    source.select(RunSelection(tags=("keep",), run_ids=("A-2",)))
+    server.reset_counts()
+    assert [str(k) for k in source.list_runs()] == ["ws/a/A-2"]
+    queries = [q for m, p, q in server.log if p.endswith("/entries/search")]
+    assert len(queries) == 2  # one page per project, the filter applied by the server
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paging traps
+
+
+def test_listing_crosses_the_offset_limit_with_ties_at_the_boundary(server: FakeNeptune2, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20 runs, pages of 3, offset limit 6: windows end at runs 6, 12, 18; runs 5-9 share one creation time,
+    # so the first window ends inside the tie (neptune 1.x's own `>` search-after would lose runs 7-9).
+    server.max_offset = 6
+    monkeypatch.setattr(Neptune2ApiSource, "LIST_PAGE", 3)
+    monkeypatch.setattr(Neptune2ApiSource, "MAX_OFFSET", 6)
+    for i in range(20):
+        created = T0 + timedelta(minutes=5 if 4 <= i <= 8 else i)
+        server.add_run("ws/proj", created)
+    summary, _ = export(server, tmp_path / "dump")
+    ids = [r.key for r in summary.runs]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert {r.status for r in summary.runs} == {"exported"}
+
+    # The client's own paging, same server: runs sharing the boundary time are lost.
+    from neptune.api.searching_entries import iter_over_pages
+    from neptune.internal.backends.hosted_neptune_backend import HostedNeptuneBackend
+    from neptune.internal.credentials import Credentials
+
+    backend = HostedNeptuneBackend(Credentials.from_token(server.api_token()))
+    seen = [e.id for e in iter_over_pages(client=backend.leaderboard_client, project_id="ws/proj", types=["run"],
+                                          query=None, attributes_filter={}, step_size=3, limit=None,
+                                          sort_by="sys/creation_time", sort_by_column_type="datetime",
+                                          ascending=True, progress_bar=False, max_offset=6)]
+    assert len(set(seen)) < 20
+
+
+def test_runs_created_while_listing_are_neither_lost_nor_repeated(server: FakeNeptune2, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Neptune2ApiSource, "LIST_PAGE", 2)
+    for _ in range(7):
+        server.add_run("ws/proj")
+
+    def add(page: int) -> None:
+        if page == 2:
+            server.add_run("ws/proj", datetime.now(timezone.utc))
+
+    server.on_list_page = add
+    summary, _ = export(server, tmp_path / "dump")
+    ids = [str(r.key) for r in summary.runs]
+    assert len(ids) == len(set(ids))
+    assert {f"ws/proj/PROJ-{i}" for i in range(1, 8)} <= set(ids)
+
+
+def test_series_pages_with_exclusive_skip_to_step(server: FakeNeptune2, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Neptune2ApiSource, "SERIES_PAGE", 10)
+    run = server.add_run("ws/proj")
+    run.float_series["m"] = [(float(s * 2), s / 3, 1_700_000_000_000 + s) for s in range(95)]
+    export(server, tmp_path / "dump")
+    got = points(tmp_path / "dump")["PROJ-1"]
+    assert [(p[1], p[2]) for p in got] == [(float(s * 2), s / 3) for s in range(95)]
+    assert server.count("/series/float") == 10
+    assert not list((tmp_path / "dump" / "_state").glob("*"))  # checkpoints removed once the run is read
+
+
+# ---------------------------------------------------------------------------------------------------
+# Robustness and politeness
+
+
+def test_429_retry_after_12_is_honoured_exactly_and_faults_are_retried(server: FakeNeptune2, tmp_path: Path) -> None:
+    small_project(server)
+    server.fault("/series/float", "429", retry_after="12")
+    server.fault("/v1/attributes$", "503", times=2)
+    server.fault("/attributes/download", "drop")
+    slept: list[float] = []
+    summary, source = export(server, tmp_path / "dump", slept=slept)
+    assert [r.status for r in summary.runs] == ["exported"] * 3
+    # Retry-After: 12 waited 12 s (neptune 1.x would have waited 1 s: it reads the first digit only).
+    assert ("ws/proj/PROJ-1: train/loss", 12.0) in source.retrier.waits
+    assert 12.0 in slept
+    assert source.retrier.retries >= 3
+    assert len(points(tmp_path / "dump")["PROJ-1"]) == 25 + 5 + 4
+
+
+def test_workers_bound_concurrency_and_rate_spreads_requests(server: FakeNeptune2, tmp_path: Path) -> None:
+    run = server.add_run("ws/proj")
+    for i in range(6):
+        run.float_series[f"m{i}"] = [(0.0, 1.0, 0)]
+    server.latency = 0.05
+    server.reset_counts()
+    summary, source = export(server, tmp_path / "dump", workers=2, rate=5.0)
+    assert summary.runs[0].status == "exported"
+    assert source.budget.requests == 3 + 6  # project, listing, attributes, 6 series
+    assert server.max_in_flight == 2  # the 6 series were fetched 2 at a time, never more
+    # 9 budgeted requests at 5/s with a burst of 5: the 9th starts 0.8 s after the 1st at the earliest.
+    first = [p for _, p, _ in server.log].index("/api/backend/v1/projects/get")
+    budgeted = server.times[first:]
+    assert len(budgeted) == 9
+    assert budgeted[-1] - budgeted[0] >= 0.8 - 0.01
+
+
+def test_dry_run_counts_from_the_server_without_series_downloads(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
+    small_project(server)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    dump = tmp_path / "dump"
+    _, out, _ = run_cli(capsys, "export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump),
+                        "--dry-run", "--json", check_rc=0)
+    doc = json.loads(out)
+    assert (doc["runs"], doc["points"]) == (3, 25 + 5 + 4 + 7)
+    assert doc["details"]["files"] == 2 and doc["details"]["string_points"] == 4
+    assert not dump.exists()
+    series_requests = [q for m, p, q in server.log if "/series/" in p]
+    assert len(series_requests) == 4 and all(json.loads(q)["limit"] == ["1"] for q in series_requests)
+    assert server.count("/download") == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Incremental and resumable
+
+
+def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    runs = small_project(server)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    dump = tmp_path / "dump"
+    args = ("export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump))
+    run_cli(capsys, *args, "--since-last", check_rc=0)
+    manifest = json.loads((dump / "manifest.json").read_text())
+    assert len(manifest["live_watermarks"]) == 1
+    # People keep training: one run gets more points, one run is new.
+    now = datetime.now(timezone.utc)
+    runs[1].float_series["train/loss"] += [(float(s), 0.5, int(now.timestamp() * 1000)) for s in range(7, 10)]
+    runs[1].touch(now)
+    new = server.add_run("ws/proj", now, name="late")
+    new.float_series["train/loss"] = [(0.0, 3.0, int(now.timestamp() * 1000))]
+    server.reset_counts()
+    _, _, err = run_cli(capsys, *args, "--since-last", check_rc=0)
+    assert "exported 2, skipped 0" in err
+    assert "since-last: runs created or modified since" in err
+    assert server.count("/v1/attributes$") == 2  # only the changed and the new run were read
+    assert server.count("/series/float") == 2
+    query = json.loads(server.log[[p for _, p, _ in server.log].index(
+        "/api/leaderboard/v1/leaderboard/entries/search")][2])
+    assert query["projectIdentifier"] == ["ws/proj"]
+    # The dump equals a full export of the same server.
+    run_cli(capsys, *args[:-1], str(tmp_path / "full"), check_rc=0)
+    assert points(dump) == points(tmp_path / "full")
+    assert len(points(dump)["PROJ-2"]) == 10
+    # A filtered export keeps its own watermark: an unfiltered --since-last after it is a full export.
+    other = tmp_path / "filtered"
+    run_cli(capsys, *args[:-1], str(other), "--tag", "a", check_rc=0)
+    _, _, err = run_cli(capsys, *args[:-1], str(other), "--since-last", check_rc=0)
+    assert "no watermark for this source in the dump yet: full export" in err
+    assert "exported 3, skipped 1" in err
+
+
+def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],
+                     tmp_path: Path, path_regex: str, after: int) -> tuple[Path, int]:
+    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`,
+    re-run in this process; return the dump and the float-series requests of the re-run."""
+    cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
+    dump = tmp_path / "dump"
+    args = ["export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump)]
+    proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while server.count(path_regex) < after and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    server.reset_counts()
+    latency, server.latency = server.latency, 0.0
+    os.environ["NEPTUNE_API_TOKEN"] = server.api_token()
+    try:
+        run_cli(capsys, *args, check_rc=0)
+    finally:
+        del os.environ["NEPTUNE_API_TOKEN"]
+    server.latency = latency
+    return dump, server.count("/series/float")
+
+
+def _kill_fixture(server: FakeNeptune2) -> None:
+    small_project(server)
+    long = server.add_run("ws/proj")
+    long.float_series["long"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(15_000)]
+    server.add_run("ws/proj").float_series["short"] = [(0.0, 1.0, 0)]
+    server.latency = 0.1
+
+
+def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    _kill_fixture(server)
+    # PROJ-4 (the 15-page series) is listed first (oldest); killed after its 11th page, so after the
+    # checkpoint of page 10. An uninterrupted export asks for 16 + 1 + 3 float pages; the re-run at most
+    # 6 (pages 11-15 and the empty one after) + 1 + 3.
+    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11)
+    assert rerun_pages <= 6 + 1 + 3
+    full = tmp_path / "full"
+    export(server, full)
+    assert points(dump) == points(full)
+    assert len(points(dump)["PROJ-4"]) == 15_000
+    assert {k: (r.fields, r.files, r.system) for k, r in records(dump).items()} == \
+        {k: (r.fields, r.files, r.system) for k, r in records(full).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path_regex", "after"), [
+    ("/entries/search", 1), ("/v1/attributes$", 2), ("/attributes/download", 1), ("/downloadFileSetZip", 1),
+    ("/series/float", 5), ("/series/float", 15),
+])
+def test_kill_9_matrix(server: FakeNeptune2, cli_env, capsys, tmp_path: Path, path_regex: str,  # type: ignore[no-untyped-def]
+                       after: int) -> None:
+    _kill_fixture(server)
+    dump, _ = _kill_then_rerun(server, cli_env, capsys, tmp_path, path_regex, after)
+    full = tmp_path / "full"
+    export(server, full)
+    assert points(dump) == points(full)
+    assert {k: (r.fields, r.files, r.system) for k, r in records(dump).items()} == \
+        {k: (r.fields, r.files, r.system) for k, r in records(full).items()}
+
+
+def test_estimate_and_budget_types() -> None:
+    # The shared budget refuses nonsense, so a typo on the command line is not a silent no-limit.
+    from neptune_migrate.sources.live_budget import RequestBudget
+
+    with pytest.raises(ValueError, match="workers"):
+        RequestBudget(0)
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    budget = RequestBudget(1, rate=2.0, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(6):
+        with budget.request():
+            pass
+    # A burst of 2 (one second's worth), then one request every 0.5 s.
+    assert budget.requests == 6 and sum(slept) == pytest.approx(2.0)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Equality with the offline source
+
+
+_BACKEND_TYPE = {"float": "float", "int": "int", "bool": "bool", "string": "string", "datetime": "datetime",
+                 "string_set": "stringSet"}
+
+
+def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeNeptune2, tmp_path: Path) -> None:
+    """The real neptune 1.x client's offline runs (the `offline-neptune1` fixture), exported with
+    `--from neptune-offline`, then the same content held by the fake 2.x server and exported live: equal
+    fields, points and files. Documented differences: the run key (the server's `sys/id` instead of the
+    client's uuid), server-computed `sys/*`, and timestamps in milliseconds (what a 2.x server stores)."""
+    from tests.conftest import export_fixture
+
+    offline = export_fixture("offline-neptune1", tmp_path / "offline")
+    reader = DumpReader(offline)
+    expected: dict[str, Any] = {}
+    for i, run in enumerate(sorted(reader.runs(), key=lambda r: str(r.key))):
+        rec = run.record
+        live = server.add_run("my-ws/my-proj", T0 + timedelta(minutes=i), name=rec.system.name or "",
+                              tags=set(rec.system.tags))
+        for path, f in rec.fields.items():
+            if not path.startswith("sys/"):
+                live.fields[path] = (_BACKEND_TYPE[f.type], sorted(f.value) if isinstance(f.value, frozenset)
+                                     else f.value)
+        for s in rec.series:
+            if s.kind in ("float", "string"):
+                t = reader.read_series(run, s.kind, s.path)
+                pts = [(step, value, int(ts.timestamp() * 1000)) for step, value, ts in zip(
+                    t["step"].to_pylist(), t["value"].to_pylist(), t["timestamp"].to_pylist(), strict=True)]
+                (live.float_series if s.kind == "float" else live.string_series)[s.path] = pts  # type: ignore[index]
+        for fe in rec.files:
+            if fe.sha256 is None:
+                continue
+            content = reader.verified_blob(fe.sha256).read_bytes()
+            if fe.kind == "file":
+                stem, _, ext = fe.name.rpartition(".")
+                live.files[fe.attribute_path] = (content, ext if stem else "")
+                live.file_names[fe.attribute_path] = stem or fe.name
+            elif fe.kind == "file_set":
+                live.file_sets.setdefault(fe.attribute_path, {})[fe.name] = content
+        expected[live.sys_id] = rec
+    summary, _ = export(server, tmp_path / "live", RunSelection(projects=("my-ws/my-proj",)))
+    assert {r.status for r in summary.runs} == {"exported"}
+    got = records(tmp_path / "live")
+    live_points = points(tmp_path / "live")
+    assert len(got) == len(expected) >= 2
+    compared_points = 0
+    for run_id, rec in expected.items():
+        live_rec = got[run_id]
+        assert {k: f for k, f in live_rec.fields.items() if not k.startswith("sys/")} == \
+            {k: f for k, f in rec.fields.items() if not k.startswith("sys/")}
+        assert live_rec.system.tags == rec.system.tags
+        want = []
+        off_run = reader.get_run(rec.key)
+        assert off_run is not None
+        for s in rec.series:
+            if s.kind in ("float", "string"):
+                t = reader.read_series(off_run, s.kind, s.path)
+                want += [(s.path, step, value, ts.replace(microsecond=ts.microsecond // 1000 * 1000))
+                         for step, value, ts in zip(t["step"].to_pylist(), t["value"].to_pylist(),
+                                                    t["timestamp"].to_pylist(), strict=True)]
+        assert live_points[run_id] == sorted(want)
+        compared_points += len(want)
+        assert {(f.attribute_path, f.kind, f.name, f.sha256) for f in live_rec.files} == \
+            {(f.attribute_path, f.kind, f.name, f.sha256) for f in rec.files if f.sha256 and f.kind != "artifact"}
+    assert compared_points > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> None:
+    # The real limits (pages of 100, offset 10,000), 25,000 cheap runs, 30 of them sharing the creation time
+    # at the first window's boundary (runs 9,985-10,014).
+    for i in range(25_000):
+        created = T0 + timedelta(seconds=9_985 if 9_985 <= i < 10_015 else i)
+        server.add_run("ws/proj", created)
+    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token()))
+    source.select(RunSelection(projects=("ws/proj",)))
+    keys = list(source.list_runs())
+    assert len(keys) == 25_000 and len(set(keys)) == 25_000
+    # Windows: runs 0-9,999 (100 pages), from 9,985 on: 10,000 more (100 pages), then 5,016 (51 pages).
+    assert server.count("/entries/search") == 251
