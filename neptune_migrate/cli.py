@@ -20,7 +20,7 @@ from neptune_migrate import __version__
 from neptune_migrate.errors import ExitCode, MigrateError, UsageError, redact_obj
 from neptune_migrate.model import LossCategory
 
-SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale")
+SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale", "neptune3-api")
 """`--from` choices: the keys of `sources.SOURCES`, spelled out so `--help` does not import the
 registries (and pyarrow); a test keeps the two equal."""
 DESTINATION_NAMES = ("mlflow", "wandb", "aim")
@@ -315,7 +315,8 @@ def export_cmd(
             "--from",
             **_choice(SOURCE_NAMES),
             help="Source form: neptune-offline (.neptune folders), neptune-scale (SQLite logs), "
-            "neptune-exporter (official exporter parquet).",
+            "neptune-exporter (official exporter parquet), neptune3-api (live Neptune 3.x server; "
+            "token from NEPTUNE_API_TOKEN, --project WS/PROJ).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dump folder to create or extend.")],

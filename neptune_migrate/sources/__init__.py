@@ -12,6 +12,7 @@ SOURCES: dict[str, str] = {
     "neptune-exporter": "neptune_migrate.sources.exporter_dump.source:ExporterDumpSource",
     "neptune-offline": "neptune_migrate.sources.neptune_queue.source:NeptuneQueueSource",
     "neptune-scale": "neptune_migrate.sources.neptune_scale.source:NeptuneScaleSource",
+    "neptune3-api": "neptune_migrate.sources.neptune3_api.source:Neptune3ApiSource",
 }
 """Every source form by its `--from` name."""
 

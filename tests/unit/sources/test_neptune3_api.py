@@ -1,0 +1,268 @@
+"""`--from neptune3-api`: the real neptune-query client against the 3.x fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.model import ForkPoint, RunKey, SourceRunId
+from neptune_migrate.pipeline.export import ExportSummary, export_runs
+from neptune_migrate.retry import RetryPolicy
+from neptune_migrate.sources import load_source
+from neptune_migrate.sources.base import RunSelection, SourceOptions
+from neptune_migrate.sources.neptune3_api.errors import UnknownProjectError
+from neptune_migrate.sources.neptune3_api.source import Neptune3ApiSource
+from tests.support.fake_neptune.v3 import FakeNeptune3, Fault, Point
+
+pytest.importorskip("neptune_query")
+
+PROJECT = "my-ws/my-proj"
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T0_MS = int(T0.timestamp() * 1000)
+WEIGHTS = b"model weights v1\n"
+PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
+TEST_POLICY = RetryPolicy(max_attempts=6, initial_wait=0.01, max_wait=60.0, max_total=30.0, max_outage=0.0)
+
+
+def _fill(fake: FakeNeptune3) -> None:
+    w = fake.add_blob("parent-run/model/weights.txt", WEIGHTS)
+    img = fake.add_blob("parent-run/images/0/red.png", PNG)
+    img["mime"] = "image/png"
+    fake.add_run(
+        "parent-run", created=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        modified=datetime(2025, 1, 5, 6, 7, 8, 123000, tzinfo=timezone.utc),
+        name="exp-resnet", description="a baseline", tags={"baseline", "resnet"}, group_tags={"group-a"},
+        fields={"parameters/lr": ("float", 0.001), "parameters/bs": ("int", 64), "parameters/opt": ("string", "adam"),
+                "parameters/bn": ("bool", True), "parameters/layers": ("stringSet", {"64", "128"}),
+                "info/start": ("datetime", datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)),
+                "model/weights": ("fileRef", w)},
+        series={
+            "train/loss": ("floatSeries", [Point(float(s), T0_MS + 1000 * s, 1 / (s + 1)) for s in range(6)]
+                           + [Point(6.5, T0_MS + 6500, 0.1, preview=True, completion=0.5)]),
+            "train/log": ("stringSeries", [Point(float(s), T0_MS + 1000 * s + 1, f"epoch {s}") for s in range(5)]),
+            "hist/w": ("histogramSeries", [Point(0.0, T0_MS, {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0],
+                                                              "values": [1.0, 5.0, 2.0]})]),
+            "images/preds": ("fileRefSeries", [Point(0.0, T0_MS + 7, img)]),
+            "monitoring/cpu": ("floatSeries", [Point(float(s), T0_MS + 1000 * s, 40.0 + s) for s in range(3)]),
+        })
+    fake.add_run("child-run", created=datetime(2025, 1, 3, tzinfo=timezone.utc), fork_parent="parent-run",
+                 fork_step=3.0, fields={"parameters/lr": ("float", 0.0005)},
+                 series={"train/loss": ("floatSeries", [Point(float(s), T0_MS + 1000 * s, 0.1 / s)
+                                                        for s in (4, 5, 6)])})
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeNeptune3]:
+    with FakeNeptune3() as fake:
+        _fill(fake)
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeNeptune3) -> Iterator[FakeNeptune3]:
+    server.counts.clear()
+    server.requests.clear()
+    server.faults.clear()
+    yield server
+    server.faults.clear()
+    server.on_search = None
+    server.series_page = 1000
+    server.delay = 0.0
+
+
+def _source(fake: FakeNeptune3, project: str = PROJECT, **kw: Any) -> Neptune3ApiSource:
+    options = SourceOptions(path=Path("."), project=project, api_token=fake.token(), **kw)
+    source = load_source("neptune3-api", options)
+    assert isinstance(source, Neptune3ApiSource)
+    source.retry_policy = TEST_POLICY
+    return source
+
+
+def _export(source: Neptune3ApiSource, out: Path, selection: RunSelection | None = None) -> ExportSummary:
+    with DumpWriter(out) as writer:
+        return export_runs(source, writer, selection or RunSelection(), location="live")
+
+
+def _series(reader: DumpReader, run_id: str, kind: str, path: str, project: str = PROJECT) -> list[dict[str, Any]]:
+    run = reader.get_run(RunKey(project, SourceRunId(run_id)))
+    assert run is not None
+    return reader.read_series(run, kind, path).to_pylist()  # type: ignore[arg-type]
+
+
+def test_every_field_and_series_kind_reaches_the_dump(fake: FakeNeptune3, tmp_path: Path) -> None:
+    summary = _export(_source(fake), tmp_path / "dump")
+    assert [(r.key, r.status) for r in summary.runs] == [
+        ("my-ws/my-proj/parent-run", "exported"), ("my-ws/my-proj/child-run", "exported")]
+    reader = DumpReader(tmp_path / "dump")
+    parent = reader.get_run(RunKey(PROJECT, SourceRunId("parent-run")))
+    assert parent is not None
+    rec = parent.record
+    assert {k: (f.type, f.value) for k, f in rec.fields.items()} == {
+        "info/start": ("datetime", datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)),
+        "parameters/bn": ("bool", True), "parameters/bs": ("int", 64),
+        "parameters/layers": ("string_set", frozenset({"64", "128"})), "parameters/lr": ("float", 0.001),
+        "parameters/opt": ("string", "adam")}
+    sysi = rec.system
+    assert (sysi.experiment_name, sysi.description, sysi.custom_run_id, sysi.owner) == (
+        "exp-resnet", "a baseline", "parent-run", "tester")
+    assert sysi.tags == {"baseline", "resnet"} and sysi.group_tags == {"group-a"}
+    assert sysi.created_at == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert sysi.modified_at == datetime(2025, 1, 5, 6, 7, 8, 123000, tzinfo=timezone.utc)
+    assert (sysi.failed, sysi.trashed) == (False, False)
+    assert rec.provenance.details["sys_id"] == "MY-P-1"
+    # Floats: steps, values and millisecond timestamps; the preview point is left out by default.
+    loss = _series(reader, "parent-run", "float", "train/loss")
+    assert [(p["step"], p["value"]) for p in loss] == [(float(s), 1 / (s + 1)) for s in range(6)]
+    assert [p["timestamp"] for p in loss] == [T0 + timedelta(seconds=s) for s in range(6)]
+    assert [p["value"] for p in _series(reader, "parent-run", "float", "monitoring/cpu")] == [40.0, 41.0, 42.0]
+    logs = _series(reader, "parent-run", "string", "train/log")
+    assert [(p["step"], p["value"], p["timestamp"]) for p in logs] == [
+        (float(s), f"epoch {s}", T0 + timedelta(seconds=s, milliseconds=1)) for s in range(5)]
+    hist = _series(reader, "parent-run", "histogram", "hist/w")
+    assert [(h["type"], h["edges"], h["values"]) for h in hist] == [("COUNTING", [0.0, 1.0, 2.0, 3.0], [1.0, 5.0, 2.0])]
+    images = _series(reader, "parent-run", "file", "images/preds")
+    assert [(i["step"], i["name"], i["size"], i["sha256"], i["mime_type"]) for i in images] == [
+        (0.0, "red.png", len(PNG), hashlib.sha256(PNG).hexdigest(), "image/png")]
+    assert reader.verified_blob(images[0]["sha256"]).read_bytes() == PNG
+    (weights,) = rec.files
+    assert (weights.attribute_path, weights.name, weights.size, weights.sha256) == (
+        "model/weights", "weights.txt", len(WEIGHTS), hashlib.sha256(WEIGHTS).hexdigest())
+    # The fork: only the child's own points (lineage NONE), and the fork point recorded.
+    child = reader.get_run(RunKey(PROJECT, SourceRunId("child-run")))
+    assert child is not None
+    assert child.record.fork == ForkPoint(RunKey(PROJECT, SourceRunId("parent-run")), 3.0)
+    assert [p["step"] for p in _series(reader, "child-run", "float", "train/loss")] == [4.0, 5.0, 6.0]
+    assert all(r[1]["requests"][0]["series"]["lineage"] == "NONE" for r in fake.requests)
+
+
+def test_previews_are_kept_when_asked(fake: FakeNeptune3, tmp_path: Path) -> None:
+    _export(_source(fake, include_previews=True), tmp_path / "dump", RunSelection(run_ids=("parent-run",)))
+    loss = _series(DumpReader(tmp_path / "dump"), "parent-run", "float", "train/loss")
+    assert [(p["step"], p["preview_completion"]) for p in loss][-2:] == [(5.0, None), (6.5, 0.5)]
+
+
+@pytest.mark.parametrize(("points", "requests"), [(12, 4), (13, 4), (3, 1)])
+def test_float_pages_go_down_by_after_step_and_a_full_last_page_asks_once_more(
+    fake: FakeNeptune3, tmp_path: Path, points: int, requests: int
+) -> None:
+    project = "my-ws/paging"
+    fake.projects.add(project)
+    name = f"long-{points}"
+    fake.add_run(name, project=project, series={"m": ("floatSeries", [
+        Point(float(s), T0_MS + s, float(s) * 2) for s in range(points)])})
+    source = _source(fake, project=project)
+    source.points_page = 4
+    _export(source, tmp_path / "dump", RunSelection(run_ids=(name,)))
+    got = _series(DumpReader(tmp_path / "dump"), name, "float", "m", project=project)
+    assert [p["step"] for p in got] == [float(s) for s in range(points)]
+    assert [p["value"] for p in got] == [float(s) * 2 for s in range(points)]
+    floats = [body for route, body in fake.requests if route == "float"]
+    assert len(floats) == requests
+    assert [b["requests"][0].get("afterStep") for b in floats] == [None, *[
+        float(points - 4 * k - 4) for k in range(requests - 1)]]
+    assert all(b["order"] == "descending" and b["perSeriesPointsLimit"] == 4 for b in floats)
+
+
+def test_string_series_pages_follow_search_after_tokens(fake: FakeNeptune3, tmp_path: Path) -> None:
+    fake.series_page = 2
+    _export(_source(fake), tmp_path / "dump", RunSelection(run_ids=("parent-run",)))
+    logs = _series(DumpReader(tmp_path / "dump"), "parent-run", "string", "train/log")
+    assert [p["value"] for p in logs] == [f"epoch {s}" for s in range(5)]
+    tokens = [b["requests"][0].get("searchAfter", {}).get("token") for r, b in fake.requests
+              if r == "series" and b["requests"][0]["series"]["attribute"] == "train/log"]
+    assert tokens == [None, "2", "4"]
+
+
+def test_listing_is_ascending_and_never_loses_or_repeats_a_run_created_meanwhile(
+    fake: FakeNeptune3, tmp_path: Path
+) -> None:
+    project = "my-ws/listing"
+    fake.projects.add(project)
+    same = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    for i in range(5):  # five runs share one creation time, across the page boundary (pages of 2)
+        fake.add_run(f"r{i}", project=project, created=same)
+
+    def add_during(f: FakeNeptune3, offset: int) -> None:
+        if offset == 2:
+            f.add_run("late", project=project, created=datetime(2025, 3, 2, tzinfo=timezone.utc))
+
+    fake.on_search = add_during
+    source = _source(fake, project=project)
+    source.list_page = 2
+    summary = _export(source, tmp_path / "dump")
+    assert sorted(r.key.rsplit("/", 1)[1] for r in summary.runs) == ["late", "r0", "r1", "r2", "r3", "r4"]
+    assert len(summary.runs) == 6
+    assert fake.counts["values"] == 6
+
+
+def test_filters_are_applied_on_the_server(fake: FakeNeptune3, tmp_path: Path) -> None:
+    selection = RunSelection(tags=("group-a",), modified_after=datetime(2025, 1, 4, tzinfo=timezone.utc))
+    summary = _export(_source(fake), tmp_path / "dump", selection)
+    assert [r.key for r in summary.runs] == ["my-ws/my-proj/parent-run"]
+    assert fake.counts["values"] == 1  # the child was never read
+    est = _source(fake).estimate(RunSelection(run_ids=("child-run",)))
+    assert (est.runs, est.points) == (1, 3)
+
+
+def test_a_429_retry_after_of_12_is_honoured_exactly_and_503_and_resets_are_retried(
+    fake: FakeNeptune3, tmp_path: Path
+) -> None:
+    source = _source(fake)
+    source.retry_after_scale = 0.01
+    fake.faults.extend([Fault("float", 429, {"Retry-After": "12"}), Fault("values", 503, times=2),
+                        Fault("series", drop=True), Fault("blob", 503)])
+    started = time.monotonic()
+    summary = _export(source, tmp_path / "dump", RunSelection(run_ids=("parent-run",)))
+    assert [r.status for r in summary.runs] == ["exported"]
+    assert [w for _, w in source.retrier.waits] == [pytest.approx(0.12)]
+    assert source.retrier.retries == 5
+    assert time.monotonic() - started >= 0.12
+    assert fake.faults == []
+    loss = _series(DumpReader(tmp_path / "dump"), "parent-run", "float", "train/loss")
+    assert len(loss) == 6
+
+
+def _cli(fake: FakeNeptune3, tmp_path: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NEPTUNE_API_TOKEN": token, "PYTHONPATH": str(Path(__file__).parents[3])}
+    return subprocess.run([sys.executable, "-m", "neptune_migrate", "export", str(tmp_path), "--from",
+                           "neptune3-api", "--out", str(tmp_path / "dump"), *args],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_a_rejected_token_or_unknown_project_is_one_line_exit_2_and_the_token_is_never_printed(
+    fake: FakeNeptune3, tmp_path: Path
+) -> None:
+    bad = fake.token(api_key="wrong-key-0123456789")
+    done = _cli(fake, tmp_path, bad, "--project", PROJECT)
+    assert done.returncode == 2, done.stderr
+    out = done.stdout + done.stderr
+    assert "rejected the Neptune API token" in out
+    assert bad not in out and "wrong-key-0123456789" not in out
+    assert "Traceback" not in out
+    assert len([line for line in done.stderr.splitlines() if "error" in line]) == 1
+    with pytest.raises(UnknownProjectError) as caught:
+        _source(fake, project="my-ws/nope").describe()
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (f"project 'my-ws/nope' not found on {fake.base_url} (or the token cannot see it)")
+
+
+@pytest.mark.slow
+def test_the_cli_exports_a_live_project(fake: FakeNeptune3, tmp_path: Path) -> None:
+    done = _cli(fake, tmp_path, fake.token(), "--project", PROJECT, "--run-id", "child-run")
+    assert done.returncode == 0, done.stderr
+    reader = DumpReader(tmp_path / "dump")
+    assert [str(r.key) for r in reader.runs()] == ["my-ws/my-proj/child-run"]
+    assert fake.token() not in (tmp_path / "dump" / "manifest.json").read_text()
+    for report in (tmp_path / "dump").rglob("*.json"):
+        assert fake.token() not in report.read_text()
