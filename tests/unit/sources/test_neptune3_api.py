@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -266,3 +268,73 @@ def test_the_cli_exports_a_live_project(fake: FakeNeptune3, tmp_path: Path) -> N
     assert fake.token() not in (tmp_path / "dump" / "manifest.json").read_text()
     for report in (tmp_path / "dump").rglob("*.json"):
         assert fake.token() not in report.read_text()
+
+
+_EXPORTER = """
+import sys
+from pathlib import Path
+from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.pipeline.export import export_runs
+from neptune_migrate.sources import load_source
+from neptune_migrate.sources.base import RunSelection, SourceOptions
+token, project, out, state = sys.argv[1:5]
+source = load_source("neptune3-api", SourceOptions(path=Path("."), project=project, api_token=token,
+                                                   state_dir=Path(state)))
+source.points_page = 100
+with DumpWriter(Path(out)) as writer:
+    export_runs(source, writer, RunSelection(), location="live")
+"""
+
+
+def _long_run(fake: FakeNeptune3, project: str, points: int) -> None:
+    fake.projects.add(project)
+    fake.add_run("long", project=project, series={"m": ("floatSeries", [
+        Point(float(s), T0_MS + s, s / 7) for s in range(points)])})
+
+
+def test_kill_9_in_a_long_series_then_rerun_resumes_from_the_checkpoint(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/resume"
+    _long_run(fake, project, 2000)  # 20 pages of 100
+    fake.delay = 0.05
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}
+    proc = subprocess.Popen([sys.executable, "-c", _EXPORTER, fake.token(), project, str(tmp_path / "dump"),
+                             str(state)], env=env)
+    deadline = time.monotonic() + 90
+    while sum(1 for r, _ in fake.requests if r == "float") < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoints = list(state.rglob("checkpoint.json"))
+    assert len(checkpoints) == 1
+    saved = json.loads(checkpoints[0].read_text())
+    assert not saved["done"] and 7 <= saved["pages"] < 20
+    assert saved["cursor"] == 2000 - 100 * saved["pages"]
+    assert not (tmp_path / "dump" / "runs").exists() or not any((tmp_path / "dump" / "runs").iterdir())
+    fake.delay = 0.0
+    fake.requests.clear()
+    source = _source(fake, project=project, state_dir=state)
+    source.points_page = 100
+    _export(source, tmp_path / "dump")
+    floats = [b for r, b in fake.requests if r == "float"]
+    # Only the pages after the checkpoint (2000 points = 20 full pages, then one empty page).
+    assert len(floats) == 21 - saved["pages"]
+    assert floats[0]["requests"][0]["afterStep"] == saved["cursor"]
+    got = _series(DumpReader(tmp_path / "dump"), "long", "float", "m", project=project)
+    assert [(p["step"], p["value"]) for p in got] == [(float(s), s / 7) for s in range(2000)]
+    assert not any(state.iterdir())  # the run's resume state is gone once it is read in full
+    fresh = _source(fake, project=project)
+    _export(fresh, tmp_path / "fresh")
+    assert _series(DumpReader(tmp_path / "fresh"), "long", "float", "m", project=project) == got
+
+
+@pytest.mark.slow
+def test_a_series_of_a_million_points(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/million"
+    _long_run(fake, project, 1_000_000)
+    source = _source(fake, project=project)
+    _export(source, tmp_path / "dump")
+    got = _series(DumpReader(tmp_path / "dump"), "long", "float", "m", project=project)
+    assert len(got) == 1_000_000
+    assert [p["step"] for p in got[:3]] == [0.0, 1.0, 2.0] and got[-1]["step"] == 999_999.0
+    assert sum(1 for r, _ in fake.requests if r == "float") == 11  # 10 full pages of 100,000, one empty
