@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -152,20 +153,28 @@ class Neptune3ApiSource:
                 raise UsageError(msg)
         self.projects = tuple(projects)
         self.selection = RunSelection()
-        self.retry_policy = DEFAULT_POLICY
+        self.retrier = Retrier(classify_error, DEFAULT_POLICY)
         self.retry_after_scale = 1.0
         """Multiplies every `Retry-After` (tests only: a `Retry-After: 12` then waits 12 x scale)."""
         self.list_page = LIST_PAGE
         self.points_page = POINTS_PAGE
-        self.retrier = Retrier(classify_error, self.retry_policy)
         self.budget = RateBudget(options.rate)
         self.requests = 0
         """Requests sent (retries included)."""
+        self._count_lock = threading.Lock()
         self._client: Any = None
         self._base_url: str | None = None
         self._listed: dict[RunKey, _Listed] = {}
         self._warnings: list[str] = []
         self._checked = False
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self.retrier.policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        self.retrier = Retrier(classify_error, policy)
 
     # -- the client ------------------------------------------------------------------------------
     def _api(self) -> Any:
@@ -193,12 +202,11 @@ class Neptune3ApiSource:
         from neptune_query.generated.neptune_api.errors import ApiKeyRejectedError, UnableToExchangeApiKeyError
 
         client = self._api()
-        if self.retrier.policy is not self.retry_policy:
-            self.retrier = Retrier(classify_error, self.retry_policy)
 
         def attempt() -> Any:
             self.budget.wait()
-            self.requests += 1
+            with self._count_lock:
+                self.requests += 1
             try:
                 response = fn(client=client)
             except (ApiKeyRejectedError, UnableToExchangeApiKeyError) as exc:
@@ -384,14 +392,22 @@ class Neptune3ApiSource:
         work, temporary = self._work_dir(key)
         files: list[FileEntry] = []
         try:
-            for index, (path, kind) in enumerate(attrs.series):
-                spill = _Spill(work / f"{index:05d}", path, kind)
-                if kind == "float":
-                    self._fetch_float(project, sys_id, path, spill)
+            spills = [_Spill(work / f"{index:05d}", path, kind) for index, (path, kind) in enumerate(attrs.series)]
+
+            def fetch(spill: _Spill) -> None:
+                if spill.kind == "float":
+                    self._fetch_float(project, sys_id, spill.path, spill)
                 else:
-                    self._fetch_objects(project, sys_id, path, kind, spill, out, losses)
+                    self._fetch_objects(project, sys_id, spill.path, spill.kind, spill, out, losses)
+
+            # Series are fetched side by side (at most `workers` requests in flight), each into its own
+            # spill; the dump writer then takes them one after another.
+            with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
+                for _ in pool.map(fetch, spills):
+                    pass
+            for spill in spills:
                 spill.replay(out)
-                out.declare_series(kind, path)
+                out.declare_series(spill.kind, spill.path)
             stored = self._download(project, [(storage, size) for _, storage, size, _ in attrs.files], out, work)
             for path, storage, size, mime in attrs.files:
                 sha, got, missing = stored[storage]
@@ -553,7 +569,7 @@ class _Spill:
         self.pages = 0
         self.cursor: float | str | None = None
         self.done = False
-        folder.mkdir(parents=True, exist_ok=True)
+        self.memory: pa.Table | None = None
         state = folder / "checkpoint.json"
         if state.exists():
             with contextlib.suppress(ValueError, OSError):
@@ -563,7 +579,12 @@ class _Spill:
                     self.pages, self.cursor, self.done = int(doc["pages"]), doc["cursor"], bool(doc["done"])
 
     def add(self, table: pa.Table, *, cursor: float | str | None, done: bool) -> None:
+        if self.pages == 0 and done:  # a one-page series (most of them): nothing to resume, keep it in memory
+            self.memory = table
+            self.pages, self.cursor, self.done = 1, cursor, True
+            return
         page = self.folder / f"page-{self.pages:06d}.parquet"
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = page.with_suffix(".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, page)
@@ -577,7 +598,11 @@ class _Spill:
         os.replace(tmp_state, state)
 
     def replay(self, out: RunWriter) -> None:
+        if self.memory is not None:
+            if self.memory.num_rows:
+                out.add_points(self.kind, self.memory.take(pa.array(range(self.memory.num_rows - 1, -1, -1))))
+            return
         for i in reversed(range(self.pages)):
             table = pq.read_table(self.folder / f"page-{i:06d}.parquet")
             if table.num_rows:
-                out.add_points(self.kind, table.slice(0).take(pa.array(range(table.num_rows - 1, -1, -1))))
+                out.add_points(self.kind, table.take(pa.array(range(table.num_rows - 1, -1, -1))))
