@@ -389,3 +389,17 @@ def test_the_same_content_served_live_gives_the_offline_dump_apart_from_document
 
 def _nan_equal(a: Any, b: Any) -> bool:
     return all(a[k].same_as(b[k]) for k in a) and set(a) == set(b)
+
+
+def test_the_selection_becomes_one_nql_query() -> None:
+    from neptune_migrate.sources.neptune3_api.mapping import selection_nql
+
+    assert selection_nql(RunSelection()) is None
+    nql = selection_nql(RunSelection(run_ids=("a", 'b"c'), run_regex="^ch", tags=("t",),
+                                     created_after=datetime(2025, 1, 1, tzinfo=timezone.utc),
+                                     created_before=datetime(2025, 2, 1, 12, tzinfo=timezone.utc)))
+    assert nql == ('((`sys/custom_run_id`:string == "a") OR (`sys/custom_run_id`:string == "b\\"c")) AND '
+                   '(`sys/custom_run_id`:string MATCHES "^ch") AND '
+                   '((`sys/tags`:stringSet CONTAINS "t") OR (`sys/group_tags`:stringSet CONTAINS "t")) AND '
+                   '(`sys/creation_time`:datetime >= "2025-01-01T00:00:00Z") AND '
+                   '(`sys/creation_time`:datetime < "2025-02-01T12:00:00Z")')
