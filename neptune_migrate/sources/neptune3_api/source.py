@@ -217,13 +217,12 @@ class Neptune3ApiSource:
         try:
             return self.retrier(what, attempt)
         except ServerBusyError as exc:
-            if exc.status is None:
-                msg = f"{self.base_url} did not answer ({what}) after {self.retrier.retries} retries"
-                raise ServerUnreachableError(msg) from exc
-            raise
+            told = "did not answer" if exc.status is None else f"still answered HTTP {exc.status}"
+            msg = f"{self.base_url} {told} ({what}) after the retries"
+            raise ServerUnreachableError(msg) from exc
         except Exception as exc:
             if classify_error(exc) == "transient":
-                msg = f"{self.base_url} did not answer ({what}): {type(exc).__name__}"
+                msg = f"{self.base_url} did not answer ({what}) after the retries ({type(exc).__name__})"
                 raise ServerUnreachableError(msg) from exc
             raise
 

@@ -403,3 +403,25 @@ def test_the_selection_becomes_one_nql_query() -> None:
                    '((`sys/tags`:stringSet CONTAINS "t") OR (`sys/group_tags`:stringSet CONTAINS "t")) AND '
                    '(`sys/creation_time`:datetime >= "2025-01-01T00:00:00Z") AND '
                    '(`sys/creation_time`:datetime < "2025-02-01T12:00:00Z")')
+
+
+def test_a_server_that_does_not_answer_is_exit_3_after_the_retries(tmp_path: Path) -> None:
+    import socket
+
+    from neptune_migrate.sources.neptune3_api.errors import ServerUnreachableError
+    from tests.support.fake_neptune.v3 import make_token
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = make_token(f"http://127.0.0.1:{port}")
+    source = load_source("neptune3-api", SourceOptions(path=Path("."), project=PROJECT, api_token=token))
+    assert isinstance(source, Neptune3ApiSource)
+    source.retry_policy = RetryPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05, max_total=5.0, max_outage=0.0)
+    with pytest.raises(ServerUnreachableError) as caught:
+        source.describe()
+    assert caught.value.exit_code == 3
+    assert source.retrier.retries == 2
+    assert str(caught.value) == (f"http://127.0.0.1:{port} did not answer (listing runs of {PROJECT}) after the "
+                                 "retries (ConnectError)")
+    assert token not in str(caught.value)
