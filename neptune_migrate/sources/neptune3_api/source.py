@@ -90,6 +90,8 @@ VALUES_PAGE = 10_000
 """Attribute values per page."""
 FILES_PER_REQUEST = 100
 """Files signed per `signedUrl` request."""
+FLOAT_SERIES_PER_REQUEST = 100
+"""Float series whose first page shares one request."""
 DEFAULT_POLICY = RetryPolicy(max_attempts=12, initial_wait=0.5, max_wait=300.0, max_total=1800.0, max_outage=0.0)
 """Live servers: a `Retry-After` up to 5 minutes is honoured as given; give up on a call after 30 minutes."""
 
@@ -395,12 +397,17 @@ class Neptune3ApiSource:
 
             def fetch(spill: _Spill) -> None:
                 if spill.kind == "float":
-                    self._fetch_float(project, sys_id, spill.path, spill)
+                    self._fetch_float(project, sys_id, spill)
                 else:
                     self._fetch_objects(project, sys_id, spill.path, spill.kind, spill, out, losses)
 
-            # Series are fetched side by side (at most `workers` requests in flight), each into its own
-            # spill; the dump writer then takes them one after another.
+            # The first page of every float series in a few shared requests (most series fit in it);
+            # then the rest side by side (at most `workers` requests in flight), each into its own
+            # spill; the dump writer takes them one after another.
+            fresh = [sp for sp in spills if sp.kind == "float" and sp.pages == 0 and not sp.done]
+            for start in range(0, len(fresh), FLOAT_SERIES_PER_REQUEST):
+                if len(fresh) > 1:
+                    self._float_page(project, sys_id, fresh[start:start + FLOAT_SERIES_PER_REQUEST])
             with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
                 for _ in pool.map(fetch, spills):
                     pass
@@ -446,26 +453,39 @@ class Neptune3ApiSource:
                 "lineage": "NONE", "lineageEntityType": "EXPERIMENT",
                 "includePreview": self.options.include_previews}
 
-    def _fetch_float(self, project: str, sys_id: str, path: str, spill: _Spill) -> None:
+    def _fetch_float(self, project: str, sys_id: str, spill: _Spill) -> None:
+        while not spill.done:
+            self._float_page(project, sys_id, [spill])
+
+    def _float_page(self, project: str, sys_id: str, spills: list[_Spill]) -> None:
+        """One request for the next page of each of `spills` (float series of one run)."""
         from neptune_query.generated.neptune_api.api.retrieval import get_multiple_float_series_values_proto
         from neptune_query.generated.neptune_api.models import FloatTimeSeriesValuesRequest
         from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model.series_values_pb2 import (
             ProtoFloatSeriesValuesResponseDTO,
         )
 
-        limit = self.points_page
-        while not spill.done:
-            request: dict[str, Any] = {"requestId": "0", "series": self._holder(project, sys_id, path)}
+        # The server caps one request at POINTS_PAGE points in all, as neptune-query assumes.
+        limit = max(1, self.points_page // len(spills))
+        requests: list[dict[str, Any]] = []
+        for i, spill in enumerate(spills):
+            request: dict[str, Any] = {"requestId": str(i), "series": self._holder(project, sys_id, spill.path)}
             if spill.cursor is not None:
                 request["afterStep"] = float(spill.cursor)
-            body = FloatTimeSeriesValuesRequest.from_dict({
-                "requests": [request], "perSeriesPointsLimit": limit,
-                "stepRange": {"from": None, "to": None}, "order": "descending"})
-            response = self._call(f"float series {path} of {project}/{sys_id}",
-                                  partial(get_multiple_float_series_values_proto.sync_detailed, body=body))
-            data = ProtoFloatSeriesValuesResponseDTO.FromString(response.content)
-            values = [v for s in data.series if s.requestId == "0" for v in s.series.values]
-            table = float_table(path, values, include_previews=self.options.include_previews)
+            requests.append(request)
+        body = FloatTimeSeriesValuesRequest.from_dict({
+            "requests": requests, "perSeriesPointsLimit": limit,
+            "stepRange": {"from": None, "to": None}, "order": "descending"})
+        what = f"float series {spills[0].path}{' and others' if len(spills) > 1 else ''} of {project}/{sys_id}"
+        response = self._call(what, partial(get_multiple_float_series_values_proto.sync_detailed, body=body))
+        data = ProtoFloatSeriesValuesResponseDTO.FromString(response.content)
+        by_id: dict[str, list[Any]] = {str(i): [] for i in range(len(spills))}
+        for s in data.series:
+            if s.requestId in by_id:
+                by_id[s.requestId].extend(s.series.values)
+        for i, spill in enumerate(spills):
+            values = by_id[str(i)]
+            table = float_table(spill.path, values, include_previews=self.options.include_previews)
             # Full page (exactly the limit): there may be more below its last step.
             full = len(values) == limit
             spill.add(table, cursor=float(values[-1].step) if values else None, done=not full)

@@ -145,7 +145,11 @@ def test_every_field_and_series_kind_reaches_the_dump(fake: FakeNeptune3, tmp_pa
     assert child is not None
     assert child.record.fork == ForkPoint(RunKey(PROJECT, SourceRunId("parent-run")), 3.0)
     assert [p["step"] for p in _series(reader, "child-run", "float", "train/loss")] == [4.0, 5.0, 6.0]
-    assert all(r[1]["requests"][0]["series"]["lineage"] == "NONE" for r in fake.requests)
+    assert all(q["series"]["lineage"] == "NONE" for _, body in fake.requests for q in body["requests"])
+    # The first pages of the parent's two float series share one request.
+    firsts = [b for r, b in fake.requests if r == "float" and len(b["requests"]) == 2]
+    assert [sorted(q["series"]["attribute"] for q in b["requests"]) for b in firsts] == [
+        ["monitoring/cpu", "train/loss"]]
 
 
 def test_previews_are_kept_when_asked(fake: FakeNeptune3, tmp_path: Path) -> None:
@@ -425,3 +429,22 @@ def test_a_server_that_does_not_answer_is_exit_3_after_the_retries(tmp_path: Pat
     assert str(caught.value) == (f"http://127.0.0.1:{port} did not answer (listing runs of {PROJECT}) after the "
                                  "retries (ConnectError)")
     assert token not in str(caught.value)
+
+
+def test_a_shared_first_page_then_each_long_series_goes_on_alone(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/shared"
+    fake.projects.add(project)
+    fake.add_run("two", project=project, series={
+        "a": ("floatSeries", [Point(float(s), T0_MS + s, s + 0.5) for s in range(9)]),
+        "b": ("floatSeries", [Point(0.0, T0_MS, -1.0)])})
+    source = _source(fake, project=project)
+    source.points_page = 4
+    _export(source, tmp_path / "dump")
+    reader = DumpReader(tmp_path / "dump")
+    assert [(p["step"], p["value"]) for p in _series(reader, "two", "float", "a", project)] == [
+        (float(s), s + 0.5) for s in range(9)]
+    assert [(p["step"], p["value"]) for p in _series(reader, "two", "float", "b", project)] == [(0.0, -1.0)]
+    floats = [b for r, b in fake.requests if r == "float"]
+    # Shared page: 2 points each (4 / 2 series); then `a` alone below step 7 in pages of 4: 4, 3 points.
+    assert [(len(b["requests"]), b["perSeriesPointsLimit"], b["requests"][0].get("afterStep")) for b in floats] == [
+        (2, 2, None), (1, 4, 7.0), (1, 4, 3.0)]
