@@ -448,3 +448,13 @@ def test_a_shared_first_page_then_each_long_series_goes_on_alone(fake: FakeNeptu
     # Shared page: 2 points each (4 / 2 series); then `a` alone below step 7 in pages of 4: 4, 3 points.
     assert [(len(b["requests"]), b["perSeriesPointsLimit"], b["requests"][0].get("afterStep")) for b in floats] == [
         (2, 2, None), (1, 4, 7.0), (1, 4, 3.0)]
+
+
+def test_the_request_budget_spaces_requests(fake: FakeNeptune3, tmp_path: Path) -> None:
+    source = _source(fake, rate=20.0)
+    started = time.monotonic()
+    _export(source, tmp_path / "dump", RunSelection(run_ids=("child-run",)))
+    took = time.monotonic() - started
+    sent = sum(fake.counts[r] for r in ("search", "values", "float", "series", "signed"))
+    assert source.requests == sent == 4  # describe, listing, attribute values, one float page
+    assert took >= (sent - 1) / 20.0
