@@ -146,6 +146,14 @@ def test_every_field_and_series_kind_reaches_the_dump(fake: FakeNeptune3, tmp_pa
     assert child.record.fork == ForkPoint(RunKey(PROJECT, SourceRunId("parent-run")), 3.0)
     assert [p["step"] for p in _series(reader, "child-run", "float", "train/loss")] == [4.0, 5.0, 6.0]
     assert all(q["series"]["lineage"] == "NONE" for _, body in fake.requests for q in body["requests"])
+    # Neither the token, its key nor a signed URL's signature is anywhere in the dump.
+    from tests.support.fake_neptune.v3 import API_KEY
+
+    for part in (tmp_path / "dump").rglob("*"):
+        if part.is_file():
+            data = part.read_bytes()
+            assert fake.token().encode() not in data and API_KEY.encode() not in data
+            assert b"s3cr3t-signature-value" not in data
     # The first pages of the parent's two float series share one request.
     firsts = [b for r, b in fake.requests if r == "float" and len(b["requests"]) == 2]
     assert [sorted(q["series"]["attribute"] for q in b["requests"]) for b in firsts] == [
