@@ -245,3 +245,9 @@ def selection_nql(selection: RunSelection) -> str | None:
     if selection.modified_after is not None:
         atoms.append(f"(`sys/modification_time`:datetime >= {_when(selection.modified_after)})")
     return " AND ".join(atoms) or None
+
+
+def created_from_nql(base: str | None, created_ms: int) -> str:
+    """`base` narrowed to runs created at or after `created_ms` (keyset paging of the listing)."""
+    atom = f"(`sys/creation_time`:datetime >= {_when(millis_datetime(created_ms))})"
+    return f"({base}) AND {atom}" if base else atom

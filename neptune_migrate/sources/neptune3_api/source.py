@@ -4,9 +4,10 @@ The HTTP calls, token exchange and protobuf decoding are neptune-query's own (it
 `neptune_api` client); this module decides what to ask and in which order, so that paging never
 loses or repeats a run or a point (see docs/sources/neptune3-api.md):
 
-* runs are listed **ascending** by `sys/creation_time` with offset pages of at most 10,000, and the
-  ids are de-duplicated: runs created while the listing runs land on later pages instead of shifting
-  the earlier ones (the server's default descending order would);
+* runs are listed **ascending** by `sys/creation_time` in keyset pages of at most 10,000 (created at
+  or after the last run seen, skipping only that instant's runs already seen), and the ids are
+  de-duplicated: runs created while the listing runs land on later pages instead of shifting the
+  earlier ones (the server's default descending order would), and offsets stay small;
 * float series come newest-first in pages of `perSeriesPointsLimit` (`afterStep` goes downwards); a
   page is full when it holds exactly the limit, and then one more page is asked for;
 * string, file and histogram series are paged with `searchAfter` tokens;
@@ -69,6 +70,7 @@ from neptune_migrate.sources.neptune3_api.mapping import (
     ESTIMATE_ATTRIBUTES,
     LISTING_ATTRIBUTES,
     attribute_value,
+    created_from_nql,
     float_table,
     leaf,
     object_table,
@@ -131,6 +133,13 @@ def _safe(text: str) -> str:
 class _Listed:
     sys_id: str
     label: str
+
+
+def _created_ms(entry: Any) -> int:
+    for a in entry.attributes:
+        if a.name == "sys/creation_time":
+            return int(a.datetime_properties.value)
+    return 0
 
 
 class Neptune3ApiSource:
@@ -282,14 +291,29 @@ class Neptune3ApiSource:
         return ProtoLeaderboardEntriesSearchResultDTO.FromString(response.content)
 
     def _pages(self, project: str, attributes: tuple[str, ...]) -> Iterator[Any]:
-        nql = selection_nql(self.selection)
-        offset = 0
+        """Every selected run, ascending by creation time, by keyset pages: each page asks for runs
+        created at or after the last one seen and skips the ones of that instant already seen, so
+        offsets stay small (no offset limit is ever reached) and runs sharing a timestamp at a page
+        boundary are neither skipped nor repeated."""
+        base = selection_nql(self.selection)
+        if "sys/creation_time" not in attributes:
+            attributes = (*attributes, "sys/creation_time")
+        since: int | None = None
+        skip = 0
         while True:
-            page = self._search(project, offset, self.list_page, attributes, nql)
-            yield from page.entries
-            if len(page.entries) < self.list_page:
+            nql = base if since is None else created_from_nql(base, since)
+            page = self._search(project, skip, self.list_page, attributes, nql)
+            entries = list(page.entries)
+            yield from entries
+            if len(entries) < self.list_page:
                 return
-            offset += self.list_page
+            created = [_created_ms(e) for e in entries]
+            last = created[-1]
+            ties = len(created) - next(i for i, c in enumerate(created) if c == last)
+            if last == since:
+                skip += len(entries)  # the whole page shares the instant: go further into it
+            else:
+                since, skip = last, ties
 
     def _list(self) -> dict[RunKey, _Listed]:
         listed: dict[RunKey, _Listed] = {}

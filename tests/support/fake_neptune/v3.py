@@ -147,6 +147,10 @@ class FakeNeptune3:
         self.delay = 0.0
         """Seconds to sleep before answering a series page (to kill a client in the middle)."""
         self.api_keys = {API_KEY}
+        self.max_offset: int | None = None
+        """Refuse listing pages beyond this offset + limit (like 2.x's 10,000; None: no limit)."""
+        self.searches: list[dict[str, Any]] = []
+        """JSON bodies of every listing request, in order."""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -347,6 +351,10 @@ class FakeNeptune3:
         offset, limit = int(page.get("offset", 0)), int(page.get("limit", 100))
         if limit > SEARCH_LIMIT_MAX:
             raise _HttpError(400, f"pagination.limit must be at most {SEARCH_LIMIT_MAX}")
+        if self.max_offset is not None and offset + limit > self.max_offset:
+            raise _HttpError(400, f"offset + limit must be at most {self.max_offset}")
+        with self._lock:
+            self.searches.append(b)
         if self.on_search is not None:
             self.on_search(self, offset)
         with self._lock:

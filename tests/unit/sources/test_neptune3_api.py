@@ -75,12 +75,15 @@ def server() -> Iterator[FakeNeptune3]:
 def fake(server: FakeNeptune3) -> Iterator[FakeNeptune3]:
     server.counts.clear()
     server.requests.clear()
+    server.searches.clear()
     server.faults.clear()
     yield server
     server.faults.clear()
     server.on_search = None
     server.series_page = 1000
     server.delay = 0.0
+    server.max_offset = None
+    server.searches.clear()
 
 
 def _source(fake: FakeNeptune3, project: str = PROJECT, **kw: Any) -> Neptune3ApiSource:
@@ -466,3 +469,21 @@ def test_the_request_budget_spaces_requests(fake: FakeNeptune3, tmp_path: Path) 
     sent = sum(fake.counts[r] for r in ("search", "values", "float", "series", "signed"))
     assert source.requests == sent == 4  # describe, listing, attribute values, one float page
     assert took >= (sent - 1) / 20.0
+
+
+def test_keyset_listing_never_needs_a_large_offset_and_keeps_every_tie(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/keyset"
+    fake.projects.add(project)
+    day = datetime(2025, 4, 1, tzinfo=timezone.utc)
+    # 3 runs at t0, 4 at t1 (a whole page and more of one instant), 2 at t2: pages of 2.
+    times = [day] * 3 + [day + timedelta(milliseconds=5)] * 4 + [day + timedelta(seconds=1)] * 2
+    for i, t in enumerate(times):
+        fake.add_run(f"k{i}", project=project, created=t)
+    fake.max_offset = 5  # refuses deep offsets (as 2.x does beyond 10,000); plain offset paging would need 10
+    source = _source(fake, project=project)
+    source.list_page = 2
+    assert [k.run_id for k in source.list_runs()] == [f"k{i}" for i in range(9)]
+    offsets = [b["pagination"]["offset"] for b in fake.searches]
+    # Offsets stay within the largest group of runs sharing one instant (plus a page), whatever the count.
+    assert offsets == [0, 2, 1, 3, 1]
+    assert len(fake.searches) == 5  # 9 runs in pages of 2, the last one short
