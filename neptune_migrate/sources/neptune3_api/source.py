@@ -302,10 +302,12 @@ class Neptune3ApiSource:
         skip = 0
         while True:
             nql = base if since is None else created_from_nql(base, since)
-            page = self._search(project, skip, self.list_page, attributes, nql)
+            # offset + limit stays within one page (a server may cap it) unless one instant holds more.
+            limit = self.list_page - skip if skip < self.list_page else self.list_page
+            page = self._search(project, skip, limit, attributes, nql)
             entries = list(page.entries)
             yield from entries
-            if len(entries) < self.list_page:
+            if len(entries) < limit:
                 return
             created = [_created_ms(e) for e in entries]
             last = created[-1]

@@ -475,15 +475,28 @@ def test_keyset_listing_never_needs_a_large_offset_and_keeps_every_tie(fake: Fak
     project = "my-ws/keyset"
     fake.projects.add(project)
     day = datetime(2025, 4, 1, tzinfo=timezone.utc)
-    # 3 runs at t0, 4 at t1 (a whole page and more of one instant), 2 at t2: pages of 2.
-    times = [day] * 3 + [day + timedelta(milliseconds=5)] * 4 + [day + timedelta(seconds=1)] * 2
+    # Pairs of runs sharing one millisecond, then three: every page boundary falls inside a tie (pages of 3).
+    times = [day + timedelta(milliseconds=m) for m in (0, 0, 1, 1, 2, 2, 3, 3, 3)]
     for i, t in enumerate(times):
         fake.add_run(f"k{i}", project=project, created=t)
-    fake.max_offset = 5  # refuses deep offsets (as 2.x does beyond 10,000); plain offset paging would need 10
+    fake.max_offset = 6  # refuses deep offsets (2.x does beyond 10,000); plain offset paging would need 12
     source = _source(fake, project=project)
-    source.list_page = 2
+    source.list_page = 3
     assert [k.run_id for k in source.list_runs()] == [f"k{i}" for i in range(9)]
-    offsets = [b["pagination"]["offset"] for b in fake.searches]
-    # Offsets stay within the largest group of runs sharing one instant (plus a page), whatever the count.
-    assert offsets == [0, 2, 1, 3, 1]
-    assert len(fake.searches) == 5  # 9 runs in pages of 2, the last one short
+    # Offsets stay within the runs of one instant, whatever the count of runs.
+    assert [(b["pagination"]["offset"], b["pagination"]["limit"]) for b in fake.searches] == [
+        (0, 3), (1, 2), (1, 2), (1, 2), (3, 3)]
+
+
+@pytest.mark.slow
+def test_25000_runs_cross_the_10000_boundary_with_ties_and_a_server_offset_limit(fake: FakeNeptune3) -> None:
+    project = "my-ws/many"
+    fake.projects.add(project)
+    day = datetime(2025, 5, 1, tzinfo=timezone.utc)
+    for i in range(25_000):  # runs in groups of 7 sharing a millisecond, across both page boundaries
+        fake.add_run(f"m{i:05d}", project=project, created=day + timedelta(milliseconds=i // 7))
+    fake.max_offset = 10_000
+    source = _source(fake, project=project)
+    keys = [k.run_id for k in source.list_runs()]
+    assert keys == [f"m{i:05d}" for i in range(25_000)]
+    assert len(fake.searches) == 3
