@@ -21,7 +21,7 @@ from neptune_migrate import __version__
 from neptune_migrate.errors import ExitCode, MigrateError, UsageError, redact_obj
 from neptune_migrate.model import LossCategory
 
-SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale", "neptune2-api")
+SOURCE_NAMES = ("neptune-exporter", "neptune-offline", "neptune-scale", "neptune2-api", "neptune3-api")
 """`--from` choices: the keys of `sources.SOURCES`, spelled out so `--help` does not import the
 registries (and pyarrow); a test keeps the two equal."""
 LIVE_SOURCES = ("neptune2-api", "neptune3-api")
@@ -441,7 +441,7 @@ def export_cmd(
             "--from",
             **_choice(SOURCE_NAMES),
             help="Source form: neptune-offline (.neptune folders), neptune-scale (SQLite logs), "
-            "neptune-exporter (official exporter parquet), neptune2-api (live self-hosted 2.x server).",
+            "neptune-exporter (official exporter parquet), neptune2-api / neptune3-api (live self-hosted 2.x / 3.x server).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dump folder to create or extend.")],
@@ -543,7 +543,7 @@ def export_cmd(
     layout = DumpLayout(out)
     options = SourceOptions(
         path=path if path is not None else Path(),
-        project=None if live or not projects else projects[0],
+        project=(",".join(projects) or None) if live else (projects[0] if projects else None),
         path_map=PathMap.parse(path_map or []),
         files_path=files_path,
         include_previews=include_previews,

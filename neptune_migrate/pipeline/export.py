@@ -14,7 +14,7 @@ from typing import Any
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
 from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
-from neptune_migrate.sources.base import RunSelection, Source, content_fingerprint
+from neptune_migrate.sources.base import RunSelection, ServerSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,8 @@ def export_runs(
         detected=source.describe(),
         started_at=datetime.now(timezone.utc).isoformat(),
     )
-    select = getattr(source, "select", None)
-    if callable(select):  # a live source filters on the server what it can
-        select(selection)
+    if isinstance(source, ServerSelection):
+        source.select(selection)
     keys: list[RunKey] = list(source.list_runs())
     summary.warnings.extend(source.warnings())
     root: str | None = None

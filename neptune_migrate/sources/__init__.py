@@ -13,6 +13,7 @@ SOURCES: dict[str, str] = {
     "neptune2-api": "neptune_migrate.sources.neptune2_api.source:Neptune2ApiSource",
     "neptune-offline": "neptune_migrate.sources.neptune_queue.source:NeptuneQueueSource",
     "neptune-scale": "neptune_migrate.sources.neptune_scale.source:NeptuneScaleSource",
+    "neptune3-api": "neptune_migrate.sources.neptune3_api.source:Neptune3ApiSource",
 }
 """Every source form by its `--from` name."""
 

@@ -243,6 +243,16 @@ class Estimating(Protocol):
         ...
 
 
+@runtime_checkable
+class ServerSelection(Protocol):
+    """An optional ability of a (live) source: filter runs on the server, so a filtered export does
+    not download what it then drops. The pipeline calls `select` before `list_runs`."""
+
+    def select(self, selection: RunSelection) -> None:
+        """Use `selection` (ids, regex, tags, creation and modification times) in the next listing."""
+        ...
+
+
 class Source(Protocol):
     """Reads runs from one Neptune form. Never writes, locks or cleans up the user's data."""
 

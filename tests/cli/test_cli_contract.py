@@ -248,7 +248,7 @@ def test_missing_neptune_scale_sdk_prints_the_hint_before_any_run(cli_env: dict[
 def test_help_shows_choices_and_aliases_and_h_works(cli: Any) -> None:
     assert cli("-h", check_rc=0).stdout == cli("--help", check_rc=0).stdout
     export = cli("export", "-h", check_rc=0).stdout
-    assert "--from [neptune-exporter|neptune-offline|neptune-scale|neptune2-api]" in export
+    assert "--from [neptune-exporter|neptune-offline|neptune-scale|neptune2-api|neptune3-api]" in export
     assert "-r, --run-regex" in export and "-p, --only-project, --project-ids" in export and "--strict" in export
     imp = cli("import", "-h", check_rc=0).stdout
     for text in ("--to [mlflow|wandb|aim]", "--wandb-mode [online|offline]", "--step-policy [auto|scale|rank|floor]",

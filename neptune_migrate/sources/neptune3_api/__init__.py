@@ -1,0 +1,1 @@
+"""Live self-hosted Neptune 3.x servers, read through the real neptune-query client."""
