@@ -441,7 +441,8 @@ def export_cmd(
             "--from",
             **_choice(SOURCE_NAMES),
             help="Source form: neptune-offline (.neptune folders), neptune-scale (SQLite logs), "
-            "neptune-exporter (official exporter parquet), neptune2-api / neptune3-api (live self-hosted 2.x / 3.x server).",
+            "neptune-exporter (official exporter parquet), "
+            "neptune2-api / neptune3-api (live self-hosted 2.x / 3.x server).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dump folder to create or extend.")],
