@@ -427,7 +427,7 @@ def test_a_damaged_run_is_refused_alone(
         assert sorted((h.step, h.value) for h in history) == [(i, 1.0 / (i + 1)) for i in range(20)]
         assert runs[g].data.params["parameters/optimizer"] == "adam"
     if case.victim_status == "failed" and VICTIM in runs:  # begun, never marked complete
-        assert runs[VICTIM].data.tags.get("neptune_migrate.status") != "complete"
+        assert runs[VICTIM].data.tags.get("nm.status") != "complete"
 
     # nothing outside the dump was read or uploaded
     if _atime_works(tmp_path):

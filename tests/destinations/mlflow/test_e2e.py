@@ -103,7 +103,7 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_complete_equal_run(tmp_pat
     dest = MlflowDestination(uri)
     runs = _active_runs(dest, "my-ws/my-proj")
     assert len(runs) == 1
-    assert runs[0].data.tags["neptune_migrate.status"] == "complete"
+    assert runs[0].data.tags["nm.status"] == "complete"
     assert [str(f) for f in verify_runs(reader, dest, VerifyOptions(import_options=OPTS)).findings] == []
     history = dest.client.get_metric_history(runs[0].info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(30_000))
