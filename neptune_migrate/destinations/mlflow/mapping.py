@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import FileDigest, PreparedRun, RunSnapshot
+from neptune_migrate.destinations.system_metrics import mlflow_name, monitoring_metric, system_losses
 from neptune_migrate.dump.schema import decode_float, encode_float, record_to_json
 from neptune_migrate.model import (
     DestinationRunId,
@@ -118,8 +119,12 @@ def sanitize_key(path: str) -> str:
 
     Invalid characters become `_`; empty, `.` and `..` segments are dropped or replaced so that
     `posixpath.normpath(key) == key` (MLflow's "path_not_unique" rule); a key over 250 chars keeps
-    its first 240 chars plus `-` and 8 hex digits of the sha256 of the whole path.
+    its first 240 chars plus `-` and 8 hex digits of the sha256 of the whole path. Neptune's
+    hardware monitoring series get MLflow's system-metric names (`system/cpu_utilization_percentage`).
     """
+    system = monitoring_metric(path)
+    if system is not None:
+        return mlflow_name(system)
     cleaned = _INVALID_KEY_CHARS.sub("_", path)
     parts = [("_" * len(p) if p in (".", "..") else p) for p in cleaned.split("/") if p]
     key = "/".join(parts) or "_"
@@ -321,7 +326,7 @@ def run_document(run: PreparedRun, tool_version: str = "") -> dict[str, Any]:
 def plan_losses(run: PreparedRun) -> list[Loss]:
     """Everything this mapping changes or cannot hold, known from the record alone."""
     record = run.record
-    losses: list[Loss] = []
+    losses: list[Loss] = system_losses(run)
     for path, f in sorted(record.fields.items()):
         text = param_value(f)
         if len(text) > MAX_PARAM_VALUE:
