@@ -716,8 +716,9 @@ WandbDirOpt = Annotated[Path | None, typer.Option("--wandb-dir", help="W&B: fold
 AimRepoOpt = Annotated[str | None, typer.Option("--aim-repo", help="Aim: repository path or aim://host:port.")]
 StepPolicyOpt = Annotated[
     str,
-    typer.Option("--step-policy", **_choice(["auto", "scale", "rank", "floor"]),
-                 help="Fractional steps: auto (exact scale, else rank), scale, rank, floor."),
+    typer.Option("--step-policy", **_choice(["auto", "auto-series", "scale", "rank", "floor"]),
+                 help="Fractional steps: auto (one exact scale per run, else rank), auto-series (a scale "
+                      "per series), scale, rank, floor."),
 ]
 AttributesOpt = Annotated[
     list[str] | None,

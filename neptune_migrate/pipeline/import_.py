@@ -43,7 +43,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
-from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName
+from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName, plan_run
 from neptune_migrate.retry import RetryPolicy
 from neptune_migrate.sources.base import RunSelection
 
@@ -230,35 +230,35 @@ def prepare_run(
     plans: dict[tuple[SeriesKind, str], SeriesSteps] = {}
     points = 0
     series = list(rec.series)
+    collectors: dict[tuple[SeriesKind, str], StepCollector] = {}
     for kind in SERIES_KINDS:
-        kind_series = [s for s in series if s.kind == kind]
+        kind_series = {s.path: StepCollector() for s in series if s.kind == kind}
         if not kind_series:
             continue
-        collectors = {s.path: StepCollector() for s in kind_series}
         for table in reader.iter_points(run, kind, columns=["path", "step"],
-                                        paths=None if wanted is None else sorted(collectors)):
+                                        paths=None if wanted is None else sorted(kind_series)):
             for path in table.column("path").unique().to_pylist():
-                if path in collectors:
+                if path in kind_series:
                     rows = table.filter(pc.equal(table.column("path"), path))
-                    collectors[path].add(rows.column("step"))
-        for path, col in collectors.items():
-            plan = col.plan(options.step_policy)
-            points += col.points
-            if caps.integer_steps_only:
-                steps[kind, path] = plan.as_plan()
-                if plan.changed:
-                    step_changes.append({"kind": kind, "path": path, "policy": plan.policy,
-                                         "scale": plan.scale, "points": plan.points,
-                                         "detail": plan.describe()})
-                    losses.append(Loss("step_converted", path, plan.points, plan.describe()))
-            plans[kind, path] = plan
-            if plan.duplicates:
-                overwritten = caps.duplicate_steps != "kept"
-                losses.append(Loss(
-                    "duplicate_step", path, plan.duplicates,
-                    f"points share a step; the destination {caps.duplicate_steps} them",
-                    category=LossCategory.LOST if overwritten else LossCategory.CHANGED_FORM,
-                ))
+                    kind_series[path].add(rows.column("step"))
+        collectors.update({(kind, path): col for path, col in kind_series.items()})
+    for (kind, path), plan in plan_run(collectors, options.step_policy).items():
+        points += plan.points
+        if caps.integer_steps_only:
+            steps[kind, path] = plan.as_plan()
+            if plan.changed:
+                step_changes.append({"kind": kind, "path": path, "policy": plan.policy,
+                                     "scale": plan.scale, "points": plan.points,
+                                     "detail": plan.describe()})
+                losses.append(Loss("step_converted", path, plan.points, plan.describe()))
+        plans[kind, path] = plan
+        if plan.duplicates:
+            overwritten = caps.duplicate_steps != "kept"
+            losses.append(Loss(
+                "duplicate_step", path, plan.duplicates,
+                f"points share a step; the destination {caps.duplicate_steps} them",
+                category=LossCategory.LOST if overwritten else LossCategory.CHANGED_FORM,
+            ))
     # A file the export could not save keeps the category the export gave it (e.g. deleted by the
     # Neptune client after upload: not in the source any more); a blob gone from the dump is lost.
     at_export = {lo.path: lo.category for lo in rec.losses

@@ -1,27 +1,32 @@
 """The step policy: Neptune steps (float64) -> destination steps, exactly or reported.
 
-`auto`: integral steps pass as they are; fractional ones are scaled per series by the smallest
-power of ten (up to 10^6) that makes every step of the series an integer exactly (for a double
-`s`, `round(s * 10^k) / 10^k == s` holds exactly when the shortest decimal form of `s` has at most
-k decimals, so this is decimal arithmetic on the step as Neptune showed it); anything else is
-ranked (the i-th distinct step becomes i). `scale` and `rank` force one of those; `floor` truncates
+`auto-series`: integral steps pass as they are; fractional ones are scaled per series by the
+smallest power of ten (up to 10^6) that makes every step of the series an integer exactly (for a
+double `s`, `round(s * 10^k) / 10^k == s` holds exactly when the shortest decimal form of `s` has
+at most k decimals, so this is decimal arithmetic on the step as Neptune showed it); anything else
+is ranked (the i-th distinct step becomes i). `auto` (the default) does the same, then gives every
+series of the run the largest of those scales, so all series of a run share one x-axis (`train/lr`
+at 0.5 and `train/loss` at 1 become 5 and 10); a series that would leave the exact int64 range at
+that scale keeps its own plan. `scale` and `rank` force one of those per series; `floor` truncates
 (and so may merge steps: the collisions are counted).
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from neptune_migrate.destinations.base import StepPlan
 
-StepPolicyName = Literal["auto", "scale", "rank", "floor"]
-STEP_POLICIES: tuple[StepPolicyName, ...] = ("auto", "scale", "rank", "floor")
+StepPolicyName = Literal["auto", "auto-series", "scale", "rank", "floor"]
+STEP_POLICIES: tuple[StepPolicyName, ...] = ("auto", "auto-series", "scale", "rank", "floor")
 MAX_SCALE_DIGITS = 6
 _INT64_SAFE = float(2**53)
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,16 @@ class StepCollector:
         if len(self._chunks) > 16:
             self._chunks = [np.unique(np.concatenate(self._chunks))]
 
+    def _distinct(self) -> np.ndarray:
+        return np.unique(np.concatenate(self._chunks)) if self._chunks else np.array([], np.float64)
+
+    def fits(self, factor: int) -> bool:
+        """Every step times `factor` is still an exact integer in the int64-safe range."""
+        distinct = self._distinct()
+        return len(distinct) == 0 or float(np.max(np.abs(distinct))) * factor < _INT64_SAFE
+
     def plan(self, policy: StepPolicyName) -> SeriesSteps:
-        distinct = np.unique(np.concatenate(self._chunks)) if self._chunks else np.array([], np.float64)
+        distinct = self._distinct()
         dupes = self.points - len(distinct)
         finite = bool(np.all(np.isfinite(distinct)))
         in_range = finite and (len(distinct) == 0 or float(np.max(np.abs(distinct))) < _INT64_SAFE)
@@ -104,3 +117,22 @@ class StepCollector:
             if bool(np.all(scaled / factor == distinct)):
                 return SeriesSteps("scale", scale=factor, points=self.points, duplicates=dupes)
         return SeriesSteps("rank", points=self.points, duplicates=dupes, ranks=distinct)
+
+
+def plan_run(collectors: Mapping[K, StepCollector], policy: StepPolicyName) -> dict[K, SeriesSteps]:
+    """The step plan of every series of one run (`collectors` keyed by e.g. (kind, path)).
+
+    `auto`: the per-series plans of `auto-series`, then one scale for the whole run: the largest
+    scale any series needs, applied to every integral or scaled series that stays exact under it.
+    """
+    per_series: StepPolicyName = "auto-series" if policy == "auto" else policy
+    plans = {k: col.plan(per_series) for k, col in collectors.items()}
+    if policy != "auto":
+        return plans
+    factor = max((p.scale for p in plans.values() if p.policy == "scale"), default=1)
+    if factor == 1:
+        return plans
+    for k, p in plans.items():
+        if p.policy in ("int", "scale") and p.scale != factor and collectors[k].fits(factor):
+            plans[k] = SeriesSteps("scale", scale=factor, points=p.points, duplicates=p.duplicates)
+    return plans

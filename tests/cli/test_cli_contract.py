@@ -251,8 +251,9 @@ def test_help_shows_choices_and_aliases_and_h_works(cli: Any) -> None:
     assert "--from [neptune-exporter|neptune-offline|neptune-scale|neptune2-api|neptune3-api]" in export
     assert "-r, --run-regex" in export and "-p, --only-project, --project-ids" in export and "--strict" in export
     imp = cli("import", "-h", check_rc=0).stdout
-    for text in ("--to [mlflow|wandb|aim]", "--wandb-mode [online|offline]", "--step-policy [auto|scale|rank|floor]",
-                 "--tracking-uri, --mlflow-tracking-uri", "--entity, --wandb-entity", "-a, --attributes",
+    for text in ("--to [mlflow|wandb|aim]", "--wandb-mode [online|offline]",
+                 "--step-policy [auto|auto-series|scale|rank|floor]", "--tracking-uri, --mlflow-tracking-uri",
+                 "--entity, --wandb-entity", "-a, --attributes",
                  "-r, --run-id", "--json", "--strict", "-v, --verbose"):
         assert text in imp, text
     assert "summary" in cli("--help", check_rc=0).stdout

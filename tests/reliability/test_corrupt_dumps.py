@@ -424,10 +424,11 @@ def test_a_damaged_run_is_refused_alone(
     runs = {r.data.tags["neptune.run_id"]: r for r in client.search_runs([exp.experiment_id])}
     for g in GOOD:
         history = client.get_metric_history(runs[g].info.run_id, "train/loss")
-        assert sorted((h.step, h.value) for h in history) == [(i, 1.0 / (i + 1)) for i in range(20)]
+        # MLflow steps are Neptune steps x 10: train/special's half steps give the run one scale of 10
+        assert sorted((h.step, h.value) for h in history) == [(10 * i, 1.0 / (i + 1)) for i in range(20)]
         assert runs[g].data.params["parameters/optimizer"] == "adam"
     if case.victim_status == "failed" and VICTIM in runs:  # begun, never marked complete
-        assert runs[VICTIM].data.tags.get("neptune_migrate.status") != "complete"
+        assert runs[VICTIM].data.tags.get("nm.status") != "complete"
 
     # nothing outside the dump was read or uploaded
     if _atime_works(tmp_path):

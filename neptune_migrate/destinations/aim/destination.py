@@ -321,6 +321,15 @@ class AimDestination:
     def expected_snapshot(self, run: PreparedRun) -> RunSnapshot:
         return m.expected_snapshot(run, m.experiment_name(self.experiment_template, run.record.key.project))
 
+    def _parent_name(self, run: PreparedRun) -> str | None:
+        """The Aim name of the fork parent's run, when the pipeline found it imported."""
+        if run.parent_run_id is None or run.parent_run_id == m.run_hash(run.record.key):
+            return None
+        try:
+            return str(self._reader(run.parent_run_id).name)
+        except PermanentError:
+            return None
+
     def expected_series(self, kind: SeriesKind, points: pa.Table) -> pa.Table:
         return m.expected_series(kind, points)
 
@@ -344,6 +353,7 @@ class AimDestination:
 
         rec = run.record
         run_hash = m.run_hash(rec.key)
+        parent_name = self._parent_name(run)
         with self._lock:
             if run_hash in self._open:  # a retry after a lost answer: the run is being written
                 return DestinationRunId(run_hash)
@@ -369,12 +379,11 @@ class AimDestination:
             self._open[run_hash] = arun
             self._index_dirty = True
             arun[m.TOOL] = m.tool_params(run, m.STATUS_IN_PROGRESS, __version__)
-            arun[m.NEPTUNE] = m.neptune_params(run)
+            arun[m.NEPTUNE] = m.neptune_params(run, parent_name)
             tree, _ = m.field_params(run.dest_fields())
             for top, value in tree.items():
                 arun[top] = value
-            if rec.system.name is not None:
-                arun.name = rec.system.name
+            arun.name = m.run_name(rec)
             if rec.system.description is not None:
                 arun.description = rec.system.description
             for tag in sorted(rec.system.tags):

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import FileDigest, PreparedRun, RunSnapshot
+from neptune_migrate.destinations.system_metrics import aim_name, monitoring_metric, system_losses
 from neptune_migrate.dump.schema import FORMAT_VERSION, encode_float
-from neptune_migrate.model import DestinationRunId, Field, FileEntry, Loss, RunKey, SeriesKind
+from neptune_migrate.model import DestinationRunId, Field, FileEntry, Loss, RunKey, RunRecord, SeriesKind
 
 NEPTUNE = "neptune"
 """Top-level Aim param holding the source key, system fields, fork and provenance."""
@@ -67,8 +68,10 @@ def experiment_name(template: str, project: str) -> str:
 
 
 def sanitize_key(path: str) -> str:
-    """Aim sequence names and param keys are free-form strings: Neptune paths are kept as they are."""
-    return path
+    """Aim sequence names and param keys are free-form strings: Neptune paths are kept as they are,
+    but Neptune's hardware monitoring series get Aim's system-metric names (`__system__cpu`)."""
+    system = monitoring_metric(path)
+    return path if system is None else aim_name(system)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +190,21 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
-def neptune_params(run: PreparedRun) -> dict[str, Any]:
-    """`run["neptune"]`: source key, system fields, fork and provenance (None values left out)."""
+FORK_PARENT_NAME = "neptune.fork.parent_name"
+
+
+def run_name(record: RunRecord) -> str:
+    """The Aim run name: `sys/name`, else the custom run id, else the Neptune run id (never left
+    empty, which the UI shows as `Run: <hash>`)."""
+    s = record.system
+    return s.name or s.custom_run_id or str(record.key.run_id)
+
+
+def neptune_params(run: PreparedRun, parent_name: str | None = None) -> dict[str, Any]:
+    """`run["neptune"]`: source key, system fields, fork and provenance (None values left out).
+
+    `parent_name`: the Aim name of the fork parent's run, when it was imported (shown with the
+    parent's key and hash as the fork link)."""
     rec = run.record
     s = rec.system
     system = {
@@ -225,14 +241,17 @@ def neptune_params(run: PreparedRun) -> dict[str, Any]:
             "parent_hash": run_hash(rec.fork.parent),
             "step": None if rec.fork.step is None else encode_float(rec.fork.step),
         }
+        if parent_name is not None:
+            out["fork"]["parent_name"] = parent_name
     _, flat = field_params(run.dest_fields())
     if flat:
         out["fields"] = flat
     return out
 
 
-MAPPING_VERSION = "1"
-"""Bumped when this mapping writes runs differently; part of the import digest."""
+MAPPING_VERSION = "2"
+"""Bumped when this mapping writes runs differently; part of the import digest (2: run name
+falls back to the custom/Neptune run id, fork parent's name, monitoring as system metrics)."""
 
 
 def tool_params(run: PreparedRun, status: str, version: str) -> dict[str, Any]:
@@ -265,6 +284,9 @@ def meta_extra(neptune: Mapping[str, Any], experiment: str | None) -> dict[str, 
     for k, v in neptune.items():
         if k != "fields":
             _flat_meta(f"{NEPTUNE}.{k}", v, out)
+    # The parent's name is a display link read from Aim when the child was written (the parent may
+    # be imported later, or renamed): not source data, so not compared.
+    out.pop(FORK_PARENT_NAME, None)
     if experiment is not None:
         out["experiment"] = experiment
     return out
@@ -312,7 +334,7 @@ def series_part_artifact(kind: SeriesKind, key: str, rows: list[dict[str, Any]])
 
 def plan_losses(run: PreparedRun) -> list[Loss]:
     """Every run-level conversion; per-point ones come from `chunk_losses`."""
-    losses: list[Loss] = []
+    losses: list[Loss] = system_losses(run)
     fields = run.dest_fields()
     datetimes = [k for k, f in fields.items() if f.type == "datetime"]
     if datetimes:
@@ -389,7 +411,7 @@ def expected_snapshot(run: PreparedRun, experiment: str) -> RunSnapshot:
     end = end_timestamp(run)
     return RunSnapshot(
         run_id=DestinationRunId(run_hash(rec.key)),
-        name=s.name,
+        name=run_name(rec),
         description=s.description,
         start_time=start,
         end_time=None if end is None else datetime.fromtimestamp(end, tz=timezone.utc),

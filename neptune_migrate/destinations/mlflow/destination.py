@@ -539,7 +539,9 @@ class MlflowDestination:
                     if again is not None:
                         return str(again.experiment_id)
                 try:
-                    return str(self.client.create_experiment(name, artifact_location=self._artifact_location(name)))
+                    return str(self.client.create_experiment(
+                        name, artifact_location=self._artifact_location(name),
+                        tags={m.EXPERIMENT_KIND_TAG: m.EXPERIMENT_KIND}))
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
@@ -551,6 +553,11 @@ class MlflowDestination:
             exp_id = self._req("create_experiment", create_once)
         else:
             exp_id = exp.experiment_id
+            if create and exp.lifecycle_stage != "deleted" and m.EXPERIMENT_KIND_TAG not in exp.tags:
+                # An experiment created before (or by MLflow without a kind): open it on "Model
+                # training"; a kind someone chose is left as it is.
+                self._req("set_experiment_tag", lambda: self.client.set_experiment_tag(
+                    exp_id, m.EXPERIMENT_KIND_TAG, m.EXPERIMENT_KIND))
         if exp is not None and exp.lifecycle_stage == "deleted":
             msg = (f"MLflow experiment {name!r} is deleted; restore it "
                    f"(mlflow experiments restore --experiment-id {exp_id}) or choose another experiment name")
@@ -596,9 +603,9 @@ class MlflowDestination:
         runs = self._search(key)
         if not runs:
             return None
-        complete = [r for r in runs if r.data.tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE]
+        complete = [r for r in runs if m.current_tags(r.data.tags).get(m.TAG_STATUS) == m.STATUS_COMPLETE]
         best = (complete or runs)[0]
-        tags = dict(best.data.tags)
+        tags = m.current_tags(best.data.tags)
         return DestinationRun(
             run_id=DestinationRunId(best.info.run_id),
             complete=tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE,
@@ -621,7 +628,7 @@ class MlflowDestination:
             rid = r.info.run_id
             if rid == run_id:
                 continue
-            tags = dict(r.data.tags)
+            tags = m.current_tags(r.data.tags)
             done = tags.get(m.TAG_STATUS) == m.STATUS_COMPLETE
             other = Claim.parse(tags.get(m.TAG_CLAIM))
             if not done and _busy(tags) is None:
@@ -719,7 +726,7 @@ class MlflowDestination:
             self._log_bytes(run_id, m.param_artifact(key), text.encode("utf-8"))
         self._log_bytes(run_id, m.PARAMS_TYPES_ARTIFACT, _json_bytes(m.params_types(run)))
         self._log_bytes(run_id, m.KEY_MAP_ARTIFACT, _json_bytes(dict(sorted(run.key_map.items()))))
-        self._log_bytes(run_id, m.RUN_ARTIFACT, _json_bytes(m.run_document(run)))
+        self._log_bytes(run_id, m.RUN_ARTIFACT, _json_bytes(m.run_document(run, __version__)))
         return DestinationRunId(run_id)
 
     def _buffers_of(self, run_id: str) -> _RunBuffers:

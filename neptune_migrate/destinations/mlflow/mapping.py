@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import FileDigest, PreparedRun, RunSnapshot
+from neptune_migrate.destinations.system_metrics import mlflow_name, monitoring_metric, system_losses
 from neptune_migrate.dump.schema import decode_float, encode_float, record_to_json
 from neptune_migrate.model import (
     DestinationRunId,
@@ -36,6 +37,7 @@ MAX_KEY = 250
 MAX_PARAM_VALUE = 6000
 """Param values; MLflow would silently truncate longer ones."""
 MAX_TAG_VALUE = 8000
+MAX_TAG_KEY = 250
 """Tag values on SQL stores; MLflow would silently truncate longer ones."""
 MAX_RUN_NAME = 250
 """`runs.name` is VARCHAR(250) (SQLite does not enforce it, PostgreSQL/MySQL do)."""
@@ -53,26 +55,38 @@ STATUS_IN_PROGRESS = "in_progress"
 
 TAG_PROJECT = "neptune.project"
 TAG_RUN_ID = "neptune.run_id"
-TAG_STATUS = "neptune_migrate.status"
-TAG_DIGEST = "neptune_migrate.digest"
-TAG_IMPORTED_AT = "neptune_migrate.imported_at"
+PROVENANCE_PREFIX = "nm."
+"""The one short prefix of this tool's own tags (provenance and import bookkeeping); the details
+(tool version, dump format, source location) are in the run's `neptune/run.json` artifact."""
+LEGACY_PREFIX = "neptune_migrate."
+"""The prefix of the same tags written by mapping version 1 (read by `find_run` only)."""
+TAG_SOURCE = "nm.source"
+TAG_STATUS = "nm.status"
+TAG_DIGEST = "nm.digest"
+TAG_IMPORTED_AT = "nm.imported_at"
 """Import wall-clock time (not compared by verify; used to pick the newest of duplicate runs)."""
-TAG_TOOL_VERSION = "neptune_migrate.tool_version"
-TAG_CLAIM = "neptune_migrate.claim"
+TAG_CLAIM = "nm.claim"
 """`<claimed at, ISO UTC>|<host>|<pid>|<token>`: which import created the run (tie-break of racing imports)."""
-TAG_HEARTBEAT = "neptune_migrate.heartbeat"
+TAG_HEARTBEAT = "nm.heartbeat"
 """ISO UTC time of the last write of an import still in progress (refreshed every 30 s)."""
-TAG_IMPORT_DIGEST = "neptune_migrate.import_digest"
+TAG_IMPORT_DIGEST = "nm.import_digest"
 """The import digest (dump digest + write-affecting options); compared by the import, not by verify."""
-TAG_ORIGIN = "neptune_migrate.origin"
+TAG_ORIGIN = "nm.origin"
 """The `dump_id` of the dump the run was imported from."""
-TAG_SOURCE_COMPLETE = "neptune_migrate.source_complete"
+TAG_SOURCE_COMPLETE = "nm.source_complete"
 """`false` on a run the source holds only in part (a truncated queue); absent otherwise."""
-MAPPING_VERSION = "1"
-"""Bumped when this mapping writes runs differently; part of the import digest."""
-VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_TOOL_VERSION, TAG_CLAIM, TAG_HEARTBEAT, TAG_IMPORT_DIGEST,
-                           TAG_ORIGIN})
+TAG_PER_TAG_PREFIX = "neptune.tag."
+"""`neptune.tag.<tag>` = `true` for every Neptune tag, so `search_runs` and the UI filter on it."""
+PER_TAG_VALUE = "true"
+MAPPING_VERSION = "2"
+"""Bumped when this mapping writes runs differently; part of the import digest (2: per-tag tags,
+`nm.` prefix, no source location tag, experiment kind, monitoring as system metrics)."""
+VOLATILE_TAGS = frozenset({TAG_IMPORTED_AT, TAG_CLAIM, TAG_HEARTBEAT, TAG_IMPORT_DIGEST, TAG_ORIGIN})
 """Provenance tags that legitimately differ between import and verify: not in `RunSnapshot.extra`."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow 3's UI reads to choose the experiment page (3.17: `ExperimentKind`)."""
+EXPERIMENT_KIND = "custom_model_development"
+"""Opens the experiment on its "Model training" runs page instead of GenAI traces."""
 TAG_TAGS = "neptune.tags"
 TAG_USER = "mlflow.user"
 TAG_NOTE = "mlflow.note.content"
@@ -105,8 +119,12 @@ def sanitize_key(path: str) -> str:
 
     Invalid characters become `_`; empty, `.` and `..` segments are dropped or replaced so that
     `posixpath.normpath(key) == key` (MLflow's "path_not_unique" rule); a key over 250 chars keeps
-    its first 240 chars plus `-` and 8 hex digits of the sha256 of the whole path.
+    its first 240 chars plus `-` and 8 hex digits of the sha256 of the whole path. Neptune's
+    hardware monitoring series get MLflow's system-metric names (`system/cpu_utilization_percentage`).
     """
+    system = monitoring_metric(path)
+    if system is not None:
+        return mlflow_name(system)
     cleaned = _INVALID_KEY_CHARS.sub("_", path)
     parts = [("_" * len(p) if p in (".", "..") else p) for p in cleaned.split("/") if p]
     key = "/".join(parts) or "_"
@@ -208,8 +226,9 @@ def dest_key(run: PreparedRun, path: str) -> str:
 # run-level mapping
 
 
-def run_tags(run: PreparedRun, tool_version: str) -> dict[str, str]:
-    """Every tag set by `create_run` (in the same call), status `in_progress`."""
+def run_tags(run: PreparedRun, tool_version: str) -> dict[str, str]:  # noqa: ARG001
+    """Every tag set by `create_run` (in the same call), status `in_progress`. The tool version
+    (kept in the signature for callers) is in `neptune/run.json`, not a tag."""
     record = run.record
     s = record.system
     tags: dict[str, str] = {
@@ -218,13 +237,11 @@ def run_tags(run: PreparedRun, tool_version: str) -> dict[str, str]:
         "neptune.kind": record.kind,
         TAG_TAGS: json.dumps(sorted(s.tags), ensure_ascii=False),
         "neptune.group_tags": json.dumps(sorted(s.group_tags), ensure_ascii=False),
-        "neptune_migrate.source": record.provenance.source,
-        "neptune_migrate.source_location": record.provenance.location,
-        "neptune_migrate.dump_format": _dump_format(),
-        TAG_TOOL_VERSION: tool_version,
+        TAG_SOURCE: record.provenance.source,
         TAG_STATUS: STATUS_IN_PROGRESS,
         TAG_DIGEST: run.digest,
     }
+    tags.update(per_tag_tags(s.tags))
     if run.import_digest:
         tags[TAG_IMPORT_DIGEST] = run.import_digest
     if run.origin:
@@ -252,10 +269,25 @@ def run_tags(run: PreparedRun, tool_version: str) -> dict[str, str]:
     return {k: fit(v, MAX_TAG_VALUE)[0] for k, v in tags.items()}
 
 
-def _dump_format() -> str:
+def per_tag_tags(neptune_tags: frozenset[str] | set[str]) -> dict[str, str]:
+    """`neptune.tag.<tag>` = `true` per Neptune tag (key sanitised, cut to MLflow's 250 chars;
+    tags that sanitise alike share one MLflow tag: the exact list stays in `neptune.tags`)."""
+    out = {}
+    for tag in sorted(neptune_tags):
+        key = TAG_PER_TAG_PREFIX + sanitize_key(tag)
+        if len(key) > MAX_TAG_KEY:
+            key = key[:MAX_TAG_KEY - 9] + "~" + _short_hash(tag)
+        out[key] = PER_TAG_VALUE
+    return out
+
+
+def import_document(run: PreparedRun, tool_version: str) -> dict[str, Any]:
+    """The `import` section of `neptune/run.json`: provenance details kept off the run page (the
+    source location is in its `provenance` section)."""
     from neptune_migrate.dump.schema import FORMAT_VERSION
 
-    return FORMAT_VERSION
+    return {"dump_format": FORMAT_VERSION, "tool_version": tool_version, "origin": run.origin,
+            "mapping_version": MAPPING_VERSION}
 
 
 def run_params(run: PreparedRun) -> dict[str, str]:
@@ -281,18 +313,20 @@ def params_types(run: PreparedRun) -> dict[str, str]:
     return {key: f.type for key, f in sorted(run.dest_fields().items())}
 
 
-def run_document(run: PreparedRun) -> dict[str, Any]:
-    """`neptune/run.json`: the record without its fields (those are params + params_types.json)."""
+def run_document(run: PreparedRun, tool_version: str = "") -> dict[str, Any]:
+    """`neptune/run.json`: the record without its fields (those are params + params_types.json),
+    plus the import details (`import`)."""
     doc = record_to_json(run.record)
     doc.pop("fields", None)
     doc["digest"] = run.digest
+    doc["import"] = import_document(run, tool_version)
     return doc
 
 
 def plan_losses(run: PreparedRun) -> list[Loss]:
     """Everything this mapping changes or cannot hold, known from the record alone."""
     record = run.record
-    losses: list[Loss] = []
+    losses: list[Loss] = system_losses(run)
     for path, f in sorted(record.fields.items()):
         text = param_value(f)
         if len(text) > MAX_PARAM_VALUE:
@@ -328,8 +362,7 @@ def run_tags_untruncated(run: PreparedRun) -> dict[str, str]:
            "neptune.group_tags": json.dumps(sorted(s.group_tags), ensure_ascii=False)}
     optional = (("neptune.name", s.name), (TAG_NOTE, s.description),
                 ("neptune.custom_run_id", s.custom_run_id),
-                ("neptune.experiment_name", s.experiment_name),
-                ("neptune_migrate.source_location", run.record.provenance.location))
+                ("neptune.experiment_name", s.experiment_name))
     out.update({tag: value for tag, value in optional if value is not None})
     return out
 
@@ -386,6 +419,16 @@ def expected_snapshot(run: PreparedRun, tool_version: str, *, hashes: bool) -> R
             continue
         snap.files[file_entry_artifact(entry)] = FileDigest(entry.size, entry.sha256 if hashes else None)
     return snap
+
+
+def current_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """`tags` with a mapping-1 run's `neptune_migrate.*` bookkeeping tags under their `nm.` names
+    (so an older import is still found, and repaired because its import digest differs)."""
+    out = dict(tags)
+    for k, v in tags.items():
+        if k.startswith(LEGACY_PREFIX):
+            out.setdefault(PROVENANCE_PREFIX + k[len(LEGACY_PREFIX):], v)
+    return out
 
 
 def comparable_tags(tags: Mapping[str, str]) -> dict[str, str]:

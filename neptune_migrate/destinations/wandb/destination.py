@@ -10,6 +10,7 @@ mapping rules are in `mapping.py` and docs/destinations/wandb.md. wandb is impor
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -18,9 +19,10 @@ import netrc
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -375,12 +377,13 @@ class WandbDestination:
             x_disable_machine_info=True, x_save_requirements=False,
         )
         self.directory.mkdir(parents=True, exist_ok=True)
-        wrun = wandb.init(
-            id=rid, project=self._projects[rid], entity=self.entity, dir=str(self.directory),
-            name=m.run_name(record), notes=record.system.description or None, tags=m.run_tags(record),
-            group=m.run_group(record), config=m.run_config(run, __version__, FORMAT_VERSION),
-            settings=settings, resume=resume, reinit="finish_previous",
-        )
+        with _run_start(m.start_micros(record)):
+            wrun = wandb.init(
+                id=rid, project=self._projects[rid], entity=self.entity, dir=str(self.directory),
+                name=m.run_name(record), notes=record.system.description or None, tags=m.run_tags(record),
+                group=m.run_group(record), config=m.run_config(run, __version__, FORMAT_VERSION),
+                settings=settings, resume=resume, reinit="finish_previous",
+            )
         # who is writing this run, before any point: a crash leaves a run that names its dump
         wrun.summary[m.ORIGIN_KEY] = run.origin
         wrun.summary[m.IMPORT_DIGEST_KEY] = run.import_digest
@@ -672,7 +675,9 @@ class WandbDestination:
             name=logged.name,
             description=logged.notes,
             status=None if logged.exit_code is None else ("finished" if logged.exit_code == 0 else "failed"),
-            start_time=m.summary_time(logged.summary, m.START_KEY),
+            # offline: the run record's own start (what `wandb sync` reads); online: the summary copy
+            start_time=(m.from_micros(logged.start_micros) if logged.start_micros is not None
+                        else m.summary_time(logged.summary, m.START_KEY)),
             end_time=m.summary_time(logged.summary, m.END_KEY),
             tags=frozenset(logged.tags),
             params=m.params_from_config(logged.config),
@@ -745,6 +750,42 @@ class WandbDestination:
         self._close_active()
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_START_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _run_start(micros: int | None) -> Iterator[None]:
+    """Within `wandb.init`, stamp the run record with the source's start instead of `time.time()`.
+
+    wandb 0.31 takes the record's `start_time` from `Run._start_time`, set in `Run.__init__` with
+    no setting to change it (`x_start_time` is overwritten by `init`); the record is built by
+    `InterfaceBase._make_run`, wrapped here for the duration of one `init` (under a lock, like the
+    Aim destination's run-hash hook). When the hook is gone (another wandb), the start stays the
+    import time and verify reports the difference.
+    """
+    if micros is None:
+        yield
+        return
+    from wandb.sdk.interface.interface import InterfaceBase
+
+    original = getattr(InterfaceBase, "_make_run", None)
+    if original is None:
+        yield
+        return
+
+    def make_run(self: Any, run: Any) -> Any:
+        proto = original(self, run)
+        proto.start_time.FromMicroseconds(micros)
+        return proto
+
+    with _START_LOCK:
+        InterfaceBase._make_run = make_run  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            InterfaceBase._make_run = original  # type: ignore[method-assign]
 
 
 def _text(value: Any) -> str | None:

@@ -12,33 +12,40 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_migrate.destinations.base import FileDigest, PreparedRun, RunSnapshot
+from neptune_migrate.destinations.system_metrics import monitoring_metric, system_losses, wandb_name
 from neptune_migrate.model import DestinationRunId, Field, FileEntry, Loss, LossCategory, RunRecord, SeriesKind
 
 OWN = "neptune_migrate"
-"""Reserved top-level name: the config block and the summary marker keys live under it."""
-STATUS_KEY = f"{OWN}/status"
-DIGEST_KEY = f"{OWN}/digest"
-IMPORT_DIGEST_KEY = f"{OWN}/import_digest"
+"""Reserved top-level name: the config block lives under it."""
+MARK = "_neptune_migrate"
+"""The summary keys of the completion marker and the source times live under it: W&B keeps
+`_`-prefixed summary keys (like its own `_runtime`, `_wandb`) out of the user's summary metrics."""
+STATUS_KEY = f"{MARK}/status"
+DIGEST_KEY = f"{MARK}/digest"
+IMPORT_DIGEST_KEY = f"{MARK}/import_digest"
 """Summary: the import digest (dump digest + write-affecting options)."""
-ORIGIN_KEY = f"{OWN}/origin"
+ORIGIN_KEY = f"{MARK}/origin"
 """Summary: the `dump_id` of the dump the run was imported from."""
-SOURCE_COMPLETE_KEY = f"{OWN}/source_complete"
+SOURCE_COMPLETE_KEY = f"{MARK}/source_complete"
 """Summary: `false` on a run the source holds only in part (a truncated queue); absent otherwise."""
-START_KEY = f"{OWN}/start_time"
-END_KEY = f"{OWN}/end_time"
-"""Summary: the Neptune run's start and end (ISO). Offline run files cannot carry another start
-time than the import's (wandb ignores `x_start_time` there and rewrites `_runtime`), so the
-source's times are kept here, and each history row's `_timestamp` is the point's own time."""
+START_KEY = f"{MARK}/start_time"
+END_KEY = f"{MARK}/end_time"
+"""Summary: the Neptune run's start and end (ISO). The offline run record's own start time is set
+to the source's too (see `WandbDestination.create_run`), but W&B's server takes the upload time
+as the run's creation (its `UpsertBucket` has no start field) and wandb-core measures `_runtime`
+from the import, so the source's times are kept here as well, and each history row's
+`_timestamp` is the point's own time."""
 MARKER_KEYS = (IMPORT_DIGEST_KEY, ORIGIN_KEY, SOURCE_COMPLETE_KEY, START_KEY, END_KEY)
-MAPPING_VERSION = "1"
-"""Bumped when this mapping writes runs differently; part of the import digest."""
+MAPPING_VERSION = "2"
+"""Bumped when this mapping writes runs differently; part of the import digest (2: marker under
+`_neptune_migrate/`, run record start time, monitoring as `system/` metrics, one step scale)."""
 STATUS_COMPLETE = "complete"
 COMPANION = "_neptune"
 """Hidden history keys this tool adds (user keys never start with `_`, see `sanitize_key`):
@@ -87,8 +94,12 @@ def sanitize_key(path: str) -> str:
     Characters outside `[A-Za-z0-9_/]` (W&B's sortable-name set plus `/`) become `_`; a key that
     does not start with an ASCII letter gets `neptune_` in front (keys starting with `_` are
     W&B's and this tool's own); a first segment `neptune_migrate` becomes `neptune_migrate_`
-    (reserved for provenance and the completion marker).
+    (reserved for provenance and the completion marker). Neptune's hardware monitoring series
+    go to W&B's `system/` section (`system/cpu`, `system/gpu_0_gpu`).
     """
+    system = monitoring_metric(path)
+    if system is not None:
+        return wandb_name(system)
     key = _KEY_CHARS.sub("_", path)
     if not key or not ("a" <= key[0].lower() <= "z"):
         key = f"neptune_{key}"
@@ -165,6 +176,21 @@ def marker_summary(run: PreparedRun) -> dict[str, Any]:
     if run.end_time is not None:
         out[END_KEY] = run.end_time.isoformat()
     return out
+
+
+def start_micros(record: RunRecord) -> int | None:
+    """`sys/creation_time` as epoch microseconds (the run record's start), None when absent."""
+    created = record.system.created_at
+    if created is None:
+        return None
+    created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+    delta = created - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Epoch microseconds as an aware UTC datetime, exact."""
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
 def summary_time(summary: Mapping[str, Any], key: str) -> datetime | None:
@@ -364,7 +390,7 @@ def expected_snapshot(run: PreparedRun, tool_version: str, dump_format: str) -> 
 def plan_losses(run: PreparedRun) -> list[Loss]:
     """Everything this mapping changes or cannot hold, known from the record alone."""
     record = run.record
-    losses: list[Loss] = []
+    losses: list[Loss] = system_losses(run)
     for tag in sorted(record.system.tags):
         mapped = map_tag(tag)
         if mapped is None:

@@ -154,6 +154,8 @@ class LoggedRun:
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    start_micros: int | None = None
+    """The run record's start time (epoch microseconds); None online or when unset."""
     rows: int = 0
     history: dict[str, list[tuple[int, float | None, Any]]] = field(default_factory=dict)
     """Top-level history key -> (step, row `_timestamp` in seconds, value) per row holding it.
@@ -199,6 +201,8 @@ def read_run(path: Path) -> LoggedRun:
             out.notes = run.notes or None
             out.group = run.run_group or None
             out.tags = tuple(run.tags)
+            if run.HasField("start_time"):
+                out.start_micros = int(run.start_time.ToMicroseconds())
             for item in run.config.update:
                 _set_nested(out.config, _item_path(item), _loads(item.value_json))
         elif which == "config":

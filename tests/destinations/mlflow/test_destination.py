@@ -138,7 +138,7 @@ def test_round_trip_exact(mlflow_backend: MlflowBackend, tmp_path: Path, request
     assert snap.params["info/started_at"] == "2025-03-01T12:00:00+00:00"
     assert snap.params["info/labels"] == '["a", "b"]' and snap.params["info/empty_set"] == "[]"
     assert snap.extra["neptune.project"] == run.key.project and snap.extra["neptune.run_id"] == "PROJ-1"
-    assert snap.extra["neptune_migrate.status"] == "complete"
+    assert snap.extra["nm.status"] == "complete"
     assert snap.extra["neptune.fork.parent"] == "my-ws/my-proj/PROJ-0" and snap.extra["neptune.fork.step"] == "3.0"
     assert json.loads(snap.extra["neptune.group_tags"]) == ["group-a"]
     assert snap.series == {("float", "train/loss"): 100, ("float", "train/special"): 3, ("string", "train/log"): 2,

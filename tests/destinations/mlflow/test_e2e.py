@@ -103,7 +103,7 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_complete_equal_run(tmp_pat
     dest = MlflowDestination(uri)
     runs = _active_runs(dest, "my-ws/my-proj")
     assert len(runs) == 1
-    assert runs[0].data.tags["neptune_migrate.status"] == "complete"
+    assert runs[0].data.tags["nm.status"] == "complete"
     assert [str(f) for f in verify_runs(reader, dest, VerifyOptions(import_options=OPTS)).findings] == []
     history = dest.client.get_metric_history(runs[0].info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(30_000))
@@ -152,9 +152,10 @@ def test_verify_reports_exactly_the_tampering(tmp_path: Path, mlflow_server: Mlf
     from mlflow.entities import Metric
 
     # MLflow has no API to delete a point or edit a param or timestamp: edit the server's database.
+    # (MLflow steps 50, 60 are Neptune steps 5, 6: train/special's half steps give the run scale 10.)
     with sqlite3.connect(mlflow_server.db_path) as conn:
-        conn.execute("DELETE FROM metrics WHERE run_uuid=? AND key='train/loss' AND step=5", (run_id,))
-        conn.execute("UPDATE metrics SET timestamp=timestamp+1 WHERE run_uuid=? AND key='train/loss' AND step=6",
+        conn.execute("DELETE FROM metrics WHERE run_uuid=? AND key='train/loss' AND step=50", (run_id,))
+        conn.execute("UPDATE metrics SET timestamp=timestamp+1 WHERE run_uuid=? AND key='train/loss' AND step=60",
                      (run_id,))
         conn.execute("UPDATE params SET value='sgd' WHERE run_uuid=? AND key='parameters/optimizer'", (run_id,))
     client.set_tag(run_id, "intruder", "1")
@@ -163,13 +164,13 @@ def test_verify_reports_exactly_the_tampering(tmp_path: Path, mlflow_server: Mlf
     weights.unlink()
     report = verify_runs(reader, dest, vopts)
     items = sorted((f.kind, f.item, f.step) for f in report.findings)
-    assert items == [  # exactly one finding per tampering, nothing else
+    assert items == [  # exactly one finding per tampering, nothing else (steps as MLflow holds them)
         ("differs", "param:parameters/optimizer", None),
-        ("differs", "series:float:train/loss", 6.0),
+        ("differs", "series:float:train/loss", 60.0),
         ("extra", "meta:intruder", None),
         ("extra", "series:float:train/loss", 10000.0),
         ("missing", "file:neptune/files/model/weights/weights.bin", None),
-        ("missing", "series:float:train/loss", 5.0),
+        ("missing", "series:float:train/loss", 50.0),
     ]
     assert not report.ok
 

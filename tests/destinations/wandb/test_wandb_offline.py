@@ -142,12 +142,14 @@ def test_cadences_and_fractional_steps_are_all_kept(imported) -> None:  # type: 
     # the original half steps ride along as the companion x-axis of train/lr
     assert [v for _, _, v in logged.history[m.step_key("train/lr")]] == [i / 2 for i in range(200)]
     # eval/acc keeps its own timestamps where train/loss shares its row
+    # (one step scale per run: train/lr needs 10, so every series of the run is multiplied by 10)
+    assert [s for s, _, _ in logged.history["train/loss"]] == [i * 10 for i in range(200)]
     eval_ts = {s: v for s, _, v in logged.history[m.timestamp_key("eval/acc")]}
-    assert eval_ts[10] == pytest.approx((T0 + timedelta(seconds=1, milliseconds=333)).timestamp())
+    assert eval_ts[100] == pytest.approx((T0 + timedelta(seconds=1, milliseconds=333)).timestamp())
     # rows are strictly increasing in step (W&B would drop anything else)
     steps = sorted({s for series in logged.history.values() for s, _, _ in series})
     assert steps[0] == 0
-    assert steps[-1] == 995
+    assert steps[-1] == 2500  # logs/stdout's step 250
     assert logged.summary[m.STATUS_KEY] == "complete"
     assert logged.exit_code == 1  # the Neptune run failed
     assert logged.config["params"]["nested"]["depth"] == 3

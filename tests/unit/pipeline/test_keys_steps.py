@@ -8,7 +8,7 @@ import pytest
 
 from neptune_migrate.destinations.fake import fake_sanitize
 from neptune_migrate.pipeline.keys import build_key_map
-from neptune_migrate.pipeline.steps import StepCollector
+from neptune_migrate.pipeline.steps import StepCollector, plan_run
 
 
 def test_unchanged_keys_pass_and_renames_are_listed() -> None:
@@ -79,3 +79,39 @@ def test_nonfinite_or_huge_steps_fall_back_to_rank(policy: str) -> None:
     assert plan.policy == "rank"
     assert out == [1, 0]
     assert np.int64(out[0]) == 1
+
+
+def _collectors(series: dict[str, list[float]]) -> dict[str, StepCollector]:
+    out = {}
+    for path, steps in series.items():
+        out[path] = StepCollector()
+        out[path].add(pa.array(steps, pa.float64()))
+    return out
+
+
+def test_auto_gives_every_series_of_a_run_one_scale() -> None:
+    series = {"train/lr": [0.5, 1.0, 1.5], "train/loss": [0.0, 1.0, 2.0, 3.0, 4.0],
+              "val/acc": [0.25, 2.0], "weird": [0.1234567, 1.0]}
+    plans = plan_run(_collectors(series), "auto")
+    assert {p: (pl.policy, pl.scale) for p, pl in plans.items()} == {
+        "train/lr": ("scale", 100), "train/loss": ("scale", 100), "val/acc": ("scale", 100),
+        "weird": ("rank", 1),
+    }
+    assert plans["train/lr"].convert(pa.array([0.5, 1.0, 1.5])).to_pylist() == [50, 100, 150]
+    assert plans["train/loss"].convert(pa.array([0.0, 4.0])).to_pylist() == [0, 400]
+    assert plans["val/acc"].convert(pa.array([0.25, 2.0])).to_pylist() == [25, 200]
+    assert plans["weird"].convert(pa.array([0.1234567, 1.0])).to_pylist() == [0, 1]
+    # per series (the option): each keeps its own scale, integral series pass unchanged
+    per = plan_run(_collectors(series), "auto-series")
+    assert {p: (pl.policy, pl.scale) for p, pl in per.items()} == {
+        "train/lr": ("scale", 10), "train/loss": ("int", 1), "val/acc": ("scale", 100),
+        "weird": ("rank", 1),
+    }
+
+
+def test_auto_leaves_integral_runs_alone_and_keeps_huge_series_exact() -> None:
+    plans = plan_run(_collectors({"a": [0.0, 1.0], "b": [5.0]}), "auto")
+    assert {p: pl.policy for p, pl in plans.items()} == {"a": "int", "b": "int"}
+    plans = plan_run(_collectors({"lr": [0.5], "big": [2.0**52]}), "auto")
+    assert (plans["lr"].policy, plans["lr"].scale) == ("scale", 10)
+    assert plans["big"].policy == "int"  # 2^52 * 10 leaves the exact range: its own plan

@@ -58,9 +58,10 @@ def test_each_tampering_is_exactly_one_finding(tmp_path: Path) -> None:
     report = _verify(reader, fake)
     item = "series:float:train/loss"
     got = set(report.findings)
+    # dest_step 70: one step scale per run (train/special needs x10, train/loss shares it)
     assert got == {
         Finding(RUN, "missing", item, step=7.0, expected="path=train/loss, timestamp=2025-03-01T12:00:07+00:00, "
-                "value=0.125, preview_completion=None, key=train/loss, dest_step=7"),
+                "value=0.125, preview_completion=None, key=train/loss, dest_step=70"),
         Finding(RUN, "differs", item, step=8.0, expected="value=0.1111111111111111", actual="value=123.0",
                 detail="value"),
         Finding(RUN, "differs", item, expected="100 points", actual="99 points", detail="point count"),
