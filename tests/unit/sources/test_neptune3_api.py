@@ -252,7 +252,7 @@ def test_a_429_retry_after_of_12_is_honoured_exactly_and_503_and_resets_are_retr
 
 def _cli(fake: FakeNeptune3, tmp_path: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NEPTUNE_API_TOKEN": token, "PYTHONPATH": str(Path(__file__).parents[3])}
-    return subprocess.run([sys.executable, "-m", "neptune_migrate", "export", str(tmp_path), "--from",
+    return subprocess.run([sys.executable, "-m", "neptune_migrate", "export", "--from",
                            "neptune3-api", "--out", str(tmp_path / "dump"), *args],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
 
