@@ -215,6 +215,37 @@ StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Also exit 1 when items are not in the source any more (warnings).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable summary (JSON) on stdout.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", metavar="K/N",
+                 help="Only shard K of N (K from 1) of the runs, by a stable hash of the run key (forks with "
+                 "their root); auto/N: K from JOB_COMPLETION_INDEX (Kubernetes Indexed Job); auto: K and N "
+                 "from the Slurm array. See docs/scale-out.md."),
+]
+
+
+def _shard(spec: str | None) -> Any:
+    """`--shard` -> a `pipeline.shard.Shard` (None without the flag)."""
+    if spec is None:
+        return None
+    import os
+
+    from neptune_migrate.pipeline.shard import parse
+
+    return parse(spec, os.environ)
+
+
+def _shard_doc(shard: Any, reader: Any) -> dict[str, Any]:
+    """What a shard's report says about the shard and the dump (for `report merge`)."""
+    from neptune_migrate.pipeline.shard import report_facts
+
+    return report_facts(shard, reader)
+
+
+def _report_name(verb: str, shard: Any, *parts: str) -> str:
+    """`<verb>[-<parts>][-shard-K-of-N]-<stamp>.json`: shards never write the same report file."""
+    label = [shard.label] if shard is not None else []
+    return "-".join([verb, *parts, *label, _stamp()]) + ".json"
 
 
 def _parse_date(value: str | None, flag: str) -> datetime | None:
@@ -345,6 +376,7 @@ def export_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read Neptune runs into a neutral dump (Parquet + JSON + content-addressed files)."""
@@ -358,6 +390,7 @@ def export_cmd(
         msg = f"{path}: no such file or folder"
         raise UsageError(msg)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    shard = _shard(shard_spec)
     options = SourceOptions(
         path=path,
         project=project,
@@ -380,16 +413,18 @@ def export_cmd(
             f" points={outcome.points} files={outcome.files}{_esc(extra + msg)}"
         )
 
-    with DumpWriter(out) as writer:
+    with DumpWriter(out, shard.label if shard is not None else None) as writer:
         summary = export_runs(
             source, writer, selection, location=str(path.resolve()), force=force, on_run=on_run,
-            source_root=path,
+            source_root=path, shard=shard,
         )
         doc = summary.to_json()
+        if shard is not None:
+            doc["shard"] = shard.to_json()
         reports = writer.layout.reports_dir
         reports.mkdir(exist_ok=True)
         text = json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n"
-        report_path = reports / f"export-{_stamp()}.json"
+        report_path = reports / _report_name("export", shard)
         report_path.write_text(text, encoding="utf-8")
         if report is not None:
             _write_report(report, text)
@@ -642,7 +677,7 @@ def _print_import_summary(report: Any, doc: dict[str, Any]) -> None:
         console.print(f"estimated time: ~{seconds:,.0f} s (single worker); nothing was written")
 
 
-def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_run: bool) -> Any:
+def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_run: bool, shard: Any = None) -> Any:
     """The import lock of (dump, destination target); a dry run writes nothing, so takes none."""
     import contextlib
 
@@ -658,7 +693,7 @@ def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_ru
         limit = "" if timeout is None else f" (at most {timeout:g} s)"
         console.print(f"waiting for the import lock held by {escape(holder.describe())}{limit}", soft_wrap=True)
 
-    return import_lock(layout, destination, timeout=timeout, on_wait=on_wait)
+    return import_lock(layout, destination, timeout=timeout, on_wait=on_wait, shard=shard)
 
 
 @app.command("import")
@@ -704,6 +739,7 @@ def import_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Replay a dump into a destination, idempotently (re-running never duplicates)."""
@@ -720,7 +756,8 @@ def import_cmd(
         raise UsageError(msg)
     from dataclasses import replace
 
-    options = replace(options, retry=replace(options.retry, max_outage=max_outage))
+    shard = _shard(shard_spec)
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
     if lock_timeout is not None and lock_timeout < 0:
@@ -729,8 +766,8 @@ def import_cmd(
     progress = _Progress(dry_run=dry_run)
     try:
         destination.check()  # before the lock file: an unreachable destination leaves no trace in the dump
-        ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe())
-        with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run), progress:
+        ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe(), shard)
+        with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run, shard=shard), progress:
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
     except KeyboardInterrupt:
         what = ("nothing was written" if dry_run else
@@ -740,11 +777,13 @@ def import_cmd(
     finally:
         destination.close()
     doc = result.to_json()
+    if shard is not None:
+        doc["shard"] = _shard_doc(shard, reader)
     text = json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n"
     report_path: Path | None = report
     if not dry_run:
         reader.layout.reports_dir.mkdir(exist_ok=True)
-        report_path = reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json"
+        report_path = reader.layout.reports_dir / _report_name("import", shard, destination.name)
         report_path.write_text(text, encoding="utf-8")
     if report is not None:
         _write_report(report, text)
@@ -826,6 +865,7 @@ def verify_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
 ) -> None:
     """Read the destination back and compare it with the dump, run by run, point by point."""
@@ -840,11 +880,15 @@ def verify_cmd(
     reader = DumpReader(dump)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     options = _import_options(selection, _attribute_regex(attributes), step_policy, 1, dry_run=True)
+    shard = _shard(shard_spec)
+    from dataclasses import replace
+
+    options = replace(options, shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
     from neptune_migrate.pipeline.lock import running_import
 
-    holder = running_import(reader.layout, destination)
+    holder = running_import(reader.layout, destination, shard)
     if holder is not None:
         console.print(f"[yellow]warning:[/] an import into this destination is running ({_esc(holder.describe())}): "
                       "runs it has not finished yet show as missing or incomplete", soft_wrap=True)
@@ -864,10 +908,14 @@ def verify_cmd(
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         destination.close()
-    stamp = _stamp()
-    json_path = report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
-    html_path = html_report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
+    name = _report_name("verify", shard, destination.name)
+    json_path = report or reader.layout.reports_dir / name
+    html_path = html_report or reader.layout.reports_dir / name.replace(".json", ".html")
     write_json(result, json_path)
+    if shard is not None:  # the shard's facts for `report merge`, beside the report's own fields
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        doc["shard"] = _shard_doc(shard, reader)
+        json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         write_html(result, html_path)
     except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
@@ -886,6 +934,71 @@ def verify_cmd(
                         "target": result.target, "reports": {"json": str(json_path), "html": str(html_path)},
                         "counts": doc["counts"], "totals": doc["totals"], "dump_categories": categories}
     _finish("verify", outcome, strict=strict, summary=json_summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# report merge
+
+report_app = typer.Typer(help="Work with reports: merge the reports of the shards of one job.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge_cmd(
+    dirs: Annotated[list[Path], typer.Argument(
+        metavar="DIR...", help="Folders holding the shards' reports, or dumps (their _reports/ is read).")],
+    kind: Annotated[
+        str | None, typer.Option("--kind", **_choice(["import", "verify"]),
+                                 help="Which reports to merge (needed when the folders hold both).")
+    ] = None,
+    dump: Annotated[
+        Path | None, typer.Option("--dump", help="The dump the shards worked on (default: a DIR that is a dump); "
+                                  "every run of it must be in one shard's report.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the merged JSON report here "
+                                             "(default: merged-<kind>-<time>.json in the first folder).")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+) -> None:
+    """One import or verify report from the shards' reports; exit 1 when a shard is missing, a run
+    was handled by two shards or by none, or the merged report itself fails."""
+    from neptune_migrate.console import console
+    from neptune_migrate.pipeline.report_merge import merge, report_dirs
+
+    result = merge(dirs, kind=kind, dump=dump)
+    doc = result.report
+    path = out or report_dirs(dirs[:1])[0] / f"merged-{result.kind}-{_stamp()}.json"
+    _write_report(path, json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n")
+    for shard in doc["shards"]:
+        style = {"ok": "green", "failed": "red", "missing": "red"}[shard["status"]]
+        detail = "" if shard["report"] is None else f" runs={shard['runs']} {_esc(shard['report'])}"
+        console.print(f"[{style}]{shard['status']:>8}[/] shard {shard['shard']}{detail}", soft_wrap=True)
+    for problem in result.problems:
+        console.print(f"[red]problem:[/] {_esc(problem)}", soft_wrap=True)
+    counts = ", ".join(f"{k} {v}" for k, v in doc.get("counts", {}).items())
+    console.print(f"merged {len(doc['shards'])} shard(s) of {result.kind} -> {_esc(doc.get('target'))}: "
+                  f"{len(doc.get('runs', []))} run(s); {counts}")
+    console.print(f"report: {_esc(path)}")
+    runs = doc.get("runs", [])
+    if result.kind == "import":
+        outcome = Outcome(
+            failed_runs=sum(1 for r in runs if r.get("status") in ("failed", "would_fail")),
+            categories=doc.get("categories", {}),
+            conflicts=sum(1 for r in runs if r.get("status") in ("conflict", "would_conflict")),
+            problems=len(result.problems), problem_word="coverage problem(s)",
+            dry_run=bool(doc.get("dry_run")))
+    else:
+        findings = sum(len(r.get("findings", [])) for r in runs)
+        outcome = Outcome(categories=doc.get("dump_losses", {}),
+                          incomplete_runs=sum(1 for r in runs if not r.get("source_complete", True)),
+                          problems=len(result.problems) + findings,
+                          problem_word="coverage problem(s) or finding(s)")
+    summary = None
+    if as_json:
+        summary = {"command": "report merge", "kind": result.kind, "report": str(path),
+                   "shards": doc["shards"], "problems": result.problems, "counts": doc.get("counts", {})}
+    _finish("report merge", outcome, strict=False, summary=summary)
 
 
 def main() -> None:
