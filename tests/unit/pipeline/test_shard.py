@@ -168,3 +168,16 @@ def test_import_lock_is_per_shard_and_excludes_the_same_shard(tmp_path: Path) ->
         f"{layout.target_name('mlflow', dest.describe())}.lock",
         *(f"{layout.target_name('mlflow', dest.describe())}.shard-{n}-of-3.lock" for n in (1, 2)),
     ])  # shard 3 waited on the target's lock: its own was never opened
+
+
+def test_dump_writers_one_per_shard(tmp_path: Path) -> None:
+    from neptune_migrate.dump.writer import DumpWriter
+
+    with DumpWriter(tmp_path / "d", "shard-1-of-3"), DumpWriter(tmp_path / "d", "shard-2-of-3"):
+        with pytest.raises(UsageError, match=r"shard-1-of-3 is being exported by another neptune-migrate process "
+                                             rf"\(pid {os.getpid()} since "):
+            DumpWriter(tmp_path / "d", "shard-1-of-3").open()
+        with pytest.raises(UsageError, match="is being written by another neptune-migrate process"):
+            DumpWriter(tmp_path / "d").open()  # an unsharded writer waits for no shard: refused
+    with DumpWriter(tmp_path / "d"):
+        pass  # every shard closed: free again
