@@ -22,6 +22,8 @@ from neptune_migrate.errors import UsageError
 
 REPORT_KINDS = {"neptune-migrate import": "import", "neptune-migrate verify": "verify"}
 _TIMES = ("started_at", "finished_at")
+_SUMMED = ("retries",)
+"""Top-level numbers that are per-shard amounts (others, like `schema_version` or `sample`, are settings)."""
 
 
 @dataclass
@@ -113,8 +115,9 @@ def _sum_dicts(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _merge_docs(kind: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fields summed (numbers, dicts of numbers), runs concatenated and sorted by key, `ok` all-of,
-    times min/max; any other field is the first shard's (they are the same for one job)."""
+    """Amounts summed (`retries`, dicts of numbers such as counts and totals), runs concatenated and
+    sorted by key, `ok` all-of, times min/max; any other field is the first shard's (settings such as
+    `schema_version`, `sample` or `dry_run` are the same for one job)."""
     merged: dict[str, Any] = {}
     for key, first in docs[0].items():
         if key in ("shard",):
@@ -129,7 +132,7 @@ def _merge_docs(kind: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
             merged[key] = all(bool(v) for v in values)
         elif isinstance(first, bool):
             merged[key] = first
-        elif isinstance(first, int | float):
+        elif key in _SUMMED:
             merged[key] = sum(v for v in values if isinstance(v, int | float) and not isinstance(v, bool))
         elif isinstance(first, dict) and all(isinstance(v, int | float) for v in first.values()):
             merged[key] = _sum_dicts([v for v in values if isinstance(v, dict)])

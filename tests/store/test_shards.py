@@ -378,3 +378,40 @@ def test_three_shards_export_into_one_new_dump_at_once(tmp_path: Path, monkeypat
     assert summary.runs == 12 and summary.problems == [] and summary.uncommitted == []
     reports = sorted(p.name for p in (tmp_path / "sharded" / "_reports").iterdir())
     assert [re.sub(r"-\d{8}T[\d.]+Z\.json$", "", r) for r in reports] == [f"export-shard-{n}-of-3" for n in (1, 2, 3)]
+
+
+def test_verify_by_shards_then_merge_equals_one_verify(
+    dump_and_roots: tuple[Path, dict[RunKey, RunKey]], tmp_path: Path,
+) -> None:
+    """`verify --shard K/3` x 3 (in this process, on one fake destination), merged: the same report as
+    one unsharded verify apart from timings, every run once."""
+    from neptune_migrate.destinations.fake import FakeDestination
+    from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
+    from neptune_migrate.pipeline.report_merge import merge
+    from neptune_migrate.pipeline.shard import report_facts
+    from neptune_migrate.retry import FAST
+    from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
+
+    dump = tmp_path / "dump"
+    shutil.copytree(dump_and_roots[0], dump, ignore=shutil.ignore_patterns("_reports", "_ledger", "_locks"))
+    reader = DumpReader(dump)
+    dest = FakeDestination()
+    import_runs(reader, dest, ImportOptions(retry=FAST))
+    whole = verify_runs(reader, dest, VerifyOptions(import_options=ImportOptions(retry=FAST))).to_json()
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    keys: list[str] = []
+    for n in (1, 2, 3):
+        shard = Shard(n, 3)
+        doc = verify_runs(reader, dest, VerifyOptions(import_options=ImportOptions(retry=FAST, shard=shard))).to_json()
+        doc["shard"] = report_facts(shard, reader)
+        keys += [r["key"] for r in doc["runs"]]
+        (reports / f"verify-fake-{shard.label}.json").write_text(json.dumps(doc))
+    assert sorted(keys) == sorted(r["key"] for r in whole["runs"]) and len(keys) == RUNS
+    result = merge([reports], kind="verify", dump=dump)
+    assert result.problems == []
+    merged = result.report
+    assert merged["ok"] is True and whole["ok"] is True
+    whole["runs"].sort(key=lambda r: r["key"])  # an unsharded verify lists runs in folder order
+    assert _untimed(merged) == _untimed(whole)
