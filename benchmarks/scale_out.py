@@ -90,7 +90,10 @@ def mlflow_server(root: Path, workers: int) -> Iterator[tuple[str, subprocess.Po
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
         cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        # No telemetry thread: under load its session variable can vanish while the server copies
+        # os.environ (KeyError '_MLFLOW_TELEMETRY_SESSION_ID' at start-up, seen with mlflow 3.x).
+        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true",
+                 DO_NOT_TRACK="true"),
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -242,6 +242,14 @@ def _shard_doc(shard: Any, reader: Any) -> dict[str, Any]:
     return report_facts(shard, reader)
 
 
+def _shard_path(path: Path | None, shard: Any) -> Path | None:
+    """A report path the user gave, made the shard's own (`v.json` -> `v.shard-2-of-8.json`): N shards
+    started with the same command line never write the same file."""
+    if path is None or shard is None:
+        return path
+    return path.with_name(f"{path.stem}.{shard.label}{path.suffix}")
+
+
 def _report_name(verb: str, shard: Any, *parts: str) -> str:
     """`<verb>[-<parts>][-shard-K-of-N]-<stamp>.json`: shards never write the same report file."""
     label = [shard.label] if shard is not None else []
@@ -391,6 +399,7 @@ def export_cmd(
         raise UsageError(msg)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     shard = _shard(shard_spec)
+    report = _shard_path(report, shard)
     options = SourceOptions(
         path=path,
         project=project,
@@ -757,6 +766,7 @@ def import_cmd(
     from dataclasses import replace
 
     shard = _shard(shard_spec)
+    report = _shard_path(report, shard)
     options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
@@ -881,6 +891,7 @@ def verify_cmd(
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     options = _import_options(selection, _attribute_regex(attributes), step_policy, 1, dry_run=True)
     shard = _shard(shard_spec)
+    report, html_report = _shard_path(report, shard), _shard_path(html_report, shard)
     from dataclasses import replace
 
     options = replace(options, shard=shard)

@@ -263,7 +263,8 @@ def test_three_shards_into_one_mlflow_store_equal_one_import(
     shutil.copy(tmp_path / "b" / "mlflow.db", tmp_path / "a" / "mlflow.db")
 
     def shard_args(n: int) -> list[str]:
-        return ["import", str(dump), "--to", "mlflow", "--tracking-uri", uri_a, "--shard", f"{n}/3"]
+        return ["import", str(dump), "--to", "mlflow", "--tracking-uri", uri_a, "--shard", f"{n}/3",
+                "--report", str(tmp_path / "import.json")]
 
     procs = [subprocess.Popen(cli_args(*shard_args(n)), cwd=tmp_path / "a", env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for n in ((1, 2, 3) if all_processes else (1, 2))]
@@ -298,6 +299,8 @@ def test_three_shards_into_one_mlflow_store_equal_one_import(
         return {k: v for k, v in _untimed(doc).items() if k not in ("target", "store")}
 
     assert comparable(result.report) == comparable(json.loads(json.dumps(report.to_json(), default=str)))
+    # One command line for every shard: the --report path gets each shard's label.
+    assert sorted(p.name for p in tmp_path.glob("import*.json")) == [f"import.shard-{n}-of-3.json" for n in (1, 2, 3)]
     ledgers = sorted(p.name.split(".", 1) for p in (dump / "_ledger").iterdir())
     assert len({name for name, _ in ledgers}) == 2  # store A (three shard ledgers) and store B (one)
     assert sorted(rest for _, rest in ledgers) == ["jsonl", *(f"shard-{n}-of-3.jsonl" for n in (1, 2, 3))]

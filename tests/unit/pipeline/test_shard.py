@@ -181,3 +181,11 @@ def test_dump_writers_one_per_shard(tmp_path: Path) -> None:
             DumpWriter(tmp_path / "d").open()  # an unsharded writer waits for no shard: refused
     with DumpWriter(tmp_path / "d"):
         pass  # every shard closed: free again
+
+
+def test_cli_refuses_a_bad_shard_with_exit_2(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("export", str(tmp_path), "--from", "neptune-offline", "--out", str(tmp_path / "d"), "--shard", "0/3")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: shard 0/3: K must be between 1 and 3 (shards count from 1)")
+    assert not (tmp_path / "d").exists()
