@@ -967,6 +967,10 @@ def report_merge_cmd(
         Path | None, typer.Option("--dump", help="The dump the shards worked on (default: a DIR that is a dump); "
                                   "every run of it must be in one shard's report.")
     ] = None,
+    shard_count: Annotated[
+        int | None, typer.Option("--shard-count", metavar="N", help="Only reports of shards K/N with this N "
+                                 "(when the folders hold reports of jobs split differently).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the merged JSON report here "
                                              "(default: merged-<kind>-<time>.json in the first folder).")] = None,
     as_json: JsonOpt = False,
@@ -977,7 +981,7 @@ def report_merge_cmd(
     from neptune_migrate.console import console
     from neptune_migrate.pipeline.report_merge import merge, report_dirs
 
-    result = merge(dirs, kind=kind, dump=dump)
+    result = merge(dirs, kind=kind, dump=dump, count=shard_count)
     doc = result.report
     path = out or report_dirs(dirs[:1])[0] / f"merged-{result.kind}-{_stamp()}.json"
     _write_report(path, json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n")

@@ -157,11 +157,16 @@ def _dump_keys(dump: Path) -> list[tuple[str, ...]]:
     return out
 
 
-def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None) -> MergeResult:
-    """Merge the newest report of each shard found in `dirs` (folders of reports, or dumps)."""
+def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None,
+          count: int | None = None) -> MergeResult:
+    """Merge the newest report of each shard found in `dirs` (folders of reports, or dumps); with
+    `count`, only reports of jobs split into that many shards."""
     if dump is None:
         dump = next((d for d in dirs if DumpLayout(d).manifest.is_file()), None)
     found, ignored = read_shard_reports(dirs, kind)
+    if count is not None:
+        ignored += sum(1 for r in found if r.group[4] != count)
+        found = [r for r in found if r.group[4] == count]
     if not found:
         what = f"{kind} " if kind else "import or verify "
         msg = (f"no shard {what}report in {', '.join(str(d) for d in dirs)} (reports written with --shard K/N "
@@ -170,7 +175,7 @@ def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None
     groups = sorted({r.group for r in found})
     if len(groups) > 1:
         shown = "; ".join(f"{g[0]} into {g[2]} (dump {g[3]}, {g[4]} shards)" for g in groups)
-        msg = f"reports of {len(groups)} different jobs: {shown}; merge one (--kind, or separate folders)"
+        msg = f"reports of {len(groups)} different jobs: {shown}; merge one (--kind, --shard-count or separate folders)"
         raise UsageError(msg)
     which, _dest, _target, dump_id, count = groups[0]
     newest: dict[int, ShardReport] = {}

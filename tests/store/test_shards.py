@@ -199,6 +199,12 @@ def test_merge_names_missing_shards_and_overlaps(
     result = merge([reports])
     assert result.problems == []
     assert result.ignored == 1
+    # A report of a job split another way (N=4) in the same folder: refused, unless N is chosen.
+    other = {**shard2, "shard": {**shard2["shard"], "number": 1, "count": 4, "label": "shard-1-of-4"}}
+    (reports / "import-fake-shard-1-of-4.json").write_text(json.dumps(other))
+    with pytest.raises(UsageError, match=r"reports of 2 different jobs: .*\(dump \w+, 3 shards\); .*4 shards"):
+        merge([reports])
+    assert merge([reports], count=3).problems == []
 
     # Not a shard report anywhere: a usage error naming the folder.
     empty = tmp_path / "empty"
