@@ -303,8 +303,11 @@ class DumpWriter:
         if root.exists() and not root.is_dir():
             msg = f"{root} exists and is not a folder"
             raise UsageError(msg)
+        # What a shard starting at the same moment may have made already (its locks, its staging
+        # folder, the manifest being written under a temporary name) does not make the folder foreign.
         own = {self.layout.lock_file.name, self.layout.locks_dir.name, self.layout.staging_dir.name}
-        if (root.exists() and any(p.name not in own for p in root.iterdir())
+        tmp = f".{self.layout.manifest.name}.tmp-"
+        if (root.exists() and any(p.name not in own and not p.name.startswith(tmp) for p in root.iterdir())
                 and not self.layout.manifest.exists()):
             msg = f"{root} is a non-empty folder that is not a neptune-migrate dump; choose another --out"
             raise UsageError(msg)

@@ -350,6 +350,50 @@ def _digests(dump: Path) -> dict[str, str]:
     return {d.name: json.loads((d / "run.json").read_text())["digest"] for d in sorted((dump / "runs").iterdir())}
 
 
+def test_three_shard_threads_export_into_one_new_dump_at_once(tmp_path: Path) -> None:
+    """The default-run case of the one below, in threads (each writer has its own lock descriptors, so
+    the flocks exclude each other as between processes): one manifest, every shard's entry, the runs
+    and digests of one unsharded export."""
+    import threading
+
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.pipeline.export import export_runs
+    from neptune_migrate.sources import load_source
+    from neptune_migrate.sources.base import RunSelection, SourceOptions
+
+    source = _exporter_source(tmp_path / "source", copies=3)
+
+    def export(out: Path, shard: Shard | None) -> None:
+        with DumpWriter(out, shard.label if shard else None) as writer:
+            export_runs(load_source("neptune-exporter", SourceOptions(path=source)), writer, RunSelection(),
+                        location=str(source), source_root=source, shard=shard)
+
+    export(tmp_path / "whole", None)
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def shard_export(n: int) -> None:
+        try:
+            start.wait()
+            export(tmp_path / "sharded", Shard(n, 3))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shard_export, args=(n,)) for n in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert len(_digests(tmp_path / "whole")) == 6
+    assert _digests(tmp_path / "sharded") == _digests(tmp_path / "whole")
+    manifest = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
+    assert sorted(e["shard"] for e in manifest["exports"]) == ["shard-1-of-3", "shard-2-of-3", "shard-3-of-3"]
+    assert sum(e["counts"]["exported"] for e in manifest["exports"]) == 6
+    assert manifest["source_roots"] == [str(source)]
+
+
+@pytest.mark.slow  # default run: test_three_shard_threads_export_into_one_new_dump_at_once
 def test_three_shards_export_into_one_new_dump_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Shards creating and filling one dump at the same time: one manifest (one dump id, every shard's
     export entry, one source root), the same runs with the same digests as one unsharded export."""
