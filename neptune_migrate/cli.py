@@ -218,6 +218,45 @@ StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Also exit 1 when items are not in the source any more (warnings).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable summary (JSON) on stdout.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", metavar="K/N",
+                 help="Only shard K of N (K from 1) of the runs, by a stable hash of the run key (forks with "
+                 "their root); auto/N: K from JOB_COMPLETION_INDEX (Kubernetes Indexed Job); auto: K and N "
+                 "from the Slurm array. See docs/scale-out.md."),
+]
+
+
+def _shard(spec: str | None) -> Any:
+    """`--shard` -> a `pipeline.shard.Shard` (None without the flag)."""
+    if spec is None:
+        return None
+    import os
+
+    from neptune_migrate.pipeline.shard import parse
+
+    return parse(spec, os.environ)
+
+
+def _shard_doc(shard: Any, reader: Any) -> dict[str, Any]:
+    """What a shard's report says about the shard and the dump (for `report merge`)."""
+    from neptune_migrate.pipeline.shard import report_facts
+
+    return report_facts(shard, reader)
+
+
+def _shard_path(path: Path | None, shard: Any) -> Path | None:
+    """A report path the user gave, made the shard's own (`v.json` -> `v.shard-2-of-8.json`): N shards
+    started with the same command line never write the same file."""
+    if path is None or shard is None:
+        return path
+    return path.with_name(f"{path.stem}.{shard.label}{path.suffix}")
+
+
+def _report_name(verb: str, shard: Any, *parts: str) -> str:
+    """`<verb>[-<parts>][-shard-K-of-N]-<stamp>.json`: shards never write the same report file."""
+    label = [shard.label] if shard is not None else []
+    return "-".join([verb, *parts, *label, _stamp()]) + ".json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +536,7 @@ def export_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
     config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
     profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
@@ -542,6 +582,8 @@ def export_cmd(
     if live:
         selection = replace(selection, projects=tuple(dict.fromkeys([*projects, *selection.projects])))
     layout = DumpLayout(out)
+    shard = _shard(shard_spec)
+    report = _shard_path(report, shard)
     options = SourceOptions(
         path=path if path is not None else Path(),
         project=(",".join(projects) or None) if live else (projects[0] if projects else None),
@@ -596,21 +638,23 @@ def export_cmd(
             f" points={outcome.points} files={outcome.files}{_esc(extra + msg)}"
         )
 
-    with DumpWriter(out) as writer:
+    with DumpWriter(out, shard.label if shard is not None else None) as writer:
         summary = export_runs(
             source, writer, selection,
             location=str(getattr(source, "location", from_)) if path is None else str(path.resolve()),
-            force=force, on_run=on_run, source_root=path,
+            force=force, on_run=on_run, source_root=path, shard=shard,
         )
         if live and not summary.count("failed"):
             from neptune_migrate.pipeline import watermark
 
             watermark.record(writer.layout, writer.manifest, mark_id, listed_at, len(summary.runs))
         doc = summary.to_json()
+        if shard is not None:
+            doc["shard"] = shard.to_json()
         reports = writer.layout.reports_dir
         reports.mkdir(exist_ok=True)
         text = json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n"
-        report_path = reports / f"export-{_stamp()}.json"
+        report_path = reports / _report_name("export", shard)
         report_path.write_text(text, encoding="utf-8")
         if report is not None:
             _write_report(report, text)
@@ -864,7 +908,7 @@ def _print_import_summary(report: Any, doc: dict[str, Any]) -> None:
         console.print(f"estimated time: ~{seconds:,.0f} s (single worker); nothing was written")
 
 
-def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_run: bool) -> Any:
+def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_run: bool, shard: Any = None) -> Any:
     """The import lock of (dump, destination target); a dry run writes nothing, so takes none."""
     import contextlib
 
@@ -880,7 +924,7 @@ def _import_lock(layout: Any, destination: Any, timeout: float | None, *, dry_ru
         limit = "" if timeout is None else f" (at most {timeout:g} s)"
         console.print(f"waiting for the import lock held by {escape(holder.describe())}{limit}", soft_wrap=True)
 
-    return import_lock(layout, destination, timeout=timeout, on_wait=on_wait)
+    return import_lock(layout, destination, timeout=timeout, on_wait=on_wait, shard=shard)
 
 
 @app.command("import")
@@ -926,6 +970,7 @@ def import_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
     config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
     profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
@@ -944,7 +989,9 @@ def import_cmd(
         raise UsageError(msg)
     from dataclasses import replace
 
-    options = replace(options, retry=replace(options.retry, max_outage=max_outage))
+    shard = _shard(shard_spec)
+    report = _shard_path(report, shard)
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
     if lock_timeout is not None and lock_timeout < 0:
@@ -953,8 +1000,8 @@ def import_cmd(
     progress = _Progress(dry_run=dry_run)
     try:
         destination.check()  # before the lock file: an unreachable destination leaves no trace in the dump
-        ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe())
-        with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run), progress:
+        ledger = None if dry_run else Ledger(reader.layout, destination.name, destination.describe(), shard)
+        with _import_lock(reader.layout, destination, lock_timeout, dry_run=dry_run, shard=shard), progress:
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
     except KeyboardInterrupt:
         what = ("nothing was written" if dry_run else
@@ -964,11 +1011,13 @@ def import_cmd(
     finally:
         destination.close()
     doc = result.to_json()
+    if shard is not None:
+        doc["shard"] = _shard_doc(shard, reader)
     text = json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n"
     report_path: Path | None = report
     if not dry_run:
         reader.layout.reports_dir.mkdir(exist_ok=True)
-        report_path = reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json"
+        report_path = reader.layout.reports_dir / _report_name("import", shard, destination.name)
         report_path.write_text(text, encoding="utf-8")
     if report is not None:
         _write_report(report, text)
@@ -1053,6 +1102,7 @@ def verify_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
     config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
     profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
@@ -1069,11 +1119,16 @@ def verify_cmd(
     reader = DumpReader(dump)
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     options = _import_options(selection, _attribute_regex(attributes), step_policy, 1, dry_run=True)
+    shard = _shard(shard_spec)
+    report, html_report = _shard_path(report, shard), _shard_path(html_report, shard)
+    from dataclasses import replace
+
+    options = replace(options, shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
     from neptune_migrate.pipeline.lock import running_import
 
-    holder = running_import(reader.layout, destination)
+    holder = running_import(reader.layout, destination, shard)
     if holder is not None:
         console.print(f"[yellow]warning:[/] an import into this destination is running ({_esc(holder.describe())}): "
                       "runs it has not finished yet show as missing or incomplete", soft_wrap=True)
@@ -1093,10 +1148,14 @@ def verify_cmd(
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         destination.close()
-    stamp = _stamp()
-    json_path = report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
-    html_path = html_report or reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
+    name = _report_name("verify", shard, destination.name)
+    json_path = report or reader.layout.reports_dir / name
+    html_path = html_report or reader.layout.reports_dir / name.replace(".json", ".html")
     write_json(result, json_path)
+    if shard is not None:  # the shard's facts for `report merge`, beside the report's own fields
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        doc["shard"] = _shard_doc(shard, reader)
+        json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         write_html(result, html_path)
     except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
@@ -1191,6 +1250,7 @@ def run_cmd(
     tag: TagOpt = None,
     created_after: AfterOpt = None,
     created_before: BeforeOpt = None,
+    shard_spec: ShardOpt = None,
     verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
     config: ConfigOpt = None,  # noqa: ARG001 - applied by its callback
     profile: ProfileOpt = None,  # noqa: ARG001 - applied by its callback
@@ -1212,7 +1272,8 @@ def run_cmd(
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
     options = _import_options(selection, _attribute_regex(attributes), step_policy, workers, dry_run=dry_run,
                               on_conflict=on_conflict)
-    options = replace(options, retry=replace(options.retry, max_outage=max_outage))
+    shard = _shard(shard_spec)
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
     source_options = SourceOptions(path=source, project=project, path_map=PathMap.parse(path_map or []),
                                    files_path=files_path, include_previews=include_previews,
                                    include_incomplete=include_incomplete)
@@ -1226,9 +1287,10 @@ def run_cmd(
         if dry_run:
             outcome = _run_plan(from_, source_options, selection, dump_path, destination, options, mode, summary)
         else:
-            outcome = _run_export(from_, source_options, selection, dump_path, summary)
+            outcome = _run_export(from_, source_options, selection, dump_path, summary, shard)
             phase = "import"
-            outcome = _merge_outcomes(outcome, _run_import(dump_path, destination, options, lock_timeout, summary))
+            outcome = _merge_outcomes(outcome, _run_import(dump_path, destination, options, lock_timeout, summary,
+                                                           shard))
             phase = "verify"
             outcome = _merge_outcomes(outcome, _run_verify(dump_path, destination, options, mode, summary))
     except KeyboardInterrupt:
@@ -1250,7 +1312,8 @@ def _merge_outcomes(a: Outcome, b: Outcome) -> Outcome:
                    conflicts=a.conflicts + b.conflicts, dry_run=a.dry_run or b.dry_run)
 
 
-def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path, summary: Any) -> Outcome:
+def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path, summary: Any,
+                shard: Any = None) -> Outcome:
     """The export phase: `export_runs` into the dump (complete, unchanged runs are skipped)."""
     from neptune_migrate.console import console
     from neptune_migrate.dump.writer import DumpWriter
@@ -1266,12 +1329,14 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
             console.print(f"[{style}]{outcome.status:>8}[/] {_esc(outcome.key)} points={outcome.points} "
                           f"files={outcome.files}{_esc(' ' + outcome.message if outcome.message else '')}")
 
-    with DumpWriter(dump_path) as writer:
+    with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
         result = export_runs(source, writer, selection, location=str(source_options.path.resolve()), on_run=on_run,
-                             source_root=source_options.path)
+                             source_root=source_options.path, shard=shard)
         doc = result.to_json()
+        if shard is not None:
+            doc["shard"] = shard.to_json()
         writer.layout.reports_dir.mkdir(exist_ok=True)
-        report_path = writer.layout.reports_dir / f"export-{_stamp()}.json"
+        report_path = writer.layout.reports_dir / _report_name("export", shard)
         report_path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
                                encoding="utf-8")
     for warning in result.warnings:
@@ -1284,7 +1349,8 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
                    problem_word="problem(s)")
 
 
-def _run_import(dump_path: Path, destination: Any, options: Any, lock_timeout: float | None, summary: Any) -> Outcome:
+def _run_import(dump_path: Path, destination: Any, options: Any, lock_timeout: float | None, summary: Any,
+                shard: Any = None) -> Outcome:
     """The import phase: `import_runs` under the import lock (complete runs are skipped, cut ones repaired)."""
     from neptune_migrate.console import console
     from neptune_migrate.dump.reader import DumpReader
@@ -1294,16 +1360,18 @@ def _run_import(dump_path: Path, destination: Any, options: Any, lock_timeout: f
     reader = DumpReader(dump_path)
     console.print(f"== import: {_esc(dump_path)} -> {_esc(destination.describe())}", soft_wrap=True)
     progress = _Progress(dry_run=False)
-    ledger = Ledger(reader.layout, destination.name, destination.describe())
+    ledger = Ledger(reader.layout, destination.name, destination.describe(), shard)
     try:
-        with _import_lock(reader.layout, destination, lock_timeout, dry_run=False), progress:
+        with _import_lock(reader.layout, destination, lock_timeout, dry_run=False, shard=shard), progress:
             result = import_runs(reader, destination, options, ledger=ledger, progress=progress)
     except KeyboardInterrupt:
         progress.interrupted("finished runs are kept; a run cut short is repaired on the next run")
         raise
     doc = result.to_json()
+    if shard is not None:
+        doc["shard"] = _shard_doc(shard, reader)
     reader.layout.reports_dir.mkdir(exist_ok=True)
-    report_path = reader.layout.reports_dir / f"import-{destination.name}-{_stamp()}.json"
+    report_path = reader.layout.reports_dir / _report_name("import", shard, destination.name)
     report_path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
                            encoding="utf-8")
     _print_import_summary(result, doc)
@@ -1333,10 +1401,15 @@ def _run_verify(dump_path: Path, destination: Any, options: Any, mode: Any, summ
     with progress:
         result = verify_runs(reader, destination, VerifyOptions(import_options=replace(options, dry_run=True)),
                              progress=progress)
-    stamp = _stamp()
-    json_path = reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.json"
-    html_path = reader.layout.reports_dir / f"verify-{destination.name}-{stamp}.html"
+    shard = options.shard
+    name = _report_name("verify", shard, destination.name)
+    json_path = reader.layout.reports_dir / name
+    html_path = reader.layout.reports_dir / name.replace(".json", ".html")
     write_json(result, json_path)
+    if shard is not None:  # the shard's facts for `report merge`
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        doc["shard"] = _shard_doc(shard, reader)
+        json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         write_html(result, html_path)
     except Exception as exc:  # noqa: BLE001 - the JSON report is written; a plot must not hide the verdict
@@ -1576,6 +1649,72 @@ def config_show_cmd(
     for row in rows:
         table.add_row(*(_esc(c) for c in row))
     console.print(table)
+# report merge
+
+report_app = typer.Typer(help="Work with reports: merge the reports of the shards of one job.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge_cmd(
+    dirs: Annotated[list[Path], typer.Argument(
+        metavar="DIR...", help="Folders holding the shards' reports, or dumps (their _reports/ is read).")],
+    kind: Annotated[
+        str | None, typer.Option("--kind", **_choice(["import", "verify"]),
+                                 help="Which reports to merge (needed when the folders hold both).")
+    ] = None,
+    dump: Annotated[
+        Path | None, typer.Option("--dump", help="The dump the shards worked on (default: a DIR that is a dump); "
+                                  "every run of it must be in one shard's report.")
+    ] = None,
+    shard_count: Annotated[
+        int | None, typer.Option("--shard-count", metavar="N", help="Only reports of shards K/N with this N "
+                                 "(when the folders hold reports of jobs split differently).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the merged JSON report here "
+                                             "(default: merged-<kind>-<time>.json in the first folder).")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,  # noqa: ARG001 - applied by its callback
+) -> None:
+    """One import or verify report from the shards' reports; exit 1 when a shard is missing, a run
+    was handled by two shards or by none, or the merged report itself fails."""
+    from neptune_migrate.console import console
+    from neptune_migrate.pipeline.report_merge import merge, report_dirs
+
+    result = merge(dirs, kind=kind, dump=dump, count=shard_count)
+    doc = result.report
+    path = out or report_dirs(dirs[:1])[0] / f"merged-{result.kind}-{_stamp()}.json"
+    _write_report(path, json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n")
+    for shard in doc["shards"]:
+        style = {"ok": "green", "failed": "red", "missing": "red"}[shard["status"]]
+        detail = "" if shard["report"] is None else f" runs={shard['runs']} {_esc(shard['report'])}"
+        console.print(f"[{style}]{shard['status']:>8}[/] shard {shard['shard']}{detail}", soft_wrap=True)
+    for problem in result.problems:
+        console.print(f"[red]problem:[/] {_esc(problem)}", soft_wrap=True)
+    counts = ", ".join(f"{k} {v}" for k, v in doc.get("counts", {}).items())
+    console.print(f"merged {len(doc['shards'])} shard(s) of {result.kind} -> {_esc(doc.get('target'))}: "
+                  f"{len(doc.get('runs', []))} run(s); {counts}")
+    console.print(f"report: {_esc(path)}")
+    runs = doc.get("runs", [])
+    if result.kind == "import":
+        outcome = Outcome(
+            failed_runs=sum(1 for r in runs if r.get("status") in ("failed", "would_fail")),
+            categories=doc.get("categories", {}),
+            conflicts=sum(1 for r in runs if r.get("status") in ("conflict", "would_conflict")),
+            problems=len(result.problems), problem_word="coverage problem(s)",
+            dry_run=bool(doc.get("dry_run")))
+    else:
+        findings = sum(len(r.get("findings", [])) for r in runs)
+        outcome = Outcome(categories=doc.get("dump_losses", {}),
+                          incomplete_runs=sum(1 for r in runs if not r.get("source_complete", True)),
+                          problems=len(result.problems) + findings,
+                          problem_word="coverage problem(s) or finding(s)")
+    summary = None
+    if as_json:
+        summary = {"command": "report merge", "kind": result.kind, "report": str(path),
+                   "shards": doc["shards"], "problems": result.problems, "counts": doc.get("counts", {})}
+    _finish("report merge", outcome, strict=False, summary=summary)
 
 
 def main() -> None:

@@ -120,9 +120,24 @@ class DumpLayout:
         """`<destination>-<hash of target>`: the name of one destination target's ledger and import lock."""
         return f"{destination}-{hashlib.blake2b(target.encode(), digest_size=4).hexdigest()}"
 
-    def import_lock(self, destination: str, target: str) -> Path:
-        """`_locks/<destination>-<hash of target>.lock`: one import per dump and destination target."""
-        return self.locks_dir / f"{self.target_name(destination, target)}.lock"
+    def import_lock(self, destination: str, target: str, shard: str | None = None) -> Path:
+        """`_locks/<destination>-<hash of target>.lock`: one import per dump and destination target;
+        with `shard` (a label such as `shard-2-of-3`), `....<shard>.lock`: one import per shard."""
+        suffix = f".{shard}" if shard else ""
+        return self.locks_dir / f"{self.target_name(destination, target)}{suffix}.lock"
+
+    def export_lock(self, shard: str) -> Path:
+        """`_locks/export.<shard>.lock`: one export per shard of a dump written by several shards."""
+        return self.locks_dir / f"export.{shard}.lock"
+
+    @property
+    def manifest_lock(self) -> Path:
+        """`_locks/manifest.lock`: held while a writer reads, changes and replaces `manifest.json`."""
+        return self.locks_dir / "manifest.lock"
+
+    def shard_staging_dir(self, shard: str | None) -> Path:
+        """Where a writer stages runs: `.staging/`, or `.staging/<shard>/` for one shard's writer."""
+        return self.staging_dir / shard if shard else self.staging_dir
 
     def run_dir(self, key: RunKey) -> Path:
         return self.runs_dir / run_dir_name(key)
@@ -150,8 +165,10 @@ class DumpLayout:
         confine(self.real_root, run_dir.name, within="runs", what="run folder")
         return confine(self.real_root, "run.json", within=f"runs/{run_dir.name}", what="run record")
 
-    def ledger(self, destination: str) -> Path:
-        return self.ledger_dir / f"{destination}.jsonl"
+    def ledger(self, destination: str, shard: str | None = None) -> Path:
+        """`_ledger/<destination>.jsonl`, or `_ledger/<destination>.<shard>.jsonl` for one shard."""
+        suffix = f".{shard}" if shard else ""
+        return self.ledger_dir / f"{destination}{suffix}.jsonl"
 
 
 def fsync_dir(path: Path) -> None:

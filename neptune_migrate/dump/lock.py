@@ -43,9 +43,12 @@ class FileLock:
     """An exclusive lock on `path` (created if missing, never deleted: deleting a lock file while
     another process waits on it would let two processes in)."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, *, shared: bool = False) -> None:
         self.path = path
         self.what = what
+        self.shared = shared
+        """A shared lock: any number of shared holders at once, none while an exclusive one holds it
+        (shared holders do not write themselves into the file)."""
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
@@ -54,10 +57,13 @@ class FileLock:
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             return False
+        if self.shared:
+            self._fd = fd
+            return True
         info = {"pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "what": self.what}
         os.ftruncate(fd, 0)
@@ -89,8 +95,9 @@ class FileLock:
         """Release the lock (the file stays)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            if not self.shared:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
             os.close(fd)
 
     @contextlib.contextmanager

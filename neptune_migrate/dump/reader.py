@@ -259,7 +259,13 @@ class DumpReader:
         staging = self.layout.staging_dir
         if not staging.is_dir():
             return []
-        return sorted(d for d in staging.iterdir() if d.is_dir() and d.name != "blobs")
+        out: list[Path] = []
+        for d in staging.iterdir():
+            if d.is_dir() and d.name.startswith("shard-"):  # one shard's writer stages in its own folder
+                out.extend(e for e in d.iterdir() if e.is_dir() and e.name != "blobs")
+            elif d.is_dir() and d.name != "blobs":
+                out.append(d)
+        return sorted(out)
 
     def open_run(self, run_dir: Path) -> DumpRun:
         """One run; a refused one raises DumpFormatError naming the run and the file."""

@@ -137,7 +137,7 @@ class RunWriter:
     def __init__(self, dump: DumpWriter, key: RunKey) -> None:
         self.dump = dump
         self.key = key
-        self.staging = dump.layout.staging_dir / f"{dump.layout.run_dir(key).name}.{uuid.uuid4().hex[:8]}"
+        self.staging = dump.staging_dir / f"{dump.layout.run_dir(key).name}.{uuid.uuid4().hex[:8]}"
         self.staging.mkdir(parents=True)
         self._kinds: dict[SeriesKind, _KindWriter] = {}
         self._stats: dict[tuple[SeriesKind, str], _SeriesStats] = {}
@@ -270,11 +270,21 @@ class RunWriter:
 
 
 class DumpWriter:
-    """Opens (or creates) a dump for writing; one writer per dump at a time (a lock file)."""
+    """Opens (or creates) a dump for writing; one writer per dump at a time (a lock file).
 
-    def __init__(self, root: Path) -> None:
+    With `shard` (a label such as `shard-2-of-3`), one writer per shard: the dump's lock is taken
+    shared (the shards write at once; an unsharded writer waits for none of them and is refused
+    while any writes), the shard's own lock exclusively, runs are staged in `.staging/<shard>/`, and
+    every change to `manifest.json` is made under `_locks/manifest.lock` on a fresh read of it (one
+    manifest writer at a time: no shard's export entry or source root is lost).
+    """
+
+    def __init__(self, root: Path, shard: str | None = None) -> None:
         self.layout = DumpLayout(root)
-        self._lock = FileLock(self.layout.lock_file, "export")
+        self.shard = shard
+        self._lock = FileLock(self.layout.lock_file, "export" + (f" ({shard})" if shard else ""),
+                              shared=shard is not None)
+        self._shard_lock = None if shard is None else FileLock(self.layout.export_lock(shard), f"export ({shard})")
         self.manifest: Manifest
         self.source_root: int | None = None
         """Index in the manifest's `source_roots` of the folder the current export reads."""
@@ -293,7 +303,12 @@ class DumpWriter:
         if root.exists() and not root.is_dir():
             msg = f"{root} exists and is not a folder"
             raise UsageError(msg)
-        if root.exists() and any(root.iterdir()) and not self.layout.manifest.exists():
+        # What a shard starting at the same moment may have made already (its locks, its staging
+        # folder, the manifest being written under a temporary name) does not make the folder foreign.
+        own = {self.layout.lock_file.name, self.layout.locks_dir.name, self.layout.staging_dir.name}
+        tmp = f".{self.layout.manifest.name}.tmp-"
+        if (root.exists() and any(p.name not in own and not p.name.startswith(tmp) for p in root.iterdir())
+                and not self.layout.manifest.exists()):
             msg = f"{root} is a non-empty folder that is not a neptune-migrate dump; choose another --out"
             raise UsageError(msg)
         root.mkdir(parents=True, exist_ok=True)
@@ -301,22 +316,50 @@ class DumpWriter:
             holder = read_holder(self.layout.lock_file).describe()
             msg = f"{root} is being written by another neptune-migrate process ({holder})"
             raise UsageError(msg)
-        if self.layout.manifest.exists():
-            self.manifest = read_manifest(self.layout)
-        else:
-            self.manifest = Manifest.new()
-            write_manifest(self.layout, self.manifest)
-        # Leftovers of a crashed writer: never committed, so never visible; remove them.
-        shutil.rmtree(self.layout.staging_dir, ignore_errors=True)
+        if self._shard_lock is not None:
+            self.layout.locks_dir.mkdir(exist_ok=True)
+            if not self._shard_lock.try_acquire():
+                self._lock.release()
+                holder = read_holder(self._shard_lock.path).describe()
+                msg = f"{root}: {self.shard} is being exported by another neptune-migrate process ({holder})"
+                raise UsageError(msg)
+        with self._manifest_lock():
+            if self.layout.manifest.exists():
+                self.manifest = read_manifest(self.layout)
+            else:
+                self.manifest = Manifest.new()
+                write_manifest(self.layout, self.manifest)
+        # Leftovers of a crashed writer (of this shard): never committed, so never visible; remove them.
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
         self.layout.runs_dir.mkdir(exist_ok=True)
 
+    @property
+    def staging_dir(self) -> Path:
+        """Where this writer stages runs and blobs (its own folder when it writes one shard)."""
+        return self.layout.shard_staging_dir(self.shard)
+
+    @contextlib.contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        """Hold `_locks/manifest.lock` (only shards share a dump; an unsharded writer is alone)."""
+        if self.shard is None:
+            yield
+            return
+        self.layout.locks_dir.mkdir(exist_ok=True)
+        with FileLock(self.layout.manifest_lock, f"manifest ({self.shard})").holding():
+            yield
+
     def close(self) -> None:
+        if self._shard_lock is not None:
+            self._shard_lock.release()
         self._lock.release()
 
     def record_export(self, entry: dict[str, Any]) -> None:
         """Append one export's summary to the manifest."""
-        self.manifest.exports.append(entry)
-        write_manifest(self.layout, self.manifest)
+        with self._manifest_lock():
+            if self.shard is not None:
+                self.manifest = read_manifest(self.layout)
+            self.manifest.exports.append(entry)
+            write_manifest(self.layout, self.manifest)
 
     def is_committed(self, key: RunKey) -> bool:
         """True when the run is in the dump and all its parts still match their checksums."""
@@ -345,10 +388,13 @@ class DumpWriter:
         Returns its index in the manifest's `source_roots` (format 1.2); every run committed afterwards
         carries it as `source_root`.
         """
-        roots = self.manifest.extra.setdefault("source_roots", [])
-        if root not in roots:
-            roots.append(root)
-            write_manifest(self.layout, self.manifest)
+        with self._manifest_lock():
+            if self.shard is not None:
+                self.manifest = read_manifest(self.layout)
+            roots = self.manifest.extra.setdefault("source_roots", [])
+            if root not in roots:
+                roots.append(root)
+                write_manifest(self.layout, self.manifest)
         self.source_root = roots.index(root)
         return self.source_root
 
@@ -366,7 +412,7 @@ class DumpWriter:
         target = self.layout.run_dir(key)
         old: Path | None = None
         if target.exists():
-            old = self.layout.staging_dir / f"{target.name}.old-{uuid.uuid4().hex[:8]}"
+            old = self.staging_dir / f"{target.name}.old-{uuid.uuid4().hex[:8]}"
             target.rename(old)
         staging.rename(target)
         fsync_dir(self.layout.runs_dir)
@@ -375,7 +421,7 @@ class DumpWriter:
 
     def store_stream(self, fh: IO[bytes]) -> tuple[str, int]:
         """Copy a stream into the blob store under its sha256; idempotent."""
-        tmp_dir = self.layout.staging_dir / "blobs"
+        tmp_dir = self.staging_dir / "blobs"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / uuid.uuid4().hex
         h = hashlib.sha256()

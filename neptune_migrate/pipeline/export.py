@@ -14,6 +14,7 @@ from typing import Any
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
 from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
+from neptune_migrate.pipeline.shard import Shard, source_owner_keys
 from neptune_migrate.sources.base import RunSelection, ServerSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,14 @@ def export_runs(
     force: bool = False,
     on_run: Callable[[RunOutcome], None] | None = None,
     source_root: Path | None = None,
+    shard: Shard | None = None,
 ) -> ExportSummary:
     """Export every selected run; complete runs already in the dump are skipped unless `force`.
 
     A run already in the dump is exported again (without `--force`) when the source holds another copy
     of it (its content fingerprint differs) or when the dump's copy misses files: the more complete copy
     is kept and the outcome says which. Local paths under `source_root` are stored relative to it.
+    With `shard`, only the runs of that shard are read (see `pipeline.shard`).
     """
     summary = ExportSummary(
         source=source.name,
@@ -184,6 +187,9 @@ def export_runs(
     if isinstance(source, ServerSelection):
         source.select(selection)
     keys: list[RunKey] = list(source.list_runs())
+    if shard is not None:  # the other shards' runs are not this export's: not even "filtered"
+        owners = source_owner_keys(source, keys)
+        keys = [k for k in keys if shard.owns(owners[k])]
     summary.warnings.extend(source.warnings())
     root: str | None = None
     if source_root is not None:
@@ -197,6 +203,7 @@ def export_runs(
     summary.warnings.extend(w for w in source.warnings() if w not in summary.warnings)
     summary.finished_at = datetime.now(timezone.utc).isoformat()
     writer.record_export({
+        **({"shard": shard.label} if shard is not None else {}),
         "source": summary.source,
         "location": summary.location,
         "started_at": summary.started_at,

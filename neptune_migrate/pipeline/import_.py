@@ -43,6 +43,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
+from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName, plan_run
 from neptune_migrate.retry import RetryPolicy
 from neptune_migrate.sources.base import RunSelection
@@ -68,7 +69,8 @@ class ImportOptions:
     on_conflict: OnConflict = "fail"
     """A destination run imported from another dump: `fail` (report it, exit 1), `skip` (leave
     it), `replace` (discard it and import this dump's run)."""
-
+    shard: Shard | None = None
+    """Only the runs of this shard (`--shard K/N`); None: every run."""
 
 
 @dataclass
@@ -413,7 +415,7 @@ def import_runs(
         report.store = dest.prepare_store()
     runs: list[DumpRun] = []
     refused: list[RunResult] = []
-    for run in reader.scan():
+    for run in owned_scan(reader.scan(), options.shard):
         if isinstance(run, RefusedRun):
             if run.key is not None and not options.selection.matches_key(run.key):
                 report.runs.append(RunResult(key=str(run.key), status="filtered"))
@@ -432,7 +434,7 @@ def import_runs(
         if ledger is not None:
             ledger.append({"key": result.key, "status": "failed", "message": result.message})
     depth = _fork_depth(runs)
-    history = ledger or Ledger(reader.layout, destination.name, destination.describe())
+    history = ledger or Ledger(reader.layout, destination.name, destination.describe(), options.shard)
     ours = _ledger_runs(history)
     workers = max(1, options.workers) if destination.capabilities.parallel_runs else 1
     results: list[RunResult] = []

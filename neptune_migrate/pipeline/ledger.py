@@ -15,13 +15,15 @@ from typing import Any
 
 from neptune_migrate.dump.layout import DumpLayout
 from neptune_migrate.errors import redact_obj
+from neptune_migrate.pipeline.shard import Shard
 
 
 class Ledger:
-    """`<dump>/_ledger/<destination>-<hash of target>.jsonl`; one line per finished run."""
+    """`<dump>/_ledger/<destination>-<hash of target>.jsonl` (`....<shard>.jsonl` for one shard: shards
+    never write the same file); one line per finished run."""
 
-    def __init__(self, layout: DumpLayout, destination: str, target: str) -> None:
-        self.path: Path = layout.ledger(layout.target_name(destination, target))
+    def __init__(self, layout: DumpLayout, destination: str, target: str, shard: Shard | None = None) -> None:
+        self.path: Path = layout.ledger(layout.target_name(destination, target), shard.label if shard else None)
         self._lock = threading.Lock()
 
     def append(self, entry: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, Refuse
 from neptune_migrate.errors import UsageError, one_line, redact
 from neptune_migrate.model import DestinationRunId, LossCategory, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
+from neptune_migrate.pipeline.shard import owned_scan
 from neptune_migrate.verify.compare import compare_series, compare_snapshots
 from neptune_migrate.verify.findings import FINDING_KINDS, Finding
 
@@ -213,7 +214,7 @@ def verify_runs(
     )
     rng = random.Random(options.seed)
     runs: list[DumpRun] = []
-    for run in reader.scan():
+    for run in owned_scan(reader.scan(), options.import_options.shard):
         if isinstance(run, RefusedRun):
             if run.key is None or options.import_options.selection.matches_key(run.key):
                 p = run.problem
