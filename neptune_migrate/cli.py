@@ -572,9 +572,9 @@ def export_cmd(
         if len(projects) > 1:
             msg = f"--project is given {len(projects)} times; --from {from_} takes one workspace/project"
             raise UsageError(msg)
+        # --api-token is not refused here: a settings profile may hold one for its live sources.
         live_flags = [flag for flag, used in (("--since-last", since_last), ("--dry-run", dry_run),
-                                              ("--workspace", workspace is not None),
-                                              ("--api-token", api_token is not None)) if used]
+                                              ("--workspace", workspace is not None)) if used]
         if live_flags:
             msg = f"{', '.join(live_flags)}: only for live sources ({', '.join(LIVE_SOURCES)})"
             raise UsageError(msg)

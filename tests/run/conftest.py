@@ -124,8 +124,7 @@ def store_contents(uri: str) -> dict[str, Any]:
 
 
 def _volatile(tag: str) -> bool:
-    return tag in ("neptune_migrate.origin", "neptune_migrate.imported_at", "neptune_migrate.claim",
-                   "neptune_migrate.heartbeat", "mlflow.parentRunId")
+    return tag in ("nm.origin", "nm.imported_at", "nm.claim", "nm.heartbeat", "mlflow.parentRunId")
 
 
 def run_args(source: Path, dump: Path, store: str, *extra: str) -> list[str]:

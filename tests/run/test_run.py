@@ -55,6 +55,24 @@ def test_run_again_redoes_nothing(nm: Runner, reference: tuple[Path, str, dict[s
     assert store_contents(store) == before
 
 
+def test_two_shards_of_run_move_together_what_one_run_moves(
+    nm: Runner, reference: tuple[Path, str, dict[str, Any]], generated_source: Path, store: str, tmp_path: Path
+) -> None:
+    _, reference_store, _ = reference
+    dump = tmp_path / "dump"
+    docs = [_summary(nm(*run_args(generated_source, dump, store, "--json", "--shard", f"{k}/2"), rc=0).stdout)
+            for k in (1, 2)]
+    exported = [d["by_phase"]["export"]["counts"]["exported"] for d in docs]
+    imported = [d["by_phase"]["import"]["counts"].get("created", 0) for d in docs]
+    verified = [d["by_phase"]["verify"]["counts"] for d in docs]
+    assert sum(exported) == sum(imported) == RUNS and all(exported), (exported, imported)
+    assert [v["runs"] for v in verified] == exported and all(v["matching"] == v["runs"] for v in verified)
+    reports = sorted(p.name for p in (dump / "_reports").iterdir())
+    assert sum(".shard-1-of-2" in r or "shard-1-of-2" in r for r in reports) >= 3  # export, import, verify
+    assert sum("shard-2-of-2" in r for r in reports) >= 3
+    assert store_contents(store) == store_contents(reference_store)
+
+
 def test_dry_run_plans_three_steps_and_writes_nothing(nm: Runner, generated_source: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
