@@ -60,6 +60,31 @@ FIXTURE_SOURCES: list[tuple[str, str, str, dict[str, object]]] = [
 ]
 
 
+FIXTURES_EVERYWHERE = frozenset({"exporter-neptune3", "scale-offline", "offline-neptune1"})
+"""One fixture per source form: the default run takes these through every destination and backend.
+Every fixture goes through the MLflow SQLite store in the default run; the other fixtures through
+the MLflow server, Aim and W&B are `slow` (the same mapping code, a different fixture)."""
+
+_EVERY_FIXTURE_TESTS = {
+    "test_every_fixture_imports_verifies_and_reimports_as_a_no_op",  # mlflow (sqlite, server), aim
+    "test_fixture_imports_and_verifies",  # wandb
+    "test_fixtures_through_a_remote_aim_server_verify",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` the every-fixture cases outside `FIXTURES_EVERYWHERE` except on the MLflow SQLite store."""
+    for item in items:
+        if getattr(item, "originalname", None) not in _EVERY_FIXTURE_TESTS:
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        fixture = params.get("fixture", params.get("name"))
+        if fixture in FIXTURES_EVERYWHERE or params.get("mlflow_backend") == "sqlite":
+            continue
+        item.add_marker(pytest.mark.slow)
+
+
 def export_fixture(name: str, out: Path) -> Path:
     """Export one fixture (by FIXTURE_SOURCES name) into `out` with the real source; return `out`."""
     from neptune_migrate.dump.writer import DumpWriter
