@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -17,7 +18,13 @@ from neptune_migrate.dump.reader import DumpProblem, DumpReader, DumpRun, Refuse
 from neptune_migrate.errors import UsageError, one_line, redact
 from neptune_migrate.model import DestinationRunId, LossCategory, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
-from neptune_migrate.verify.compare import compare_series, compare_snapshots
+from neptune_migrate.verify.compare import (
+    NotStepOrderedError,
+    compare_series,
+    compare_series_chunks,
+    compare_snapshots,
+    step_groups,
+)
 from neptune_migrate.verify.findings import FINDING_KINDS, Finding
 
 log = logging.getLogger(__name__)
@@ -133,6 +140,22 @@ class VerifyReport:
                 for r in self.runs
             ],
         }
+
+
+def expected_chunks(
+    reader: DumpReader, run: DumpRun, prep: Prepared, destination: Destination, kind: SeriesKind, path: str
+) -> Iterator[pa.Table]:
+    """The dump's points of one series as the destination should hold them, in step windows.
+
+    Streamed from the dump batch by batch; every point of a destination step is in one window,
+    so `expected_series` (which may de-duplicate a step's identical points) sees what it would
+    see on the whole series. Raises `NotStepOrderedError` when the dump's series is not stored
+    in step order (then `expected_points` reads it whole).
+    """
+    converted = (convert_chunk(t, kind, prep, reader, destination)
+                 for t in reader.iter_points(run, kind, paths=[path]))
+    for window in step_groups(converted, "dest_step"):
+        yield destination.expected_series(kind, window)
 
 
 def expected_points(
@@ -267,36 +290,80 @@ def _verify_series(
             continue
         dest_key = prepared.key_map.get(info.path, info.path)
         item = f"series:{info.kind}:{dest_key}"
+        want_plot = info.kind == "float" and plotted < options.plots
+        plot = _PlotTap(result.key, item, info.count) if want_plot else None
         try:
-            expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
-            actual = dest.read_series(run_id, info.kind, dest_key)
+            try:
+                findings, points = compare_series_chunks(
+                    result.key, item,
+                    _tap(expected_chunks(reader, run, prep, dest.inner, info.kind, info.path), plot, "expected"),
+                    _tap(_pages(dest, run_id, info.kind, dest_key), plot, "actual"))
+            except NotStepOrderedError:
+                # Out of step order on one side (rare: steps logged back in time, or a store that
+                # pages by timestamp): compare this series whole, as sorted tables.
+                log.debug("%s %s: not step-ordered, compared whole", result.key, item)
+                plot = _PlotTap(result.key, item, info.count) if want_plot else None
+                expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
+                actual = dest.read_series(run_id, info.kind, dest_key)
+                if "step" not in actual.column_names and actual.num_rows == 0:
+                    actual = expected.slice(0, 0)
+                findings, points = compare_series(result.key, item, expected, actual)
+                if plot is not None:
+                    plot.add("expected", expected)
+                    plot.add("actual", actual)
         except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
             result.findings.append(Finding(result.key, "error", item, detail=redact(one_line(exc))))
             continue
-        if expected.num_rows == 0 and actual.num_rows == 0:
-            result.series_compared += 1
-            continue
-        if "step" not in actual.column_names and actual.num_rows == 0:
-            actual = expected.slice(0, 0)
-        findings, points = compare_series(result.key, item, expected, actual)
         result.findings.extend(findings)
         result.series_compared += 1
         result.points_compared += points
-        if info.kind == "float" and plotted < options.plots and expected.num_rows:
-            plot = _plot_data(result.key, item, expected, actual)
-            if any(math.isfinite(v) for v in plot.expected_values):
-                plotted += 1
-                report.plots.append(plot)
+        if plot is not None and any(math.isfinite(v) for v in plot.data.expected_values):
+            plotted += 1
+            report.plots.append(plot.data)
 
 
-def _plot_data(run: str, item: str, expected: pa.Table, actual: pa.Table) -> PlotData:
-    def cols(t: pa.Table) -> tuple[list[float], list[float]]:
-        if t.num_rows == 0 or "value" not in t.column_names:
-            return [], []
-        step = [float(s) for s in t.column("step").to_pylist()]
-        val = [float("nan") if v is None else float(v) for v in t.column("value").to_pylist()]
-        return step, val
+PLOT_POINTS = 5_000
+"""Points per side kept for a series' plot (every k-th point of a longer series)."""
 
-    es, ev = cols(expected)
-    as_, av = cols(actual)
-    return PlotData(run, item, es, ev, as_, av)
+
+class _PlotTap:
+    """Keeps every k-th (step, value) of both sides of a series for the report's plot."""
+
+    def __init__(self, run: str, item: str, count: int) -> None:
+        self.data = PlotData(run, item, [], [], [], [])
+        self.stride = max(1, -(-count // PLOT_POINTS))
+        self.seen = {"expected": 0, "actual": 0}
+
+    def add(self, side: str, table: pa.Table) -> None:
+        if table.num_rows == 0 or "value" not in table.column_names or "step" not in table.column_names:
+            return
+        start = (-self.seen[side]) % self.stride
+        self.seen[side] += table.num_rows
+        picked = table.select(["step", "value"]).slice(start)
+        if self.stride > 1:
+            picked = picked.take(pa.array(range(0, picked.num_rows, self.stride), pa.int64()))
+        steps = [float(x) for x in picked.column("step").to_pylist()]
+        values = [float("nan") if v is None else float(v) for v in picked.column("value").to_pylist()]
+        if side == "expected":
+            self.data.expected_steps.extend(steps)
+            self.data.expected_values.extend(values)
+        else:
+            self.data.actual_steps.extend(steps)
+            self.data.actual_values.extend(values)
+
+
+def _tap(chunks: Iterator[pa.Table], plot: _PlotTap | None, side: str) -> Iterator[pa.Table]:
+    for table in chunks:
+        if plot is not None:
+            plot.add(side, table)
+        yield table
+
+
+def _pages(dest: RetryingDestination, run_id: DestinationRunId, kind: SeriesKind, key: str) -> Iterator[pa.Table]:
+    """A destination series page by page (each page read, and retried, on its own)."""
+    token: str | None = None
+    while True:
+        table, token = dest.read_series_page(run_id, kind, key, token)
+        yield table
+        if not token:
+            return
