@@ -106,17 +106,18 @@ def run_verb(code: Path, args: list[str]) -> dict[str, Any]:
     return out
 
 
-def measure(code: Path, source: Path, work: Path, phases: list[str]) -> dict[str, Any]:
+def measure(code: Path, source: Path, work: Path, phases: list[str], label: str) -> dict[str, Any]:
     dump = work / "dump"
     db = f"sqlite:///{work / 'mlflow.db'}"
     results: dict[str, Any] = {}
     for phase in phases:
         if phase == "export":
-            results[phase] = run_verb(code, ["export", str(source), "--from", "neptune-exporter", "--out", str(dump)])
+            out = dump if label == "this" else work / f"dump-{label}"  # a fresh dump: no resume skip
+            results[phase] = run_verb(code, ["export", str(source), "--from", "neptune-exporter", "--out", str(out)])
         elif phase == "import":
             results[phase] = run_verb(code, ["import", str(dump), "--to", "mlflow", "--tracking-uri", db])
         else:
-            report = work / "verify.json"
+            report = work / f"verify-{label}.json"
             results[phase] = run_verb(code, ["verify", str(dump), "--to", "mlflow", "--tracking-uri", db,
                                              "--report", str(report)])
             if report.is_file():
@@ -133,6 +134,8 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=10)
     parser.add_argument("--phases", default="export,import,verify")
     parser.add_argument("--baseline", type=Path, help="another checkout of neptune-migrate to measure too")
+    parser.add_argument("--baseline-phases", default="export,verify",
+                        help="phases the baseline runs, on this checkout's dump and store (default export,verify)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary work folder goes")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -147,10 +150,13 @@ def main() -> None:
     try:
         for points in sizes:
             source = build_exporter_file(work / f"src-{points}", points, args.series)
+            target = work / f"this-{points}"
+            target.mkdir()
             for label, code in codes.items():
-                target = work / f"{label}-{points}"
-                target.mkdir()
-                res = measure(code, source, target, phases)
+                # The baseline re-reads this checkout's dump and store (same inputs, fewer hours):
+                # with --baseline-phases verify it only runs verify against them.
+                todo = phases if label == "this" else [p for p in phases if p in args.baseline_phases.split(",")]
+                res = measure(code, source, target, todo, label)
                 row = {"points": points, "series": args.series, "code": label, **res}
                 table.append(row)
                 if args.json:
@@ -164,9 +170,9 @@ def main() -> None:
                     for p, r in res.items():
                         if r["rc"] != 0:
                             print(f"    {p} failed: {' / '.join(r.get('stderr_tail', []))}", flush=True)
-                shutil.rmtree(target / "dump", ignore_errors=True) if not args.keep else None
             if not args.keep:
                 shutil.rmtree(work / f"src-{points}", ignore_errors=True)
+                shutil.rmtree(target, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
