@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -110,3 +111,30 @@ def test_step_groups_keep_a_step_in_one_table() -> None:
     assert [g.column("step").to_pylist() for g in groups] == [[0], [1, 1, 1], [2, 2]]
     with pytest.raises(NotStepOrderedError):
         list(step_groups([t.slice(2, 1), t.slice(0, 1)]))
+
+
+def test_memory_stays_at_a_few_chunks_whatever_the_series_length() -> None:
+    """400k points per side stream through; Arrow never holds more than a few chunks of them."""
+    import numpy as np
+
+    chunk, total = 10_000, 400_000
+    base = pa.total_allocated_bytes()
+    peak = 0
+
+    def side(shift: int) -> Any:
+        nonlocal peak
+        for start in range(0, total, chunk):
+            steps = np.arange(start, start + chunk, dtype=np.int64)
+            values = steps / 3.0
+            if shift and start == 200_000:
+                values[7] = -1.0  # one differing point in the middle
+            yield pa.table({"step": steps, "timestamp": pa.array(T0 + steps).cast(pa.timestamp("ms", tz="UTC")),
+                            "value": values})
+            peak = max(peak, pa.total_allocated_bytes() - base)
+
+    findings, points = compare_series_chunks("r", "s", side(0), side(1))
+    assert points == total
+    assert [(f.kind, f.step, f.expected, f.actual) for f in findings] == [
+        ("differs", 200_007.0, f"value={200_007 / 3.0!r}", "value=-1.0")]
+    one_chunk = 3 * 8 * chunk
+    assert peak < 12 * one_chunk, (peak, one_chunk)  # the whole series is 40 chunks per side
