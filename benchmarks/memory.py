@@ -89,18 +89,19 @@ def build_exporter_file(root: Path, points: int, series: int) -> Path:
     return root / "data"
 
 
-def run_verb(code: Path, args: list[str]) -> dict[str, Any]:
+def run_verb(code: Path, args: list[str], cwd: Path) -> dict[str, Any]:
     """One CLI call in its own process: exit code, seconds, peak RSS (MiB)."""
     env = dict(os.environ, PYTHONPATH=str(code), NO_COLOR="1")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=code)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
-    out = {"rc": proc.returncode, "seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+    out: dict[str, Any] = {"rc": proc.returncode, "seconds": round(seconds, 2),
+                           "peak_rss_mib": round(usage.ru_maxrss / 1024)}
     if proc.returncode != 0:
         out["stderr_tail"] = err.decode(errors="replace").strip().splitlines()[-3:]
     return out
@@ -146,17 +147,18 @@ the figures were taken on (1M points: 75+ minutes); the seeded store holds the s
 verify, which reads it through MLflow's API, measures the same."""
 
 
-def seed_import(code: Path, dump: Path, db: str) -> dict[str, Any]:
+def seed_import(code: Path, dump: Path, db: str, cwd: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(code))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", SEED_SCRIPT, str(dump), db], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=code)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     rc = os.waitstatus_to_exitcode(status)
-    out = {"rc": rc, "seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024),
-           "seeded": True}
+    out: dict[str, Any] = {"rc": rc, "seconds": round(time.perf_counter() - start, 2),
+                           "peak_rss_mib": round(usage.ru_maxrss / 1024),
+                           "seeded": True}
     if rc != 0:
         out["stderr_tail"] = err.decode(errors="replace").strip().splitlines()[-3:]
     return out
@@ -169,15 +171,16 @@ def measure(code: Path, source: Path, work: Path, phases: list[str], label: str,
     for phase in phases:
         if phase == "export":
             out = dump if label == "this" else work / f"dump-{label}"  # a fresh dump: no resume skip
-            results[phase] = run_verb(code, ["export", str(source), "--from", "neptune-exporter", "--out", str(out)])
+            args = ["export", str(source), "--from", "neptune-exporter", "--out", str(out)]
+            results[phase] = run_verb(code, args, work)
         elif phase == "import" and mode == "seeded":
-            results[phase] = seed_import(code, dump, db)
+            results[phase] = seed_import(code, dump, db, work)
         elif phase == "import":
-            results[phase] = run_verb(code, ["import", str(dump), "--to", "mlflow", "--tracking-uri", db])
+            results[phase] = run_verb(code, ["import", str(dump), "--to", "mlflow", "--tracking-uri", db], work)
         else:
             report = work / f"verify-{label}.json"
             results[phase] = run_verb(code, ["verify", str(dump), "--to", "mlflow", "--tracking-uri", db,
-                                             "--report", str(report)])
+                                             "--report", str(report)], work)
             if report.is_file():
                 doc = json.loads(report.read_text())
                 results[phase]["ok"] = doc["ok"]
