@@ -288,6 +288,19 @@ class Destination(Protocol):
         """Read back one whole series: columns `step`, `timestamp`, `value` (kind-specific)."""
         ...
 
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        """One page of a series (columns as `read_series`) and the token of the next (None: last).
+
+        `token` None asks for the first page. Verify reads a series page by page and compares it
+        in step windows, so pages should come in step order (each page's steps >= the previous
+        page's): then memory stays flat. A page may be a whole series (a destination that cannot
+        page); pages out of step order make verify read the series whole with `read_series`.
+        Safe to call again after it raised (the retrier repeats one page).
+        """
+        ...
+
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         """Download one file for hashing; None when the destination cannot."""
         ...

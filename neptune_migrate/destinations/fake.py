@@ -230,6 +230,12 @@ class FakeDestination:
             return pa.table({})
         return pa.concat_tables(tables)
 
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        """The whole series as one page (this destination does not page)."""
+        return self.read_series(run_id, kind, key), None
+
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         data = self.runs[run_id].files.get(path)
         if data is None:

@@ -110,6 +110,11 @@ class RetryingDestination:
     def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
         return self._call("read_series", lambda: self.inner.read_series(run_id, kind, key))
 
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        return self._call("read_series_page", lambda: self.inner.read_series_page(run_id, kind, key, token))
+
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         return self._call("read_file", lambda: self.inner.read_file(run_id, path, into))
 

@@ -19,12 +19,14 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -239,10 +241,9 @@ def prepare_run(
             continue
         for table in reader.iter_points(run, kind, columns=["path", "step"],
                                         paths=None if wanted is None else sorted(kind_series)):
-            for path in table.column("path").unique().to_pylist():
+            for path, steps_of_path in _steps_by_path(table):
                 if path in kind_series:
-                    rows = table.filter(pc.equal(table.column("path"), path))
-                    kind_series[path].add(rows.column("step"))
+                    kind_series[path].add(steps_of_path)
         collectors.update({(kind, path): col for path, col in kind_series.items()})
     for (kind, path), plan in plan_run(collectors, options.step_policy).items():
         points += plan.points
@@ -285,6 +286,17 @@ def prepare_run(
                            import_digest=digest, origin=reader.manifest.origin, end_time=end)
     return Prepared(prepared, wanted, losses, keymap.renamed, keymap.collisions, step_changes, points, size,
                     plans)
+
+
+def _steps_by_path(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:
+    """Each path's steps in a batch, column-wise (one stable sort, not one filter per path)."""
+    encoded = table.column("path").combine_chunks().dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    steps = table.column("step").combine_chunks().take(pa.array(order))
+    bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(encoded.dictionary)))]
+    for i, path in enumerate(encoded.dictionary.to_pylist()):
+        yield path, steps.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
 
 
 def import_digest(
@@ -334,21 +346,29 @@ def convert_chunk(
         chunk = chunk.filter(pc.is_in(chunk.column("path"), value_set=pa.array(sorted(prepared.wanted), pa.string())))
     if chunk.num_rows == 0:
         return chunk
-    keys = []
-    dest_steps = []
-    pieces = []
-    for path in chunk.column("path").unique().to_pylist():
-        rows = chunk.filter(pc.equal(chunk.column("path"), path))
-        pieces.append(rows)
-        keys.append(pa.array([prepared.run.key_map.get(path, path)] * rows.num_rows, pa.string()))
-        plan = prepared.plans.get((kind, path))
-        if destination.capabilities.integer_steps_only and plan is not None:
-            dest_steps.append(plan.convert(rows.column("step")))
-        else:
-            dest_steps.append(rows.column("step").combine_chunks())
-    table = pa.concat_tables(pieces)
-    table = table.append_column("key", pa.chunked_array(keys, pa.string()))
-    table = table.append_column("dest_step", pa.chunked_array(dest_steps))
+    # Rows grouped by path (paths in order of first appearance, rows in input order), computed
+    # column-wise: one stable sort instead of a filter per path (a wide chunk holds 1,000 paths).
+    encoded = chunk.column("path").combine_chunks().dictionary_encode()
+    paths = encoded.dictionary.to_pylist()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    if len(paths) > 1:
+        chunk = chunk.take(pa.array(order))
+        codes = codes[order]
+    bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(paths)))]
+    dest_keys = np.array([prepared.run.key_map.get(path, path) for path in paths], dtype=object)
+    steps = chunk.column("step")
+    convert = destination.capabilities.integer_steps_only
+    plans = [prepared.plans.get((kind, path)) if convert else None for path in paths]
+    if all(plan is None for plan in plans):
+        dest_step: pa.Array | pa.ChunkedArray = steps
+    else:
+        pieces = [steps.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i])) for i in range(len(paths))]
+        converted = [piece if plan is None else plan.convert(piece) for piece, plan in zip(pieces, plans, strict=True)]
+        dest_step = pa.chunked_array([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+                                      for c in converted])
+    table = chunk.append_column("key", pa.array(dest_keys[codes], pa.string()))
+    table = table.append_column("dest_step", dest_step)
     if kind == "file":
         local = [None if sha is None else str(reader.blob_path(sha))
                  for sha in table.column("sha256").to_pylist()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -18,7 +19,13 @@ from neptune_migrate.errors import UsageError, one_line, redact
 from neptune_migrate.model import DestinationRunId, LossCategory, SeriesKind
 from neptune_migrate.pipeline.import_ import ImportOptions, Prepared, convert_chunk, link_parent, prepare_run
 from neptune_migrate.pipeline.shard import owned_scan
-from neptune_migrate.verify.compare import compare_series, compare_snapshots
+from neptune_migrate.verify.compare import (
+    NotStepOrderedError,
+    compare_series,
+    compare_series_chunks,
+    compare_snapshots,
+    step_groups,
+)
 from neptune_migrate.verify.findings import FINDING_KINDS, Finding
 
 log = logging.getLogger(__name__)
@@ -183,6 +190,22 @@ class VerifyReport:
         }
 
 
+def expected_chunks(
+    reader: DumpReader, run: DumpRun, prep: Prepared, destination: Destination, kind: SeriesKind, path: str
+) -> Iterator[pa.Table]:
+    """The dump's points of one series as the destination should hold them, in step windows.
+
+    Streamed from the dump batch by batch; every point of a destination step is in one window,
+    so `expected_series` (which may de-duplicate a step's identical points) sees what it would
+    see on the whole series. Raises `NotStepOrderedError` when the dump's series is not stored
+    in step order (then `expected_points` reads it whole).
+    """
+    converted = (convert_chunk(t, kind, prep, reader, destination)
+                 for t in reader.iter_points(run, kind, paths=[path]))
+    for window in step_groups(converted, "dest_step"):
+        yield destination.expected_series(kind, window)
+
+
 def expected_points(
     reader: DumpReader, run: DumpRun, prep: Prepared, destination: Destination, kind: SeriesKind, path: str
 ) -> pa.Table:
@@ -327,25 +350,37 @@ def _verify_series(
             continue
         dest_key = prepared.key_map.get(info.path, info.path)
         item = f"series:{info.kind}:{dest_key}"
+        want_plot = options.plots is None or plotted < options.plots
+        plot = _PlotTap(result.key, item, info.count, values=info.kind == "float") if want_plot else None
         try:
-            expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
-            actual = dest.read_series(run_id, info.kind, dest_key)
+            try:
+                findings, points = compare_series_chunks(
+                    result.key, item,
+                    _tap(expected_chunks(reader, run, prep, dest.inner, info.kind, info.path), plot, "expected"),
+                    _tap(_pages(dest, run_id, info.kind, dest_key), plot, "actual"))
+            except NotStepOrderedError:
+                # Out of step order on one side (rare: steps logged back in time, or a store that
+                # pages by timestamp): compare this series whole, as sorted tables.
+                log.debug("%s %s: not step-ordered, compared whole", result.key, item)
+                plot = _PlotTap(result.key, item, info.count, values=info.kind == "float") if want_plot else None
+                expected = expected_points(reader, run, prep, dest.inner, info.kind, info.path)
+                actual = dest.read_series(run_id, info.kind, dest_key)
+                if "step" not in actual.column_names and actual.num_rows == 0:
+                    actual = expected.slice(0, 0)
+                findings, points = compare_series(result.key, item, expected, actual)
+                if plot is not None:
+                    plot.add("expected", expected)
+                    plot.add("actual", actual)
         except Exception as exc:  # noqa: BLE001 - recorded as an error finding; verify goes on
             result.findings.append(Finding(result.key, "error", item, detail=redact(one_line(exc))))
             continue
-        if expected.num_rows == 0 and actual.num_rows == 0:
-            result.series_compared += 1
-            continue
-        if "step" not in actual.column_names and actual.num_rows == 0:
-            actual = expected.slice(0, 0)
-        findings, points = compare_series(result.key, item, expected, actual)
         result.findings.extend(findings)
         result.series_compared += 1
         result.points_compared += points
         result.points_differing += _points_differing(findings)
-        if options.plots is None or plotted < options.plots:
+        if plot is not None:
             plotted += 1
-            report.plots.append(_plot_data(result.key, item, info.kind, expected, actual, findings))
+            report.plots.append(plot.data(info.kind, findings))
 
 
 _NOT_LISTED = " more point findings not listed"
@@ -378,27 +413,69 @@ def downsample(steps: list[float], values: list[float], buckets: int = PLOT_BUCK
     return [s for s, _ in out], [v for _, v in out]
 
 
-def _plot_data(run: str, item: str, kind: str, expected: pa.Table, actual: pa.Table,
-               findings: list[Finding]) -> PlotData:
-    def cols(t: pa.Table, values: bool) -> tuple[list[float], list[float]]:
-        if t.num_rows == 0 or "step" not in t.column_names:
-            return [], []
-        step = [float(s) for s in t.column("step").to_pylist()]
-        if values and "value" in t.column_names:
-            val = [float("nan") if v is None else float(v) for v in t.column("value").to_pylist()]
-        else:  # the plot shows where the points are
-            val = [0.0] * len(step)
-        order = sorted(range(len(step)), key=step.__getitem__)
-        return downsample([step[i] for i in order], [val[i] for i in order])
+PLOT_POINTS = 5_000
+"""Points per side kept while streaming a series for its plot (every k-th point of a longer series);
+`downsample` then draws at most 2 * PLOT_BUCKETS of them. The findings stay exact either way."""
 
-    values = kind == "float"
-    es, ev = cols(expected, values)
-    as_, av = cols(actual, values)
-    if values and not es and not as_:  # nothing finite (NaN/inf only)
-        values = False
-        es, ev = cols(expected, values)
-        as_, av = cols(actual, values)
-    diff_steps = sorted({f.step for f in findings if f.step is not None})
-    return PlotData(run, item, es, ev, as_, av, kind=kind, expected_count=expected.num_rows,
-                    actual_count=actual.num_rows, differs=bool(findings), diff_steps=diff_steps,
-                    positions_only=not values)
+
+class _PlotTap:
+    """Keeps every k-th (step, value) of both sides of a series as the chunks stream by, so a plot of
+    any series costs at most PLOT_POINTS points per side in memory."""
+
+    def __init__(self, run: str, item: str, count: int, *, values: bool) -> None:
+        self.run, self.item, self.values = run, item, values
+        self.stride = max(1, -(-count // PLOT_POINTS))
+        self.seen = {"expected": 0, "actual": 0}
+        self.steps: dict[str, list[float]] = {"expected": [], "actual": []}
+        self.vals: dict[str, list[float]] = {"expected": [], "actual": []}
+
+    def add(self, side: str, table: pa.Table) -> None:
+        if table.num_rows == 0 or "step" not in table.column_names:
+            return
+        start = (-self.seen[side]) % self.stride
+        self.seen[side] += table.num_rows
+        names = ["step", "value"] if self.values and "value" in table.column_names else ["step"]
+        picked = table.select(names).slice(start)
+        if self.stride > 1:
+            picked = picked.take(pa.array(range(0, picked.num_rows, self.stride), pa.int64()))
+        self.steps[side].extend(float(x) for x in picked.column("step").to_pylist())
+        if "value" in names:
+            self.vals[side].extend(float("nan") if v is None else float(v) for v in picked.column("value").to_pylist())
+        else:  # the plot shows where the points are
+            self.vals[side].extend([0.0] * picked.num_rows)
+
+    def data(self, kind: str, findings: list[Finding]) -> PlotData:
+        def curve(side: str, values: bool) -> tuple[list[float], list[float]]:
+            steps = self.steps[side]
+            vals = self.vals[side] if values else [0.0] * len(steps)
+            order = sorted(range(len(steps)), key=steps.__getitem__)
+            return downsample([steps[i] for i in order], [vals[i] for i in order])
+
+        values = self.values
+        es, ev = curve("expected", values)
+        as_, av = curve("actual", values)
+        if values and not es and not as_:  # nothing finite (NaN/inf only)
+            values = False
+            es, ev = curve("expected", values)
+            as_, av = curve("actual", values)
+        diff_steps = sorted({f.step for f in findings if f.step is not None})
+        return PlotData(self.run, self.item, es, ev, as_, av, kind=kind, expected_count=self.seen["expected"],
+                        actual_count=self.seen["actual"], differs=bool(findings), diff_steps=diff_steps,
+                        positions_only=not values)
+
+
+def _tap(chunks: Iterator[pa.Table], plot: _PlotTap | None, side: str) -> Iterator[pa.Table]:
+    for table in chunks:
+        if plot is not None:
+            plot.add(side, table)
+        yield table
+
+
+def _pages(dest: RetryingDestination, run_id: DestinationRunId, kind: SeriesKind, key: str) -> Iterator[pa.Table]:
+    """A destination series page by page (each page read, and retried, on its own)."""
+    token: str | None = None
+    while True:
+        table, token = dest.read_series_page(run_id, kind, key, token)
+        yield table
+        if not token:
+            return

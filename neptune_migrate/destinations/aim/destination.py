@@ -647,6 +647,12 @@ class AimDestination:
             "size": pa.array(out["size"], pa.int64()),
         })
 
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        """The whole series as one page (this destination does not page)."""
+        return self.read_series(run_id, kind, key), None
+
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         run = self._reader(run_id)
         artifact = run.artifacts.get(path)

@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+HISTORY_PAGE = 25_000
+"""Metric points per `get_metric_history` page read by verify (MLflow's own page size)."""
+
 HEARTBEAT_EVERY = 30.0
 """Seconds between two heartbeat tags of a run being written."""
 LEASE = 180.0
@@ -895,8 +898,7 @@ class MlflowDestination:
             extra=m.comparable_tags(tags),
         )
         for key in sorted(mrun.data.metrics):
-            history = self._req("get_metric_history", partial(self.client.get_metric_history, run_id, key))
-            snap.series[("float", key)] = len(history)
+            snap.series[("float", key)] = self._count_history(run_id, key)
         with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
             for kind, root in (*m.SERIES_DIRS.items(), ("file", m.FILE_SERIES_DIR)):
                 suffix = "/" + m.FILE_SERIES_INDEX if kind == "file" else ".jsonl"
@@ -931,6 +933,33 @@ class MlflowDestination:
             if kind == "file":
                 self._check_series_files(run_id, key, objects, Path(tmp))
         return m.jsonl_table(kind, objects)
+
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        """Metrics a page of `HISTORY_PAGE` points at a time (the store's own paging, ordered by
+        timestamp then step); other kinds whole, from their artifact."""
+        if kind != "float":
+            return self.read_series(run_id, kind, key), None
+        page = self._history_page(run_id, key, token)
+        table = m.float_table([h.step for h in page], [h.timestamp for h in page], [h.value for h in page])
+        return table, page.token
+
+    def _history_page(self, run_id: str, key: str, token: str | None) -> Any:
+        """One page of `get_metric_history` from the client's store (`MlflowClient` reads all pages)."""
+        store = self.client._tracking_client.store  # the paged read MlflowClient wraps
+        return self._req("get_metric_history", lambda: store.get_metric_history(
+            run_id, key, max_results=HISTORY_PAGE, page_token=token))
+
+    def _count_history(self, run_id: str, key: str) -> int:
+        """Points of a metric, counted page by page (memory of one page, not of the series)."""
+        count, token = 0, None
+        while True:
+            page = self._history_page(run_id, key, token)
+            count += len(page)
+            token = page.token
+            if not token:
+                return count
 
     def _check_series_files(self, run_id: str, key: str, objects: list[dict[str, Any]], tmp: Path) -> None:
         """Replace the index's sha256/size by what the stored artifacts really hold."""

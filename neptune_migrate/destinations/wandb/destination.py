@@ -468,7 +468,7 @@ class WandbDestination:
             key_col = floats.column("key").combine_chunks().dictionary_encode()
             names = key_col.dictionary.to_pylist()
             key_idx = key_col.indices.to_numpy()
-            keys = [names[i] for i in key_idx]
+            keys = np.array(names, dtype=object)[key_idx].tolist()
             values = floats.column("value").to_pylist()
             ts_col = floats.column("ts")
             ts_null = ts_col.is_null().to_numpy(zero_copy_only=False)
@@ -722,6 +722,12 @@ class WandbDestination:
                 return m.index_table(lines)
         points = m.history_points(self._logged(run_id).history, key)
         return m.history_table(kind, points)
+
+    def read_series_page(
+        self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
+    ) -> tuple[pa.Table, str | None]:
+        """The whole series as one page (this destination does not page)."""
+        return self.read_series(run_id, kind, key), None
 
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         files_dir = self._files_dir(run_id)
