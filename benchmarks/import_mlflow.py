@@ -1,7 +1,10 @@
-"""MLflow import benchmark: 1M float points through `import_runs` into a fresh SQLite store and into
-a real `mlflow server`, next to the raw `MlflowClient.log_batch` ceiling on the same backend.
+"""MLflow import benchmark: 1M float points through `import_runs` into a fresh SQLite store, a fresh
+PostgreSQL database and a real `mlflow server`, next to the raw `MlflowClient.log_batch` ceiling and
+(on the databases) the raw insert floor on the same backend.
 
     python benchmarks/import_mlflow.py                              # 1M points, wide, sqlite + server
+    python benchmarks/import_mlflow.py --backend sqlite,postgresql --lines raw,api,bulk,floor
+    python benchmarks/import_mlflow.py --backend sqlite,postgresql --lines bulk,floor --points 10000000
     python benchmarks/import_mlflow.py --backend sqlite
     python benchmarks/import_mlflow.py --backend server --points 200000 --server-workers 4
     python benchmarks/import_mlflow.py --json                       # one JSON line, for scripts
@@ -22,6 +25,17 @@ new SQLite backend, so neither line writes into a database the other one filled)
   conversion, `log_batch` per 1,000-row request, completion. The dump is written by the parent
   process beforehand (not timed, not in the child's RSS). Not timed either: importing mlflow and
   creating the store's schema (both happen before the clock starts, for both lines).
+
+- api: `ours` (the same; the name used with the lines below).
+- bulk: `import_runs` with `MlflowDestination(uri, bulk_mode="always")`: float points straight into
+  `metrics` + `latest_metrics` (SQLite executemany, PostgreSQL COPY), one transaction per 50,000;
+  then `verify_runs` of the same run (SQL read path), timed separately (`verify points/s`).
+- floor: `create_run`, then the same rows inserted straight into `metrics` by the driver, one
+  transaction per 50,000 rows, no `latest_metrics`, no dedup: SQLite `executemany`, PostgreSQL
+  `COPY metrics FROM STDIN`. Only the inserts are timed. The fastest the database takes these rows.
+
+PostgreSQL (`--backend postgresql`): a throw-away cluster (`initdb`, see tests/support/postgres.py)
+with PostgreSQL's default durability (fsync on), one fresh database per line.
 
 Afterwards each child reads its run back with SQL (count, sums of value/step/timestamp) and the
 parent checks that both lines stored exactly the same points.
@@ -102,13 +116,25 @@ def build_dump(root: Path, points: int, series: int) -> None:
                              provenance=Provenance("bench", "benchmarks/import_mlflow.py")))
 
 
-def stored(db: Path, run_id: str) -> dict[str, Any]:
+def stored(db: Path, run_id: str, uri: str = "") -> dict[str, Any]:
     """What the store holds for the run: row count and sums (to check both lines wrote the same)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-        rows, values, steps, stamps, keys = con.execute(
-            "select count(*), sum(value), sum(step), sum(timestamp), count(distinct key) "
-            "from metrics where run_uuid = ?", (run_id,)).fetchone()
-    return {"rows": rows, "value_sum": values, "step_sum": steps, "timestamp_sum": stamps, "keys": keys}
+    query = ("select count(*), sum(value), sum(step), sum(timestamp), count(distinct key) "
+             "from metrics where run_uuid = ?")
+    if uri.startswith("postgresql"):
+        from sqlalchemy import text
+
+        from neptune_migrate.destinations.mlflow.bulk import BulkStore
+
+        store = BulkStore.open(uri)
+        with store.engine.connect() as conn:
+            rows, values, steps, stamps, keys = conn.execute(text(query.replace("?", ":r")), {"r": run_id}).one()
+        store.close()
+        values = round(float(values), 3)
+    else:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows, values, steps, stamps, keys = con.execute(query, (run_id,)).fetchone()
+            values = round(float(values), 3)
+    return {"rows": rows, "value_sum": values, "step_sum": int(steps), "timestamp_sum": int(stamps), "keys": keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,13 +167,50 @@ def child_raw(uri: str, work: Path, points: int, series: int) -> dict[str, Any]:
     return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run_id}
 
 
-def child_ours(uri: str, work: Path, dump: Path) -> dict[str, Any]:
+def child_floor(uri: str, work: Path, points: int, series: int) -> dict[str, Any]:
+    """The same rows straight into `metrics` by the driver: the fastest the database takes them."""
+    from neptune_migrate.destinations.mlflow.bulk import POINTS_PER_TRANSACTION, BulkStore
+
+    client = _client(uri)
+    exp_id = client.create_experiment("bench-floor", artifact_location=(work / "artifacts").as_uri())
+    run_id = client.create_run(exp_id).info.run_id
+    store = BulkStore(client._tracking_client.store.engine, owned=False)
+    keys = [series_key(i) for i in range(series)]
+    seconds = cpu = 0.0
+    for start in range(0, points, POINTS_PER_TRANSACTION):
+        a = point_arrays(points, series, start, min(start + POINTS_PER_TRANSACTION, points))
+        rows = list(zip([keys[i] for i in a["series"].tolist()], a["value"].tolist(),
+                        (a["timestamp_us"] // 1000).tolist(), [run_id] * len(a["step"]), a["step"].tolist(),
+                        [False] * len(a["step"]), strict=True))
+        t0, c0 = time.perf_counter(), time.process_time()
+        with store.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            if store.dialect == "postgresql":
+                with raw.cursor() as cur, cur.copy(
+                        "COPY metrics (key, value, timestamp, run_uuid, step, is_nan) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                raw.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run_id}
+
+
+def _client(uri: str) -> Any:
+    from neptune_migrate.destinations.mlflow.destination import MlflowDestination
+
+    return MlflowDestination(uri).client
+
+
+def child_ours(uri: str, work: Path, dump: Path, bulk: str = "never") -> dict[str, Any]:
     from neptune_migrate.destinations.mlflow.destination import MlflowDestination
     from neptune_migrate.dump.reader import DumpReader
     from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
 
-    location = (work / "artifacts").as_uri() if uri.startswith("sqlite:") else None
-    dest = MlflowDestination(uri, artifact_location=location)
+    location = (work / "artifacts").as_uri() if not uri.startswith("http") else None
+    dest = MlflowDestination(uri, artifact_location=location, bulk_mode=bulk)
     dest.client.search_experiments(max_results=1)  # import mlflow, create the schema: not timed
     reader = DumpReader(dump)
     started, cpu = time.perf_counter(), time.process_time()
@@ -158,8 +221,19 @@ def child_ours(uri: str, work: Path, dump: Path) -> dict[str, Any]:
     if result.status != "created":
         msg = f"import failed: {result.status} {result.message}"
         raise RuntimeError(msg)
-    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": result.destination_run_id,
-            "requests": result.requests}
+    out: dict[str, Any] = {"seconds": seconds, "cpu_seconds": cpu, "run_id": result.destination_run_id,
+                           "requests": result.requests}
+    if bulk == "always":
+        from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
+
+        check = MlflowDestination(uri)
+        started = time.perf_counter()
+        verified = verify_runs(reader, check, VerifyOptions(import_options=ImportOptions()))
+        out["verify_seconds"] = time.perf_counter() - started
+        out["verify_ok"] = verified.ok
+        out["verify_points"] = verified.to_json()["totals"]["points_compared"]
+        check.close()
+    return out
 
 
 def child(which: str, uri: str, db: Path, points: int, series: int, dump: Path | None) -> None:
@@ -169,13 +243,15 @@ def child(which: str, uri: str, db: Path, points: int, series: int, dump: Path |
     try:
         if which == "raw":
             out = child_raw(uri, work, points, series)
+        elif which == "floor":
+            out = child_floor(uri, work, points, series)
         else:
             assert dump is not None
-            out = child_ours(uri, work, dump)
+            out = child_ours(uri, work, dump, "always" if which == "bulk" else "never")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["stored"] = stored(db, out["run_id"])
+    out["stored"] = stored(db, out["run_id"], uri)
     print(json.dumps(out))
 
 
@@ -232,12 +308,20 @@ def mlflow_server(root: Path, workers: int) -> Iterator[str]:
         log.close()
 
 
+_pg_count = iter(range(10**6))
+
+
 def measure(which: str, backend: str, points: int, series: int, dump: Path, work: Path,
-            workers: int) -> dict[str, Any]:
+            workers: int, pg: Any = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"{backend}-{which}-", dir=work))
     db = root / "mlflow.db"
     with contextlib.ExitStack() as stack:
-        uri = f"sqlite:///{db}" if backend == "sqlite" else stack.enter_context(mlflow_server(root, workers))
+        if backend == "sqlite":
+            uri = f"sqlite:///{db}"
+        elif backend == "postgresql":
+            uri = pg.create_db(f"bench_{which}_{next(_pg_count)}")
+        else:
+            uri = stack.enter_context(mlflow_server(root, workers))
         cmd = [sys.executable, __file__, "--child", which, uri, str(db), str(points), str(series), str(dump)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -248,10 +332,14 @@ def measure(which: str, backend: str, points: int, series: int, dump: Path, work
         msg = f"{which} on {backend}: {res['stored']['rows']} rows stored, expected {points}"
         raise RuntimeError(msg)
     res.update(line=which, backend=backend, points=points, points_per_second=points / res["seconds"])
+    if "verify_seconds" in res:
+        res["verify_points_per_second"] = res["verify_points"] / res["verify_seconds"]
     return res
 
 
-LABELS = {"raw": "raw `MlflowClient.log_batch`", "ours": "ours (`import_runs`)"}
+LABELS = {"raw": "raw `MlflowClient.log_batch` (ceiling)", "ours": "ours (`import_runs`)",
+          "api": "ours, API path (`--bulk never`)", "bulk": "ours, bulk path (`--bulk always`)",
+          "floor": "raw driver insert (floor: executemany / COPY)"}
 
 
 def main() -> None:
@@ -260,7 +348,8 @@ def main() -> None:
     parser.add_argument("--server-points", type=int, default=None,
                         help="points for the server backend (default: --points)")
     parser.add_argument("--shape", choices=list(SHAPES), default="wide")
-    parser.add_argument("--backend", choices=["sqlite", "server", "both"], default="both")
+    parser.add_argument("--backend", default="both",
+                        help="comma-separated: sqlite, postgresql, server (both = sqlite,server)")
     parser.add_argument("--server-workers", type=int, choices=[1, 4], default=1)
     parser.add_argument("--lines", default="raw,ours", help="which lines, in order (default raw,ours)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -275,12 +364,13 @@ def main() -> None:
         return
 
     series = SHAPES[args.shape]
-    backends = ["sqlite", "server"] if args.backend == "both" else [args.backend]
+    backends = ["sqlite", "server"] if args.backend == "both" else args.backend.split(",")
     lines = [w.strip() for w in args.lines.split(",") if w.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-mlflow-", dir=args.dir))
     results: list[dict[str, Any]] = []
     header = {"python": platform.python_version(), "shape": args.shape, "series": series,
               "server_workers": args.server_workers, "date": datetime.now(timezone.utc).date().isoformat()}
+    stack = contextlib.ExitStack()
     try:
         import mlflow
 
@@ -288,9 +378,17 @@ def main() -> None:
         if not args.json:
             print(f"shape={args.shape} ({series} series) mlflow={mlflow.__version__} "
                   f"python={header['python']} server workers={args.server_workers}", flush=True)
-            print("| backend | line | points | points/s | seconds | client CPU s | peak RSS MiB |")
-            print("|---|---|---|---|---|---|---|", flush=True)
+            print("On a loaded 2-core machine the figures vary from run to run; compare lines of one run.")
+            print("| backend | line | points | points/s | seconds | client CPU s | peak RSS MiB | verify points/s |")
+            print("|---|---|---|---|---|---|---|---|", flush=True)
         dumps: dict[int, Path] = {}
+        pg = None
+        if "postgresql" in backends:
+            from tests.support.postgres import running_postgres
+
+            pg_root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # outside `work`: the cluster may run as nobody
+            stack.callback(shutil.rmtree, pg_root, True)  # after the cluster stopped (last in, first out)
+            pg = stack.enter_context(running_postgres(pg_root, durable=True))
         for backend in backends:
             points = args.server_points if backend == "server" and args.server_points else args.points
             points -= points % series
@@ -298,15 +396,26 @@ def main() -> None:
                 dumps[points] = work / f"dump-{points}"
                 build_dump(dumps[points], points, series)
             for which in lines * args.repeat:
-                res = measure(which, backend, points, series, dumps[points], work, args.server_workers)
+                res = measure(which, backend, points, series, dumps[points], work, args.server_workers, pg)
                 results.append(res)
                 if not args.json:
+                    vps = f"{res['verify_points_per_second']:,.0f}" if "verify_points_per_second" in res else ""
                     print(f"| {backend} | {LABELS[which]} | {points:,} | {res['points_per_second']:,.0f} | "
-                          f"{res['seconds']:.1f} | {res['cpu_seconds']:.1f} | {res['peak_rss_mib']:.0f} |", flush=True)
+                          f"{res['seconds']:.1f} | {res['cpu_seconds']:.1f} | {res['peak_rss_mib']:.0f} | {vps} |",
+                          flush=True)
             best: dict[str, dict[str, Any]] = {}
             for r in results:
                 if r["backend"] == backend and (r["line"] not in best or r["seconds"] < best[r["line"]]["seconds"]):
                     best[r["line"]] = r
+            for a, b in (("bulk", "floor"), ("bulk", "raw"), ("bulk", "api")):
+                if a in best and b in best and not args.json:
+                    ratio = best[a]["points_per_second"] / best[b]["points_per_second"]
+                    print(f"| {backend} | {a} / {b} | | {ratio:.2f}x | | | | |", flush=True)
+            if "bulk" in best:
+                same = all(r["stored"] == best["bulk"]["stored"] for r in results if r["backend"] == backend)
+                header[f"{backend}_same_points"] = same
+                if not same and not args.json:
+                    print(f"| {backend} | stored points DIFFER between lines | | | | | | |", flush=True)
             if "raw" in best and "ours" in best:
                 raw, ours = best["raw"], best["ours"]
                 same = all(r["stored"] == raw["stored"] for r in results if r["backend"] == backend)
@@ -314,9 +423,10 @@ def main() -> None:
                 header[f"{backend}_ratio"] = ratio
                 header[f"{backend}_same_points"] = same
                 if not args.json:
-                    print(f"| {backend} | ours / raw | | {ratio:.2f}x | | | |"
+                    print(f"| {backend} | ours / raw | | {ratio:.2f}x | | | | |"
                           f"{'' if same else ' (stored points DIFFER)'}", flush=True)
     finally:
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps({**header, "results": results}))

@@ -758,6 +758,18 @@ WandbModeOpt = Annotated[
 ]
 WandbDirOpt = Annotated[Path | None, typer.Option("--wandb-dir", help="W&B: folder for offline runs.")]
 AimRepoOpt = Annotated[str | None, typer.Option("--aim-repo", help="Aim: repository path or aim://host:port.")]
+BulkOpt = Annotated[
+    str,
+    typer.Option("--bulk", **_choice(["never", "auto", "always"]), envvar="NEPTUNE_MIGRATE_BULK",
+                 help="MLflow: write float points straight into the tracking database when it is a tested MLflow "
+                 "schema (auto), never, or always (refuse any other store)."),
+]
+MlflowDbOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow-db", envvar="NEPTUNE_MIGRATE_MLFLOW_DB",
+                 help="MLflow: the database behind an http(s) --tracking-uri (postgresql://..., sqlite:///...), "
+                 "for the bulk path and SQL reads."),
+]
 StepPolicyOpt = Annotated[
     str,
     typer.Option("--step-policy", **_choice(["auto", "auto-series", "scale", "rank", "floor"]),
@@ -784,7 +796,8 @@ def _attribute_regex(values: list[str] | None) -> str | None:
 
 def _destination(
     to: str, tracking_uri: str | None, experiment_template: str, entity: str | None, project_template: str,
-    wandb_mode: str, wandb_dir: Path | None, aim_repo: str | None,
+    wandb_mode: str, wandb_dir: Path | None, aim_repo: str | None, *, bulk: str = "auto",
+    mlflow_db: str | None = None, read: str = "sql", write_workers: int = 1,
 ) -> Any:
     from neptune_migrate.destinations import DestinationOptions, load_destination
 
@@ -796,6 +809,10 @@ def _destination(
         wandb_mode=wandb_mode,
         wandb_dir=wandb_dir,
         aim_repo=aim_repo,
+        bulk=bulk,
+        mlflow_db=mlflow_db,
+        read=read,
+        write_workers=write_workers,
     ))
 
 
@@ -964,6 +981,8 @@ def import_cmd(
     wandb_mode: WandbModeOpt = "online",
     wandb_dir: WandbDirOpt = None,
     aim_repo: AimRepoOpt = None,
+    bulk: BulkOpt = "auto",
+    mlflow_db: MlflowDbOpt = None,
     only_project: ProjectsOpt = None,
     run_id: RunIdOpt = None,
     run_regex: RunRegexOpt = None,
@@ -993,7 +1012,8 @@ def import_cmd(
     report = _shard_path(report, shard)
     options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
-                               wandb_mode, wandb_dir, aim_repo)
+                               wandb_mode, wandb_dir, aim_repo, bulk=bulk, mlflow_db=mlflow_db,
+                               write_workers=workers)
     if lock_timeout is not None and lock_timeout < 0:
         msg = "--lock-timeout must be 0 or more seconds"
         raise UsageError(msg)
@@ -1096,6 +1116,13 @@ def verify_cmd(
     wandb_mode: WandbModeOpt = "online",
     wandb_dir: WandbDirOpt = None,
     aim_repo: AimRepoOpt = None,
+    mlflow_db: MlflowDbOpt = None,
+    read: Annotated[
+        str,
+        typer.Option("--read", **_choice(["sql", "api"]),
+                     help="MLflow: read float series back by SQL where the tracking database is known "
+                     "(sql: a database --tracking-uri or --mlflow-db) or through the API (api)."),
+    ] = "sql",
     only_project: ProjectsOpt = None,
     run_id: RunIdOpt = None,
     run_regex: RunRegexOpt = None,
@@ -1125,7 +1152,7 @@ def verify_cmd(
 
     options = replace(options, shard=shard)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
-                               wandb_mode, wandb_dir, aim_repo)
+                               wandb_mode, wandb_dir, aim_repo, mlflow_db=mlflow_db, read=read)
     from neptune_migrate.pipeline.lock import running_import
 
     holder = running_import(reader.layout, destination, shard)

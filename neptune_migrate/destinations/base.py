@@ -46,6 +46,14 @@ class DestinationOptions:
     wandb_dir: Path | None = None
     aim_repo: str | None = None
     """Aim: repository path or `aim://host:port`."""
+    bulk: str = "auto"
+    """MLflow `--bulk`: never, auto (float points straight into a tested tracking database), always."""
+    mlflow_db: str | None = None
+    """MLflow `--mlflow-db`: the database behind an `http(s)://` tracking server (bulk path, SQL reads)."""
+    read: str = "sql"
+    """MLflow `--read`: float series read back by SQL where the database is known (`sql`) or the API."""
+    write_workers: int = 1
+    """Requests of one run in flight at once (MLflow's API path: parallel `log_batch`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,21 @@ class RetryingDestination:
     def __init__(self, inner: Destination, policy: RetryPolicy) -> None:
         self.inner = inner
         self.policy = policy
-        self.capabilities: Capabilities = inner.capabilities
         self.budget = OutageBudget(policy, inner.describe())
         self.retrier = Retrier(inner.classify_error, policy, budget=self.budget)
         self.per_request = inner.capabilities.request_retry
         if self.per_request:
             cast("RetriesRequests", inner).use_request_retry(self.retrier)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The inner destination's, read on each use (a destination may settle some, such as
+        `points_per_request`, in `prepare_store`)."""
+        return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self.inner.capabilities = value
 
     @property
     def retries(self) -> int:

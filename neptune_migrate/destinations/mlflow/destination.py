@@ -29,7 +29,8 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -48,7 +49,7 @@ from neptune_migrate.destinations.base import (
     RequestRetry,
     RunSnapshot,
 )
-from neptune_migrate.destinations.mlflow import http
+from neptune_migrate.destinations.mlflow import bulk, http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
 from neptune_migrate.destinations.probe import probe_http
@@ -79,6 +80,7 @@ LEASE = 180.0
 """An in-progress run written from another machine whose heartbeat is older than this is taken
 for the leftover of a crashed import (and repaired); a younger one is left to its import."""
 _HOST = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,10 @@ class MlflowDestination:
         *,
         artifact_check: bool = True,
         artifact_location: str | None = None,
+        bulk_mode: str = "auto",
+        mlflow_db: str | None = None,
+        read: str = "sql",
+        write_workers: int = 1,
     ) -> None:
         """Args:
         tracking_uri: `http(s)://...` server, `sqlite:///...`, `postgresql://...`, ...
@@ -351,6 +357,11 @@ class MlflowDestination:
         artifact_check: check each uploaded file's size, and hash artifacts on read-back.
         artifact_location: artifact root for experiments this tool creates (default: the
             server's or MLflow's own default, `./mlruns` for a local SQL store).
+        bulk_mode: `--bulk`: float points straight into the tracking database (`bulk.py`) when it
+            is a tested MLflow schema (`auto`), never, or always (refusing any other store).
+        mlflow_db: `--mlflow-db`: the database behind an `http(s)://` tracking server.
+        read: `--read`: float series read back by SQL (`sql`, where a database is known) or `api`.
+        write_workers: `log_batch` requests of one run in flight at once on the API path.
         """
         self.tracking_uri = tracking_uri
         self.experiment_template = experiment_template
@@ -364,6 +375,21 @@ class MlflowDestination:
         self._retry: RequestRetry | None = None
         self._claims: dict[str, Claim] = {}
         self._beats: dict[str, float] = {}
+        self.bulk_mode, self.read_mode = bulk.check_mode(bulk_mode, read)
+        if mlflow_db is not None and not bulk.is_database_uri(mlflow_db):
+            msg = f"--mlflow-db {_redact(mlflow_db)!r}: expected a database URI (postgresql://..., sqlite:///...)"
+            raise UsageError(msg)
+        self.mlflow_db = mlflow_db
+        self.write_workers = max(1, write_workers)
+        self._sql: bulk.BulkStore | None = None
+        self._sql_refusal: str | None = None
+        self._sql_decided = False
+        self._sql_lock = threading.Lock()
+        self._bulk_on = False
+        self._pool: ThreadPoolExecutor | None = None
+        if self.write_workers > 1:  # bigger pieces per call, split here into requests sent in parallel
+            self.capabilities = replace(self.capabilities,
+                                        points_per_request=m.METRICS_PER_BATCH * self.write_workers * 4)
 
     @classmethod
     def from_options(cls, options: DestinationOptions) -> MlflowDestination:
@@ -382,7 +408,10 @@ class MlflowDestination:
             db = Path(uri[len("sqlite:///"):]).resolve()
             location = (db.parent / "mlartifacts").as_uri()
             uri = f"sqlite:///{db}"  # absolute: the same store has one name from any folder (locks, ledger)
-        return cls(uri, options.experiment_template, artifact_location=location)
+        if options.mlflow_db is not None:
+            check_db_driver(options.mlflow_db)
+        return cls(uri, options.experiment_template, artifact_location=location, bulk_mode=options.bulk,
+                   mlflow_db=options.mlflow_db, read=options.read, write_workers=options.write_workers)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -443,7 +472,7 @@ class MlflowDestination:
         """
         db = self._sqlite_path()
         if db is None:
-            return None
+            return self._bulk_notice()
         if not db.parent.is_dir():
             msg = f"{db.parent}: folder does not exist (for the MLflow store {db.name})"
             raise UsageError(msg)
@@ -454,7 +483,56 @@ class MlflowDestination:
             with self._lock:
                 if self._client is None:
                     self._client = _make_client(self.tracking_uri)
-        return f"created the MLflow store {db}" if created else None
+        lines = [f"created the MLflow store {db}" if created else None, self._bulk_notice()]
+        return "; ".join(line for line in lines if line) or None
+
+    # -- the bulk path and the SQL read path ------------------------------------------------------
+
+    def _sql_store(self) -> bulk.BulkStore | None:
+        """The tracking database, when it is known (a database tracking URI or `--mlflow-db`) and
+        the bulk path may touch it (tested dialect and schema revision); decided once."""
+        with self._sql_lock:
+            if self._sql_decided:
+                return self._sql
+            store: bulk.BulkStore | None = None
+            if self.mlflow_db is not None:
+                store = bulk.BulkStore.open(self.mlflow_db)
+            elif bulk.is_database_uri(self.tracking_uri):
+                store = bulk.BulkStore(self.client._tracking_client.store.engine, owned=False)
+            refusal = ("the tracking URI is a server; pass --mlflow-db with the database behind it to use the "
+                       "bulk path" if store is None else store.refusal())
+            if store is not None and refusal is not None:
+                store.close()
+                store = None
+            self._sql, self._sql_refusal, self._sql_decided = store, refusal, True
+            self._bulk_on = self.bulk_mode != "never" and store is not None
+            if self._bulk_on:
+                self.capabilities = replace(self.capabilities, points_per_request=bulk.POINTS_PER_TRANSACTION)
+            return store
+
+    def _bulk_notice(self) -> str | None:
+        """Decide the write path once, before any run; a line for the user when a database store is
+        written through the API after all (None: nothing to say).
+
+        `--bulk always` on a store the bulk path refuses is a usage error."""
+        if self.bulk_mode == "never":
+            return None
+        self._sql_store()
+        if self._bulk_on:
+            return None  # the expected path on a database store: nothing to say
+        if self.bulk_mode == "always":
+            raise UsageError(f"--bulk always: {self._sql_refusal}")
+        if self.mlflow_db is None and not bulk.is_database_uri(self.tracking_uri):
+            return None  # a plain server import: the API path is the expected one, nothing to say
+        return f"bulk path not used ({self._sql_refusal}): float points go through log_batch"
+
+    @property
+    def bulk_active(self) -> bool:
+        """Float points go through the bulk path (decided on first use)."""
+        if self.bulk_mode == "never":
+            return False
+        self._sql_store()
+        return self._bulk_on
 
     def describe(self) -> str:
         """`mlflow <tracking URI>` without credentials."""
@@ -475,10 +553,17 @@ class MlflowDestination:
         return classify_error(error)
 
     def close(self) -> None:
-        """Drop buffered series of runs that were never finished."""
+        """Drop buffered series of runs that were never finished; release the bulk database."""
         with self._lock:
             buffers = list(self._buffers.values())
             self._buffers.clear()
+            pool, self._pool = self._pool, None
+        with self._sql_lock:
+            sql, self._sql, self._sql_decided = self._sql, None, False
+        if sql is not None:
+            sql.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
         for buf in buffers:
             shutil.rmtree(buf.root, ignore_errors=True)
 
@@ -763,12 +848,33 @@ class MlflowDestination:
         buf.append(kind, lines)
 
     def _write_metrics(self, run_id: str, chunk: pa.Table) -> None:
+        """The bulk path (one transaction per chunk), else `log_batch` per 1000 points, with up
+        to `write_workers` requests of the run in flight (MLflow's store locks `latest_metrics`
+        rows, so the result does not depend on the order the requests land in)."""
+        if self.bulk_active:
+            store = self._sql
+            assert store is not None
+            self._req("bulk insert", lambda: store.write(run_id, chunk))
+            return
         from mlflow.entities import Metric
 
         metrics = list(map(Metric, *m.metric_columns(chunk)))
-        for start in range(0, len(metrics), m.METRICS_PER_BATCH):
-            batch = metrics[start:start + m.METRICS_PER_BATCH]
-            self._req("log_batch", partial(self.client.log_batch, run_id, metrics=batch))
+        batches = [metrics[i:i + m.METRICS_PER_BATCH] for i in range(0, len(metrics), m.METRICS_PER_BATCH)]
+        if self.write_workers == 1 or len(batches) < 2:
+            for batch in batches:
+                self._req("log_batch", partial(self.client.log_batch, run_id, metrics=batch))
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.write_workers, thread_name_prefix="mlflow-log-batch")
+            pool = self._pool
+        client = self.client
+        futures = [pool.submit(self._req, "log_batch", partial(client.log_batch, run_id, metrics=batch))
+                   for batch in batches]
+        errors = [f.exception() for f in futures]  # wait for all: none is left running after a failure
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _upload_series_file(
         self, run_id: str, buf: _RunBuffers, key: str, obj: dict[str, Any], local: str | None
@@ -897,8 +1003,14 @@ class MlflowDestination:
             params=dict(mrun.data.params),
             extra=m.comparable_tags(tags),
         )
-        for key in sorted(mrun.data.metrics):
-            snap.series[("float", key)] = self._count_history(run_id, key)
+        sql = self._sql_store() if self.read_mode == "sql" else None
+        if sql is not None:
+            counts = self._req("count metrics", lambda: sql.counts(run_id))
+            for key in sorted(mrun.data.metrics):
+                snap.series[("float", key)] = counts.get(key, 0)
+        else:
+            for key in sorted(mrun.data.metrics):
+                snap.series[("float", key)] = self._count_history(run_id, key)
         with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
             for kind, root in (*m.SERIES_DIRS.items(), ("file", m.FILE_SERIES_DIR)):
                 suffix = "/" + m.FILE_SERIES_INDEX if kind == "file" else ".jsonl"
@@ -919,6 +1031,9 @@ class MlflowDestination:
     def read_series(self, run_id: DestinationRunId, kind: SeriesKind, key: str) -> pa.Table:
         """A whole series: metrics via `get_metric_history` (not sampled), others from artifacts."""
         if kind == "float":
+            sql = self._sql_store() if self.read_mode == "sql" else None
+            if sql is not None:
+                return self._req("read metrics", lambda: sql.read_series(run_id, key))
             history = self._req("get_metric_history", lambda: self.client.get_metric_history(run_id, key))
             return m.float_table([h.step for h in history], [h.timestamp for h in history],
                                  [h.value for h in history])
@@ -937,10 +1052,14 @@ class MlflowDestination:
     def read_series_page(
         self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
     ) -> tuple[pa.Table, str | None]:
-        """Metrics a page of `HISTORY_PAGE` points at a time (the store's own paging, ordered by
-        timestamp then step); other kinds whole, from their artifact."""
+        """Metrics a page of `HISTORY_PAGE` points at a time (`--read sql`: keyset pages of the metrics
+        table in step order; `--read api`: the store's own paging, ordered by timestamp then step);
+        other kinds whole, from their artifact."""
         if kind != "float":
             return self.read_series(run_id, kind, key), None
+        sql = self._sql_store() if self.read_mode == "sql" else None
+        if sql is not None:  # step-ordered keyset pages straight from the metrics table
+            return self._req("read metrics", lambda: sql.read_page(run_id, key, token, HISTORY_PAGE))
         page = self._history_page(run_id, key, token)
         table = m.float_table([h.step for h in page], [h.timestamp for h in page], [h.value for h in page])
         return table, page.token

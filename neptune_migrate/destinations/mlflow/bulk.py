@@ -1,0 +1,339 @@
+"""The MLflow bulk path: float points written straight into the tracking database.
+
+Everything MLflow owns besides points (experiments, runs, params, tags, artifacts) is still made
+through MLflow's API by `destination.py`. Only the `metrics` rows and the `latest_metrics` rows
+they imply are written here, with the same values MLflow's `log_batch` would store:
+
+- NaN is stored as value 0 with `is_nan` true, +-inf as +-1.7976931348623157e308 (the caller
+  clamps, as on the API path); exact duplicates (the table's primary key) are stored once;
+- `latest_metrics` follows MLflow's own rule (`SqlAlchemyStore._update_latest_metrics_if_necessary`):
+  a point replaces the latest one when its (step, timestamp, stored value) is strictly greater, so
+  on a tie the point seen first stays.
+
+One transaction per chunk: a crash mid-chunk leaves none of it (the run stays incomplete and the
+pipeline discards and redoes it). PostgreSQL (psycopg 3): `COPY` into a temporary table, then one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING`. SQLite: `executemany` of `INSERT OR IGNORE`.
+
+Safety: the path is used only on a database whose MLflow schema revision (`alembic_version`) is in
+`TESTED_REVISIONS` and whose dialect is in `DIALECTS`; anything else falls back to the API path
+(`--bulk auto`) or is refused (`--bulk always`). SQLAlchemy (which MLflow brings) is imported lazily.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from neptune_migrate.destinations.mlflow import mapping as m
+from neptune_migrate.errors import PermanentError, UsageError
+
+BulkMode = Literal["never", "auto", "always"]
+BULK_MODES: tuple[BulkMode, ...] = ("never", "auto", "always")
+ReadMode = Literal["api", "sql"]
+
+TESTED_REVISIONS: dict[str, str] = {
+    "dc11669786a5": "mlflow 3.10-3.17",
+}
+"""MLflow schema revisions (`alembic_version.version_num`) the bulk path was tested on -> the MLflow
+versions that create them. The `metrics`/`latest_metrics` columns and keys are the same in all."""
+DIALECTS = ("sqlite", "postgresql")
+"""Databases the bulk path was tested on (MySQL would work through multi-row INSERT IGNORE, but is
+not in the tests yet: it falls back to the API path)."""
+POINTS_PER_TRANSACTION = 50_000
+"""Points per chunk handed to the bulk writer: one transaction each."""
+_KEY_BATCH = 500
+
+_COLUMNS = ("key", "value", "timestamp", "run_uuid", "step", "is_nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """One chunk's metric rows as MLflow stores them (column-wise, NaN already sanitised)."""
+
+    keys: list[str]
+    values: list[float]
+    timestamps: list[int]
+    steps: list[int]
+    is_nan: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def rows_of(chunk: pa.Table) -> Rows:
+    """The chunk's float points as stored: `mapping.metric_columns` (nulls dropped, inf clamped,
+    ms timestamps), then NaN -> (0.0, is_nan) as MLflow's `sanitize_metric_value` does."""
+    keys, values, stamps, steps = m.metric_columns(chunk)
+    arr = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(arr)
+    if nan.any():
+        arr = np.where(nan, 0.0, arr)
+        values = arr.tolist()
+    return Rows(keys, values, stamps, steps, nan.tolist())
+
+
+def latest_of(rows: Rows) -> dict[str, tuple[int, int, float, bool]]:
+    """Per key, the point MLflow keeps as latest among `rows`: the greatest (step, timestamp,
+    stored value), the first one on a tie. -> key: (step, timestamp, value, is_nan)."""
+    best: dict[str, tuple[int, int, float, bool]] = {}
+    for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
+        cur = best.get(k)
+        if cur is None or (s, t, v) > cur[:3]:
+            best[k] = (s, t, v, n)
+    return best
+
+
+def sqlalchemy_url(uri: str) -> str:
+    """A database URI as SQLAlchemy should open it: plain `postgresql://` uses psycopg 3 when
+    psycopg2 is absent (MLflow would pick psycopg2)."""
+    import importlib.util
+
+    if uri.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + uri.partition("://")[2]
+    return uri
+
+
+def is_database_uri(uri: str) -> bool:
+    scheme = uri.partition("://")[0].lower().partition("+")[0]
+    return "://" in uri and scheme in ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+
+class BulkStore:
+    """Writes and reads float points in one MLflow tracking database (an SQLAlchemy engine)."""
+
+    def __init__(self, engine: Any, *, owned: bool) -> None:
+        self.engine = engine
+        self.dialect: str = engine.dialect.name
+        self.driver: str = engine.dialect.driver
+        self._owned = owned
+        self._known_runs: set[str] = set()
+
+    @classmethod
+    def open(cls, uri: str) -> BulkStore:
+        from sqlalchemy import create_engine
+
+        return cls(create_engine(sqlalchemy_url(uri)), owned=True)
+
+    def close(self) -> None:
+        if self._owned:
+            self.engine.dispose()
+
+    # -- safety -----------------------------------------------------------------------------
+
+    def revision(self) -> str | None:
+        """The store's `alembic_version`, None when the table is absent or empty."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        except SQLAlchemyError:
+            return None
+        return None if row is None else str(row[0])
+
+    def refusal(self) -> str | None:
+        """Why the bulk path must not write here (None: it may)."""
+        if self.dialect not in DIALECTS:
+            return f"the bulk path is not tested on {self.dialect} databases"
+        rev = self.revision()
+        if rev is None:
+            return "the database holds no MLflow schema revision (alembic_version)"
+        if rev not in TESTED_REVISIONS:
+            known = ", ".join(f"{r} ({v})" for r, v in TESTED_REVISIONS.items())
+            return f"MLflow schema revision {rev} is not one the bulk path was tested with ({known})"
+        return None
+
+    def check_run(self, conn: Any, run_id: str) -> None:
+        """The run exists in this database (else `--mlflow-db` is not the tracking server's backend)."""
+        if run_id in self._known_runs:
+            return
+        from sqlalchemy import text
+
+        found = conn.execute(text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :r"), {"r": run_id}).first()
+        if found is None:
+            msg = (f"MLflow run {run_id} is not in the bulk database: --mlflow-db must be the database "
+                   "behind --tracking-uri")
+            raise UsageError(msg)
+        self._known_runs.add(run_id)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, run_id: str, chunk: pa.Table) -> int:
+        """Write one chunk of float points (columns as `write_series` gets them) and its
+        `latest_metrics` in one transaction; returns the rows handed to the database."""
+        rows = rows_of(chunk)
+        if not len(rows):
+            return 0
+        with self.engine.begin() as conn:
+            self.check_run(conn, run_id)
+            raw = conn.connection.driver_connection
+            if self.dialect == "postgresql" and self.driver == "psycopg":
+                self._copy_pg(raw, run_id, rows)
+            elif self.dialect == "sqlite":
+                self._insert_sqlite(raw, run_id, rows)
+            else:
+                self._insert_multirow(raw, run_id, rows)
+            self._update_latest(conn, run_id, latest_of(rows))
+        return len(rows)
+
+    @staticmethod
+    def _tuples(run_id: str, rows: Rows) -> Iterator[tuple[str, float, int, str, int, bool]]:
+        for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
+            yield (k, v, t, run_id, s, n)
+
+    def _insert_sqlite(self, raw: Any, run_id: str, rows: Rows) -> None:
+        sql = "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)"
+        cur = raw.cursor()
+        try:
+            cur.executemany(sql, self._tuples(run_id, rows))
+        finally:
+            cur.close()
+
+    def _copy_pg(self, raw: Any, run_id: str, rows: Rows) -> None:
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _neptune_migrate_metrics "
+                "(key VARCHAR(250), value DOUBLE PRECISION, timestamp BIGINT, run_uuid VARCHAR(32), "
+                "step BIGINT, is_nan BOOLEAN) ON COMMIT DELETE ROWS"
+            )
+            buf = io.StringIO()
+            for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
+                buf.write(f"{_copy_text(k)}\t{v!r}\t{t}\t{run_id}\t{s}\t{'t' if n else 'f'}\n")
+            with cur.copy("COPY _neptune_migrate_metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                          "FROM STDIN") as copy:
+                copy.write(buf.getvalue())
+            cur.execute(
+                "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                "SELECT key, value, timestamp, run_uuid, step, is_nan FROM _neptune_migrate_metrics "
+                "ON CONFLICT DO NOTHING"
+            )
+
+    def _insert_multirow(self, raw: Any, run_id: str, rows: Rows, per_statement: int = 1000) -> None:
+        """Batched multi-row INSERT for other drivers (pyformat/format paramstyles)."""
+        ignore = "INSERT IGNORE" if self.dialect == "mysql" else "INSERT"
+        tail = " ON CONFLICT DO NOTHING" if self.dialect == "postgresql" else ""
+        data = list(self._tuples(run_id, rows))
+        cur = raw.cursor()
+        try:
+            for start in range(0, len(data), per_statement):
+                part = data[start:start + per_statement]
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(part))
+                flat = [x for row in part for x in row]
+                cur.execute(f"{ignore} INTO metrics ({', '.join(_COLUMNS)}) VALUES {values}{tail}", flat)
+        finally:
+            cur.close()
+
+    def _update_latest(self, conn: Any, run_id: str, best: dict[str, tuple[int, int, float, bool]]) -> None:
+        from sqlalchemy import bindparam, text
+
+        keys = sorted(best)
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        select = text("SELECT key, step, timestamp, value FROM latest_metrics "
+                      f"WHERE run_uuid = :r AND key IN :keys ORDER BY key{lock}").bindparams(
+                          bindparam("keys", expanding=True))
+        current: dict[str, tuple[int, int, float]] = {}
+        for i in range(0, len(keys), _KEY_BATCH):
+            for k, s, t, v in conn.execute(select, {"r": run_id, "keys": keys[i:i + _KEY_BATCH]}):
+                current[k] = (int(s), int(t if t is not None else 0), float(v))
+        inserts = [{"k": k, "v": v, "t": t, "s": s, "n": n, "r": run_id}
+                   for k, (s, t, v, n) in best.items() if k not in current]
+        updates = [{"k": k, "v": v, "t": t, "s": s, "n": n, "r": run_id}
+                   for k, (s, t, v, n) in best.items() if k in current and (s, t, v) > current[k]]
+        if inserts:
+            conn.execute(text("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+                              "VALUES (:k, :v, :t, :s, :n, :r)"), inserts)
+        if updates:
+            conn.execute(text("UPDATE latest_metrics SET value = :v, timestamp = :t, step = :s, is_nan = :n "
+                              "WHERE run_uuid = :r AND key = :k"), updates)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Points per metric key of a run."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            result = conn.execute(text("SELECT key, COUNT(*) FROM metrics WHERE run_uuid = :r GROUP BY key"),
+                                  {"r": run_id})
+            return {str(k): int(c) for k, c in result}
+
+    def read_series(self, run_id: str, key: str) -> pa.Table:
+        """A whole float series as `MlflowDestination.read_series` returns it (is_nan -> NaN)."""
+        from sqlalchemy import text
+
+        steps: list[int] = []
+        stamps: list[int] = []
+        values: list[float] = []
+        with self.engine.connect() as conn:
+            result = conn.execute(text("SELECT step, timestamp, value, is_nan FROM metrics "
+                                       "WHERE run_uuid = :r AND key = :k"), {"r": run_id, "k": key})
+            for s, t, v, n in result:
+                steps.append(s)
+                stamps.append(t)
+                values.append(math.nan if n else v)
+        return m.float_table(steps, stamps, values)
+
+    def read_page(self, run_id: str, key: str, after: str | None, limit: int) -> tuple[pa.Table, str | None]:
+        """One page of a float series in step order, keyset-paged on the metrics table's own key
+        (step, timestamp, value, is_nan): no OFFSET rescans, memory of one page. The token is the
+        page's last row (JSON); None after the last page."""
+        from sqlalchemy import text
+
+        params: dict[str, Any] = {"r": run_id, "k": key, "n": limit}
+        after_sql = ""
+        if after is not None:
+            params["s"], params["t"], params["v"], params["isn"] = json.loads(after)
+            after_sql = " AND (step, timestamp, value, is_nan) > (:s, :t, :v, :isn)"
+        rows: list[tuple[int, int, float, bool]] = []
+        with self.engine.connect() as conn:
+            result = conn.execute(text("SELECT step, timestamp, value, is_nan FROM metrics WHERE run_uuid = :r "
+                                       f"AND key = :k{after_sql} ORDER BY step, timestamp, value, is_nan LIMIT :n"),
+                                  params)
+            rows = [(int(st), int(ts), float(v), bool(n)) for st, ts, v, n in result]
+        table = m.float_table([r[0] for r in rows], [r[1] for r in rows],
+                              [math.nan if r[3] else r[2] for r in rows])
+        token = json.dumps(list(rows[-1])) if len(rows) == limit else None
+        return table, token
+
+    def metric_rows(self, run_id: str) -> list[tuple[str, int, int, float, bool]]:
+        """Every metrics row of a run, sorted (tests and benchmarks compare stores with it)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            result = conn.execute(text("SELECT key, step, timestamp, value, is_nan FROM metrics WHERE run_uuid = :r"),
+                                  {"r": run_id})
+            return sorted((str(k), int(s), int(t), float(v), bool(n)) for k, s, t, v, n in result)
+
+
+def _copy_text(value: str) -> str:
+    """A value in PostgreSQL's COPY text format (backslash, tab, newline, carriage return escaped)."""
+    if not any(c in value for c in "\\\t\n\r"):
+        return value
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def check_mode(bulk: str, read: str) -> tuple[BulkMode, ReadMode]:
+    """Validate `--bulk` and `--read` (usage errors name the valid values)."""
+    if bulk not in BULK_MODES:
+        msg = f"--bulk {bulk!r}: expected one of never, auto, always"
+        raise UsageError(msg)
+    if read not in ("api", "sql"):
+        msg = f"--read {read!r}: expected api or sql"
+        raise UsageError(msg)
+    return bulk, read  # type: ignore[return-value]
+
+
+def refuse(reason: str) -> PermanentError:
+    """`--bulk always` on a store the bulk path will not write to."""
+    return PermanentError(f"--bulk always: {reason}")
+
+
+__all__: Sequence[str] = ("BULK_MODES", "TESTED_REVISIONS", "BulkStore", "check_mode", "latest_of", "rows_of")
