@@ -197,7 +197,10 @@ def _mlflow_run(db: Path) -> tuple[str, str]:
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     run = min(runs, key=lambda r: (r.info.run_name or "", r.info.run_id))
-    return f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}", run.info.run_name or run.info.run_id
+    # MLflow 3.17's UI keeps "GenAI / Model training" per browser (default GenAI) and ignores the
+    # experiment's kind tag when that switch is shown; the URL parameter picks Model training.
+    return (f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning",
+            run.info.run_name or run.info.run_id)
 
 
 def _aim_run(repo: Path) -> tuple[str, str]:
