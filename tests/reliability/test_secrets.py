@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -155,18 +156,36 @@ def test_a_database_uri_without_its_driver_is_a_usage_error_with_the_hint(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     build_dump(tmp_path / "dump", tmp_path, run_ids=("DB-1",), points=3, lost_file=False)
+    # psycopg (v3) comes with the [postgresql] extra; psycopg2 and the MySQL drivers do not.
     pg = _cli(cli_env, "import", str(tmp_path / "dump"), "--to", "mlflow",
-              "--tracking-uri", f"postgresql://u:{PASSWORD}@127.0.0.1:1/db")
+              "--tracking-uri", f"postgresql+psycopg2://u:{PASSWORD}@127.0.0.1:1/db")
     my = _cli(cli_env, "verify", str(tmp_path / "dump"), "--to", "mlflow",
               "--tracking-uri", f"mysql://u:{PASSWORD}@127.0.0.1:1/db")
     assert (pg.returncode, my.returncode) == (2, 2), (pg.stderr, my.stderr)
     [pg_line] = pg.stderr.strip().splitlines()
     [my_line] = my.stderr.strip().splitlines()
-    assert pg_line.startswith("error: postgresql:// tracking URI: the database driver psycopg")
-    assert "pip install psycopg2-binary" in pg_line
+    assert pg_line.startswith("error: postgresql+psycopg2:// tracking URI: the database driver psycopg2 is not "
+                              "installed; install it with: pip install psycopg2-binary")
+    assert 'pip install "psycopg[binary]" and use a postgresql+psycopg:// URI' in pg_line
     assert my_line.startswith("error: mysql:// tracking URI: the database driver MySQLdb is not installed")
     assert "pip install pymysql" in my_line
     assert PASSWORD not in pg.stderr + my.stderr
+    assert not (tmp_path / "dump" / "_ledger").exists()
+
+
+def test_a_database_that_refuses_connections_is_one_line_exit_3(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    pytest.importorskip("psycopg")
+    build_dump(tmp_path / "dump", tmp_path, run_ids=("DB-1",), points=3, lost_file=False)
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    done = _cli(cli_env, "import", str(tmp_path / "dump"), "--to", "mlflow",
+                "--tracking-uri", f"postgresql://u:{PASSWORD}@127.0.0.1:{port}/db")
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot reach the MLflow tracking database at 127.0.0.1:{port}: ConnectionRefusedError: [Errno 111] "
+        "Connection refused (checked before any run; nothing was written)"]
+    assert PASSWORD not in done.stdout + done.stderr
     assert not (tmp_path / "dump" / "_ledger").exists()
 
 

@@ -52,7 +52,7 @@ from neptune_migrate.destinations.base import (
 from neptune_migrate.destinations.mlflow import bulk, http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
-from neptune_migrate.destinations.probe import probe_http
+from neptune_migrate.destinations.probe import probe_http, probe_tcp
 from neptune_migrate.dump.layout import fsync_dir
 from neptune_migrate.dump.lock import FileLock
 from neptune_migrate.dump.writer import sha256_file
@@ -206,6 +206,29 @@ def check_db_driver(tracking_uri: str) -> None:
         msg = (f"{scheme}:// tracking URI: the database driver {module} is not installed; "
                f"install it with: pip install {package}{alt}")
         raise UsageError(msg) from None
+
+
+_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
+
+
+def _probe_database(uri: str, what: str) -> None:
+    """A database URI whose driver is missing is a usage error (exit 2); one whose server refuses
+    connections is unreachable (exit 3), said in one line before any run; a Unix socket or an
+    unknown backend is left to MLflow."""
+    backend = uri.partition("://")[0].partition("+")[0].lower()
+    if backend not in _DB_PORTS:
+        return
+    check_db_driver(uri)
+    try:
+        from sqlalchemy.engine.url import make_url
+    except ImportError:
+        return
+    try:
+        url = make_url(uri)
+    except Exception:  # noqa: BLE001 - MLflow says what is wrong with it
+        return
+    if url.host:
+        probe_tcp(url.host, url.port or _DB_PORTS[backend], what)
 
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -539,9 +562,15 @@ class MlflowDestination:
         return f"mlflow {_redact(self.tracking_uri)}"
 
     def check(self) -> None:
-        """A tracking server: one GET with a short timeout (any HTTP answer will do); a local store: nothing."""
+        """A tracking server: one GET with a short timeout (any HTTP answer will do); a tracking
+        database (`postgresql://`, `mysql://`, ..., and `--mlflow-db`): its driver, then one TCP
+        connection to its host and port; a local store: nothing."""
         if urlsplit(self.tracking_uri).scheme in ("http", "https"):
             probe_http(self.tracking_uri, "the MLflow tracking server")
+        else:
+            _probe_database(self.tracking_uri, "the MLflow tracking database")
+        if self.mlflow_db is not None:
+            _probe_database(self.mlflow_db, "the MLflow database (--mlflow-db)")
 
     def set_blob_resolver(self, resolver: Callable[[str], Path]) -> None:
         """Where file-series blobs are: sha256 -> local path (`DumpReader.blob_path`). Used for
