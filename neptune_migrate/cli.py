@@ -1213,11 +1213,15 @@ def verify_cmd(
 
 @app.command("run")
 def run_cmd(
-    source: Annotated[Path, typer.Argument(help="Where the Neptune data is (folder or file).")],
     from_: Annotated[
         str, typer.Option("--from", **_choice(SOURCE_NAMES), help="Source form (as for export).")
     ],
     to: ToOpt,
+    source: Annotated[
+        Path | None, typer.Argument(help="Where the Neptune data is (folder or file); not for live sources "
+                                    "(neptune2-api, neptune3-api: --project WS/PROJ and --dump, token from "
+                                    "NEPTUNE_API_TOKEN).")
+    ] = None,
     dump: Annotated[
         Path | None,
         typer.Option("--dump", help="Dump folder to create or resume (default: beside the source, "
@@ -1285,28 +1289,49 @@ def run_cmd(
     """Export, import and verify in one command; the same command resumes after a crash or Ctrl-C."""
     from dataclasses import replace
 
+    from neptune_migrate.dump.layout import DumpLayout
     from neptune_migrate.pipeline.run import RunSummary, VerifyMode, default_dump
     from neptune_migrate.sources.base import PathMap, SourceOptions
 
     mode = VerifyMode.parse(verify)
-    if not source.exists():
+    live = from_ in LIVE_SOURCES
+    if live:
+        if source is not None:
+            msg = f"--from {from_} reads a server: give no SOURCE (use --project WS/PROJ)"
+            raise UsageError(msg)
+        if dump is None:
+            msg = f"--from {from_} needs --dump: where to keep the dump (there is no source folder to put it beside)"
+            raise UsageError(msg)
+    elif source is None:
+        msg = f"--from {from_} needs SOURCE: where the Neptune data is (folder or file)"
+        raise UsageError(msg)
+    elif not source.exists():
         msg = f"{source}: no such file or folder"
         raise UsageError(msg)
     if max_outage < 0 or (lock_timeout is not None and lock_timeout < 0):
         msg = "--max-outage and --lock-timeout must be 0 or more seconds"
         raise UsageError(msg)
-    dump_path = dump if dump is not None else default_dump(source)
+    dump_path = dump if dump is not None else default_dump(source)  # type: ignore[arg-type]  # checked above
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
+    projects = tuple(p.strip() for p in (project or "").split(",") if p.strip())
+    if live:
+        if not projects:
+            msg = f"--from {from_} needs --project WORKSPACE/PROJECT (several: comma-separated)"
+            raise UsageError(msg)
+        selection = replace(selection, projects=tuple(dict.fromkeys([*projects, *selection.projects])))
     options = _import_options(selection, _attribute_regex(attributes), step_policy, workers, dry_run=dry_run,
                               on_conflict=on_conflict)
     shard = _shard(shard_spec)
     options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
-    source_options = SourceOptions(path=source, project=project, path_map=PathMap.parse(path_map or []),
+    source_options = SourceOptions(path=source if source is not None else Path(), project=project,
+                                   path_map=PathMap.parse(path_map or []),
                                    files_path=files_path, include_previews=include_previews,
-                                   include_incomplete=include_incomplete)
+                                   include_incomplete=include_incomplete,
+                                   state_dir=DumpLayout(dump_path).state_dir if live else None)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo)
-    summary = RunSummary(source=str(source), dump=str(dump_path), destination=destination.describe(),
+    where = str(source) if source is not None else f"{from_} {','.join(projects)}"
+    summary = RunSummary(source=where, dump=str(dump_path), destination=destination.describe(),
                          verify=mode, dry_run=dry_run, dump_kept=keep_dump)
     phase = "export"
     try:
@@ -1329,6 +1354,18 @@ def run_cmd(
     finally:
         destination.close()
     _run_finish(summary, outcome, dump_path, strict=strict, as_json=as_json)
+
+
+def _source_root(source_options: Any) -> Path | None:
+    """The folder an offline source reads (provenance paths are kept relative to it); None for a server."""
+    return None if source_options.state_dir is not None else source_options.path
+
+
+def _source_location(source: Any, source_options: Any) -> str:
+    """Where the runs came from, as the export report and the manifest say it."""
+    if source_options.state_dir is not None:  # a live source: its server
+        return str(getattr(source, "location", source.describe()))
+    return str(source_options.path.resolve())
 
 
 def _merge_outcomes(a: Outcome, b: Outcome) -> Outcome:
@@ -1357,8 +1394,8 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
                           f"files={outcome.files}{_esc(' ' + outcome.message if outcome.message else '')}")
 
     with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
-        result = export_runs(source, writer, selection, location=str(source_options.path.resolve()), on_run=on_run,
-                             source_root=source_options.path, shard=shard)
+        result = export_runs(source, writer, selection, location=_source_location(source, source_options),
+                             on_run=on_run, source_root=_source_root(source_options), shard=shard)
         doc = result.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1496,7 +1533,8 @@ def _run_plan(
             only_new = _KeySelection(selection, frozenset(str(k) for k in new))
             with DumpWriter(tmp / "dump") as writer:
                 exported = export_runs(source, writer, only_new,  # type: ignore[arg-type]
-                                       location=str(source_options.path.resolve()), source_root=source_options.path)
+                                       location=_source_location(source, source_options),
+                                       source_root=_source_root(source_options))
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,

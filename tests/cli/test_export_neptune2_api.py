@@ -519,3 +519,32 @@ def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> N
     assert len(keys) == 25_000 and len(set(keys)) == 25_000
     # Windows: runs 0-9,999 (100 pages), from 9,985 on: 10,000 more (100 pages), then 5,016 (51 pages).
     assert server.count("/entries/search") == 251
+
+
+def test_run_moves_a_live_project_into_mlflow_and_verifies(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    small_project(server)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ("run", "--from", "neptune2-api", "--to", "mlflow", "--tracking-uri", store)
+    # A live source names no SOURCE and needs --dump and --project.
+    _, _, err = run_cli(capsys, *base, "--project", "ws/proj", check_rc=2)
+    assert "--from neptune2-api needs --dump" in err
+    _, _, err = run_cli(capsys, *base, "--dump", str(tmp_path / "dump"), check_rc=2)
+    assert "--from neptune2-api needs --project WORKSPACE/PROJECT" in err
+    _, out, err = run_cli(capsys, *base, "--project", "ws/proj", "--dump", str(tmp_path / "dump"), "--json",
+                          check_rc=0)
+    doc = json.loads(out.strip().splitlines()[-1])
+    phases = {p["phase"]: p for p in doc["phases"]}
+    assert phases["export"]["counts"]["exported"] == 3
+    assert phases["import"]["counts"] == {"created": 3}
+    assert phases["verify"]["counts"] == {"runs": 3, "matching": 3, "findings": 0}
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(store)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                               "tags.`neptune.run_id` = 'PROJ-1'")
+    loss = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in loss] == [(s, 1.0 / (s + 1)) for s in range(25)]
+    assert server.api_token() not in out + err
