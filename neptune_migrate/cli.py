@@ -452,7 +452,13 @@ def _resume_hint() -> str:
 # export
 
 
-def _export_dry_run(source: Any, selection: Any, *, as_json: bool) -> None:
+def _divide_rate(rate: float | None, shard: Any) -> float | None:
+    from neptune_migrate.pipeline.shard import divide_rate
+
+    return divide_rate(rate, shard)
+
+
+def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = None) -> None:
     """`export --dry-run`: the source's own counts, no series downloaded, nothing written."""
     from neptune_migrate.console import console
     from neptune_migrate.sources.base import Estimating
@@ -464,6 +470,9 @@ def _export_dry_run(source: Any, selection: Any, *, as_json: bool) -> None:
     details = ", ".join(f"{k} {v:,}" for k, v in est.details.items())
     console.print(f"dry run: {est.runs:,} run(s), {est.attributes:,} attribute(s), {est.points:,} point(s), "
                   f"~{est.bytes:,} byte(s) would be read ({_esc(details)}); nothing was downloaded or written")
+    if shard is not None:
+        console.print(f"(counts of the whole selection, from the server's listing: shard {shard.number}/{shard.count} "
+                      f"takes about 1/{shard.count} of them, chosen by a stable hash of each run key)")
     summary = None
     if as_json:
         summary = {"command": "export", "dry_run": True, "runs": est.runs, "attributes": est.attributes,
@@ -594,7 +603,7 @@ def export_cmd(
         workspace=workspace,
         api_token=api_token,
         workers=workers,
-        rate=rate,
+        rate=_divide_rate(rate, shard),  # --rate is for the whole job: each of N shards takes R/N
         state_dir=layout.state_dir if live else None,
     )
     if api_token:
@@ -613,7 +622,8 @@ def export_cmd(
         used = {"run_ids": list(selection.run_ids), "run_regex": selection.run_regex,
                 "tags": list(selection.tags), "created_after": created_after, "created_before": created_before}
         filters = json.dumps({k: v for k, v in used.items() if v}, sort_keys=True) if any(used.values()) else ""
-        mark_id = watermark.watermark_id(from_, location, selection.projects, workspace, filters)
+        mark_id = watermark.watermark_id(from_, location, selection.projects, workspace, filters,
+                                         shard.label if shard is not None else None)
         if since_last:
             mark, since = watermark.read_since(layout, mark_id)
             if since is None:
@@ -623,7 +633,7 @@ def export_cmd(
                               f"(last export listed at {mark.isoformat() if mark else '?'}, minus the overlap)")
                 selection = replace(selection, modified_after=since)
     if dry_run:
-        _export_dry_run(source, selection, as_json=as_json)
+        _export_dry_run(source, selection, as_json=as_json, shard=shard)
         return
     listed_at = datetime.now(timezone.utc)
 
@@ -647,7 +657,7 @@ def export_cmd(
         if live and not summary.count("failed"):
             from neptune_migrate.pipeline import watermark
 
-            watermark.record(writer.layout, writer.manifest, mark_id, listed_at, len(summary.runs))
+            watermark.record(writer, mark_id, listed_at, len(summary.runs))
         doc = summary.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1148,6 +1158,7 @@ def verify_cmd(
     options = _import_options(selection, _attribute_regex(attributes), step_policy, 1, dry_run=True)
     shard = _shard(shard_spec)
     report, html_report = _shard_path(report, shard), _shard_path(html_report, shard)
+    markdown_report = _shard_path(markdown_report, shard)
     from dataclasses import replace
 
     options = replace(options, shard=shard)
@@ -1242,7 +1253,9 @@ def run_cmd(
         bool, typer.Option("--dry-run", help="Plan all three steps; write nothing to the dump or the destination.")
     ] = False,
     project: Annotated[
-        str | None, typer.Option("--project", help="workspace/project for sources that lack it.")
+        list[str] | None,
+        typer.Option("--project", help="workspace/project for sources that lack it; live sources: the "
+                     "project(s) to read (repeatable, or comma-separated)."),
     ] = None,
     path_map: Annotated[
         list[str] | None, typer.Option("--path-map", help="OLD_PREFIX=NEW_PREFIX for moved files (repeatable)."),
@@ -1275,6 +1288,11 @@ def run_cmd(
     wandb_mode: WandbModeOpt = "online",
     wandb_dir: WandbDirOpt = None,
     aim_repo: AimRepoOpt = None,
+    bulk: BulkOpt = "auto",
+    mlflow_db: MlflowDbOpt = None,
+    read: Annotated[
+        str, typer.Option("--read", **_choice(["sql", "api"]), help="MLflow: as for verify (sql or api).")
+    ] = "sql",
     only_project: ProjectsOpt = None,
     run_id: Annotated[list[str] | None, typer.Option("--run-id", help="Only this run id (repeatable).")] = None,
     run_regex: RunRegexOpt = None,
@@ -1313,7 +1331,7 @@ def run_cmd(
         raise UsageError(msg)
     dump_path = dump if dump is not None else default_dump(source)  # type: ignore[arg-type]  # checked above
     selection = _selection(only_project, run_id, run_regex, tag, created_after, created_before)
-    projects = tuple(p.strip() for p in (project or "").split(",") if p.strip())
+    projects = tuple(dict.fromkeys(p.strip() for item in project or [] for p in item.split(",") if p.strip()))
     if live:
         if not projects:
             msg = f"--from {from_} needs --project WORKSPACE/PROJECT (several: comma-separated)"
@@ -1323,13 +1341,21 @@ def run_cmd(
                               on_conflict=on_conflict)
     shard = _shard(shard_spec)
     options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
-    source_options = SourceOptions(path=source if source is not None else Path(), project=project,
+    if not live and len(projects) > 1:
+        msg = f"--project is given {len(projects)} times; --from {from_} takes one workspace/project"
+        raise UsageError(msg)
+    source_options = SourceOptions(path=source if source is not None else Path(), project=",".join(projects) or None,
                                    path_map=PathMap.parse(path_map or []),
                                    files_path=files_path, include_previews=include_previews,
                                    include_incomplete=include_incomplete,
-                                   state_dir=DumpLayout(dump_path).state_dir if live else None)
+                                   # resume state lives in the dump; a dry run writes nothing there
+                                   state_dir=DumpLayout(dump_path).state_dir if live and not dry_run else None)
+    if shard is not None and not keep_dump:
+        msg = "--discard-dump with --shard: the dump is shared by every shard; remove it after all of them are done"
+        raise UsageError(msg)
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
-                               wandb_mode, wandb_dir, aim_repo)
+                               wandb_mode, wandb_dir, aim_repo, bulk=bulk, mlflow_db=mlflow_db, read=read,
+                               write_workers=workers)
     where = str(source) if source is not None else f"{from_} {','.join(projects)}"
     summary = RunSummary(source=where, dump=str(dump_path), destination=destination.describe(),
                          verify=mode, dry_run=dry_run, dump_kept=keep_dump)
@@ -1356,14 +1382,20 @@ def run_cmd(
     _run_finish(summary, outcome, dump_path, strict=strict, as_json=as_json)
 
 
-def _source_root(source_options: Any) -> Path | None:
+def _is_live(source: Any) -> bool:
+    from neptune_migrate.sources.base import ServerSelection
+
+    return isinstance(source, ServerSelection)  # only the live sources filter on a server
+
+
+def _source_root(source: Any, source_options: Any) -> Path | None:
     """The folder an offline source reads (provenance paths are kept relative to it); None for a server."""
-    return None if source_options.state_dir is not None else source_options.path
+    return None if _is_live(source) else source_options.path
 
 
 def _source_location(source: Any, source_options: Any) -> str:
     """Where the runs came from, as the export report and the manifest say it."""
-    if source_options.state_dir is not None:  # a live source: its server
+    if _is_live(source):  # its server
         return str(getattr(source, "location", source.describe()))
     return str(source_options.path.resolve())
 
@@ -1395,7 +1427,7 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
 
     with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
         result = export_runs(source, writer, selection, location=_source_location(source, source_options),
-                             on_run=on_run, source_root=_source_root(source_options), shard=shard)
+                             on_run=on_run, source_root=_source_root(source, source_options), shard=shard)
         doc = result.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1459,20 +1491,24 @@ def _run_verify(dump_path: Path, destination: Any, options: Any, mode: Any, summ
     if mode.kind == "none":
         phase.status, phase.note = "skipped", "not verified (--verify none)"
         return Outcome()
-    reader = SampledReader(dump_path, mode.fraction)
+    reader = SampledReader(dump_path, mode.fraction, options.shard)
     console.print(f"== verify ({mode}): {_esc(destination.describe())}", soft_wrap=True)
     progress = _VerifyProgress()
     with progress:
-        result = verify_runs(reader, destination, VerifyOptions(import_options=replace(options, dry_run=True)),
+        # The reader already keeps to the shard (before sampling): the verifier takes what it yields.
+        result = verify_runs(reader, destination,
+                             VerifyOptions(import_options=replace(options, dry_run=True, shard=None)),
                              progress=progress)
     shard = options.shard
     name = _report_name("verify", shard, destination.name)
     json_path = reader.layout.reports_dir / name
     html_path = reader.layout.reports_dir / name.replace(".json", ".html")
     write_json(result, json_path)
-    if shard is not None:  # the shard's facts for `report merge`
+    if shard is not None:  # the shard's facts for `report merge` (over the whole dump, not the sample)
+        from neptune_migrate.dump.reader import DumpReader
+
         doc = json.loads(json_path.read_text(encoding="utf-8"))
-        doc["shard"] = _shard_doc(shard, reader)
+        doc["shard"] = _shard_doc(shard, DumpReader(dump_path))
         json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         write_html(result, html_path)
@@ -1509,11 +1545,18 @@ def _run_plan(
     from neptune_migrate.dump.writer import DumpWriter
     from neptune_migrate.pipeline.export import export_runs
     from neptune_migrate.pipeline.import_ import import_runs
-    from neptune_migrate.pipeline.run import sample_size
+    from neptune_migrate.pipeline.run import KeySelection, sample_size
+    from neptune_migrate.pipeline.shard import source_owner_keys
     from neptune_migrate.sources import load_source
+    from neptune_migrate.sources.base import ServerSelection
 
     source = load_source(from_, source_options)
+    if isinstance(source, ServerSelection):  # a live source filters on the server, as export does
+        source.select(selection)
     keys = [k for k in source.list_runs() if selection.matches_key(k)]
+    if options.shard is not None:  # this shard's runs only, as its export, import and verify take them
+        owners = source_owner_keys(source, keys)
+        keys = [k for k in keys if options.shard.owns(owners[k])]
     exists = (dump_path / "manifest.json").is_file()
     reader = DumpReader(dump_path) if exists else None
     in_dump = {k for k in keys if reader is not None and reader.get_run(k) is not None}
@@ -1530,11 +1573,11 @@ def _run_plan(
     if new:
         tmp = Path(tempfile.mkdtemp(prefix="neptune-migrate-plan-"))
         try:
-            only_new = _KeySelection(selection, frozenset(str(k) for k in new))
+            only_new = KeySelection.narrowing(selection, frozenset(str(k) for k in new))
             with DumpWriter(tmp / "dump") as writer:
-                exported = export_runs(source, writer, only_new,  # type: ignore[arg-type]
+                exported = export_runs(source, writer, only_new,
                                        location=_source_location(source, source_options),
-                                       source_root=_source_root(source_options))
+                                       source_root=_source_root(source, source_options))
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,
@@ -1566,21 +1609,6 @@ def _run_plan(
         if mode.kind == "sample":
             ver.counts["not in the sample"] = len(keys) - chosen
     return outcome
-
-
-class _KeySelection:
-    """A `RunSelection` that also requires the run key to be one of `keys` (the runs a dry run plans
-    from a temporary dump: those not in the real dump yet)."""
-
-    def __init__(self, inner: Any, keys: frozenset[str]) -> None:
-        self.inner = inner
-        self.keys = keys
-
-    def matches_key(self, key: Any) -> bool:
-        return str(key) in self.keys and bool(self.inner.matches_key(key))
-
-    def matches_record(self, record: Any) -> bool:
-        return bool(self.inner.matches_record(record))
 
 
 def _run_finish(summary: Any, outcome: Outcome, dump_path: Path, *, strict: bool, as_json: bool) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -359,6 +359,15 @@ class DumpWriter:
             if self.shard is not None:
                 self.manifest = read_manifest(self.layout)
             self.manifest.exports.append(entry)
+            write_manifest(self.layout, self.manifest)
+
+    def update_extra(self, key: str, update: Callable[[Any], Any]) -> None:
+        """Replace the manifest's `extra[key]` by `update(current value or None)`, on a fresh read
+        under the manifest lock when shards share the dump (so no shard overwrites another's entry)."""
+        with self._manifest_lock():
+            if self.shard is not None:
+                self.manifest = read_manifest(self.layout)
+            self.manifest.extra[key] = update(self.manifest.extra.get(key))
             write_manifest(self.layout, self.manifest)
 
     def is_committed(self, key: RunKey) -> bool:

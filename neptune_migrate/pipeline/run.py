@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun
 from neptune_migrate.errors import UsageError
+from neptune_migrate.model import RunKey
+from neptune_migrate.pipeline.shard import Shard, owned_scan
+from neptune_migrate.sources.base import RunSelection
 
 VerifyKind = Literal["full", "sample", "none"]
 PhaseName = Literal["export", "import", "verify"]
@@ -69,16 +72,18 @@ class SampledReader(DumpReader):
     dump has any (the one nearest to the sample, so a small dump is never "verified" with nothing).
     Refused runs are always yielded: they are problems to report, not data to sample."""
 
-    def __init__(self, root: Path, fraction: float) -> None:
+    def __init__(self, root: Path, fraction: float, shard: Shard | None = None) -> None:
         super().__init__(root)
         self.fraction = fraction
+        self.shard = shard
+        """With `--shard`, the sample is drawn from this shard's runs (never another shard's)."""
         self.left_out = 0
 
     def scan(self) -> Iterator[DumpRun | RefusedRun]:
         self.left_out = 0
         chosen = 0
         nearest: tuple[float, DumpRun] | None = None
-        for run in super().scan():
+        for run in owned_scan(super().scan(), self.shard):
             if isinstance(run, RefusedRun):
                 yield run
                 continue
@@ -93,6 +98,21 @@ class SampledReader(DumpReader):
         if not chosen and nearest is not None:
             self.left_out -= 1
             yield nearest[1]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySelection(RunSelection):
+    """A `RunSelection` that also requires the run key to be one of `keys` (the runs `run --dry-run`
+    plans from a temporary dump: those not in the real dump yet)."""
+
+    keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def narrowing(cls, selection: RunSelection, keys: frozenset[str]) -> KeySelection:
+        return cls(**{f.name: getattr(selection, f.name) for f in fields(RunSelection)}, keys=keys)
+
+    def matches_key(self, key: RunKey) -> bool:
+        return str(key) in self.keys and RunSelection.matches_key(self, key)
 
 
 def sample_size(keys: list[str], fraction: float) -> int:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from neptune_migrate.dump.layout import DumpLayout
-from neptune_migrate.dump.manifest import Manifest, read_manifest, write_manifest
+from neptune_migrate.dump.manifest import read_manifest
+from neptune_migrate.dump.writer import DumpWriter
 
 KEY = "live_watermarks"
 OVERLAP = timedelta(minutes=10)
@@ -23,11 +24,13 @@ OVERLAP = timedelta(minutes=10)
 
 
 def watermark_id(source: str, location: str, projects: tuple[str, ...], workspace: str | None,
-                 filters: str = "") -> str:
-    """Which live export a watermark belongs to: source, server, what was exported and with which run
-    filters (a filtered export must not move the watermark of an unfiltered one)."""
+                 filters: str = "", shard: str | None = None) -> str:
+    """Which live export a watermark belongs to: source, server, what was exported, with which run
+    filters (a filtered export must not move the watermark of an unfiltered one) and, for `--shard`,
+    which shard (each shard moves only its own: one that failed a run keeps its older mark)."""
     what = " ".join(sorted(projects)) or f"workspace:{workspace or '-'}"
-    return f"{source} {location} {what}" + (f" filters:{filters}" if filters else "")
+    return f"{source} {location} {what}" + (f" filters:{filters}" if filters else "") + (
+        f" {shard}" if shard else "")
 
 
 def _entries(extra: dict[str, Any]) -> dict[str, Any]:
@@ -47,10 +50,14 @@ def read_since(layout: DumpLayout, ident: str) -> tuple[datetime | None, datetim
     return mark, mark - overlap
 
 
-def record(layout: DumpLayout, manifest: Manifest, ident: str, listed_at: datetime, runs: int) -> None:
-    """Store the watermark of an export that finished without failed runs."""
-    entries = dict(_entries(manifest.extra))
-    entries[ident] = {"listed_at": listed_at.isoformat(), "overlap_seconds": OVERLAP.total_seconds(),
-                      "runs_listed": runs}
-    manifest.extra[KEY] = entries
-    write_manifest(layout, manifest)
+def record(writer: DumpWriter, ident: str, listed_at: datetime, runs: int) -> None:
+    """Store the watermark of an export that finished without failed runs (under the manifest lock,
+    on a fresh read, when shards share the dump)."""
+
+    def update(current: Any) -> dict[str, Any]:
+        entries = dict(current) if isinstance(current, dict) else {}
+        entries[ident] = {"listed_at": listed_at.isoformat(), "overlap_seconds": OVERLAP.total_seconds(),
+                          "runs_listed": runs}
+        return entries
+
+    writer.update_extra(KEY, update)
