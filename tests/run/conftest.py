@@ -70,7 +70,8 @@ def store(tmp_path: Path, store_template: Path) -> str:
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEPTUNE_MIGRATE_", "MLFLOW_", "WANDB_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NEPTUNE_MIGRATE_", "MLFLOW_", "WANDB_", "NEPTUNE_API_TOKEN"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env["NO_COLOR"] = "1"
     env["COLUMNS"] = "200"
