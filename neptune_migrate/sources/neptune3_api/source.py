@@ -8,7 +8,8 @@ loses or repeats a run or a point (see docs/sources/neptune3-api.md):
   or after the last run seen, skipping that instant's runs already seen **by id**, whatever order the
   server gives runs sharing a timestamp), and the ids are de-duplicated: runs created while the
   listing runs land on later pages instead of shifting the earlier ones (the server's default
-  descending order would), and offsets stay at 0 (unless one millisecond holds a whole page);
+  descending order would), and offsets stay at 0 (an instant that fills a whole page is listed on its
+  own, sorted by the unique `sys/id`);
 * the source is live: each run's fingerprint is its listed `sys/modification_time`, so a run that
   changed on the server since the dump's copy is read again, and an unchanged one is skipped without
   a request;
