@@ -262,6 +262,39 @@ def test_series_pages_with_exclusive_skip_to_step(server: FakeNeptune2, tmp_path
 # Robustness and politeness
 
 
+def test_a_write_that_fails_mid_series_ends_the_run_instead_of_hanging(server: FakeNeptune2, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fetching threads fill the bounded page queue (2 x workers) while the writing thread is gone:
+    # without a cancel they would wait on it forever, and so would the end of the thread pool.
+    import threading
+
+    from neptune_migrate.dump.writer import RunWriter
+
+    monkeypatch.setattr(Neptune2ApiSource, "SERIES_PAGE", 5)
+    run = server.add_run("ws/proj")
+    for name in ("a", "b", "c", "d"):
+        run.float_series[name] = [(float(s), s / 3, 1_700_000_000_000 + s) for s in range(40)]
+    written: list[int] = []
+    original = RunWriter.add_points
+
+    def add_points(self: RunWriter, *args: Any, **kwargs: Any) -> Any:
+        if written:
+            raise OSError("disk full")
+        written.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "add_points", add_points)
+    result: list[ExportSummary] = []
+    worker = threading.Thread(target=lambda: result.append(export(server, tmp_path / "dump", workers=2)[0]),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "export_run hangs after a failed write"
+    assert [(r.status, r.message) for r in result[0].runs] == [("failed", "OSError: disk full")]
+    assert server.count("/series/float") < 4 * 8  # the fetching threads stopped early
+
+
+
 def test_429_retry_after_12_is_honoured_exactly_and_faults_are_retried(server: FakeNeptune2, tmp_path: Path) -> None:
     small_project(server)
     server.fault("/series/float", "429", retry_after="12")

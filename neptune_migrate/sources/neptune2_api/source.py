@@ -16,6 +16,7 @@ so that this module decides the paging and the retries:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,6 +82,8 @@ class Neptune2ApiSource:
     SERIES_PAGE: ClassVar[int] = 1000
     CHECKPOINT_PAGES: ClassVar[int] = 10
     """Pages of one series between two checkpoints of its progress."""
+    PUT_WAIT: ClassVar[float] = 0.1
+    """Seconds a fetching thread waits on the full page queue before it looks for a cancel."""
     policy: ClassVar[RetryPolicy] = RetryPolicy(max_wait=120.0, max_total=900.0, max_outage=0.0)
     """Retry-After up to 2 minutes is honoured exactly."""
 
@@ -384,38 +387,59 @@ class Neptune2ApiSource:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _export_series(self, key: RunKey, uuid: str, series: list[tuple[str, str]], out: RunWriter) -> None:
-        """Page every series; up to `workers` series are fetched at once, the writes stay in this thread."""
+        """Page every series; up to `workers` series are fetched at once, the writes stay in this thread.
+
+        When this thread leaves early (a fetch or a write failed, Ctrl-C), `cancel` stops the fetching
+        threads: they put into the bounded queue with a short timeout, so none waits for a reader that
+        is gone, and each stops after the request it is in."""
         if not series:
             return
         pages: queue.Queue[tuple[str, SeriesKind, pa.Table] | _Stop | BaseException] = queue.Queue(
             maxsize=2 * self.budget.workers)
+        cancel = threading.Event()
+
+        def put(item: tuple[str, SeriesKind, pa.Table] | _Stop | BaseException) -> bool:
+            while not cancel.is_set():
+                try:
+                    pages.put(item, timeout=self.PUT_WAIT)
+                except queue.Full:
+                    continue
+                return True
+            return False
 
         def fetch(path: str, typ: str) -> None:
+            if cancel.is_set():
+                return
             try:
                 kind = mapping.SERIES_TYPES[typ]
                 for table in self._series_pages(key, uuid, path, typ, out):
-                    pages.put((path, kind, table))
-                pages.put(_Stop())
+                    if not put((path, kind, table)):
+                        return
+                put(_Stop())
             except BaseException as exc:  # noqa: BLE001 - handed to the writing thread, which raises it
-                pages.put(exc)
+                put(exc)
 
         with ThreadPoolExecutor(max_workers=min(self.budget.workers, len(series))) as pool:
-            for path, typ in series:
-                out.declare_series(mapping.SERIES_TYPES[typ], path)
-                pool.submit(fetch, path, typ)
-            done = 0
-            error: BaseException | None = None
-            while done < len(series):
-                item = pages.get()
-                if isinstance(item, _Stop):
-                    done += 1
-                elif isinstance(item, BaseException):
-                    done += 1
-                    error = error or item
-                elif error is None:
-                    out.add_points(item[1], item[2])
-            if error is not None:
-                raise error
+            try:
+                for path, typ in series:
+                    out.declare_series(mapping.SERIES_TYPES[typ], path)
+                    pool.submit(fetch, path, typ)
+                done = 0
+                while done < len(series):
+                    item = pages.get()
+                    if isinstance(item, _Stop):
+                        done += 1
+                    elif isinstance(item, BaseException):
+                        raise item
+                    else:
+                        out.add_points(item[1], item[2])
+            except BaseException:
+                cancel.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                with contextlib.suppress(queue.Empty):
+                    while True:  # drop what was fetched: the fetching threads' puts then return at once
+                        pages.get_nowait()
+                raise
 
     def _series_pages(self, key: RunKey, uuid: str, path: str, typ: str, out: RunWriter) -> Iterator[pa.Table]:
         """Pages of one series, resuming from a checkpoint; `skipToStep` is exclusive on the server."""

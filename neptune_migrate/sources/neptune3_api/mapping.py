@@ -41,8 +41,8 @@ SERVER_BOOKKEEPING = ("sys/diagnostics/", "sys/forking/", "sys/experiment/", "sy
 """Attributes the server computes for itself (counts, sizes, clocks): not the user's data, not copied
 (an offline neptune-scale log does not hold them either)."""
 
-LISTING_ATTRIBUTES = ("sys/id", "sys/custom_run_id", "sys/creation_time")
-"""What a listing page projects: enough to name each run."""
+LISTING_ATTRIBUTES = ("sys/id", "sys/custom_run_id", "sys/creation_time", "sys/modification_time")
+"""What a listing page projects: enough to name each run and tell whether it changed since a dump."""
 
 ESTIMATE_ATTRIBUTES = ("sys/id", "sys/diagnostics/attributes/total_count",
                        "sys/diagnostics/attributes/total_series_datapoints", "sys/size")
@@ -247,7 +247,8 @@ def selection_nql(selection: RunSelection) -> str | None:
     return " AND ".join(atoms) or None
 
 
-def created_from_nql(base: str | None, created_ms: int) -> str:
-    """`base` narrowed to runs created at or after `created_ms` (keyset paging of the listing)."""
-    atom = f"(`sys/creation_time`:datetime >= {_when(millis_datetime(created_ms))})"
+def created_from_nql(base: str | None, created_ms: int, op: str = ">=") -> str:
+    """`base` narrowed to runs created at or after `created_ms` (keyset paging of the listing); `op`
+    `>` (after it) or `==` (at it) instead."""
+    atom = f"(`sys/creation_time`:datetime {op} {_when(millis_datetime(created_ms))})"
     return f"({base}) AND {atom}" if base else atom

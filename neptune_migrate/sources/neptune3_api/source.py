@@ -5,9 +5,14 @@ The HTTP calls, token exchange and protobuf decoding are neptune-query's own (it
 loses or repeats a run or a point (see docs/sources/neptune3-api.md):
 
 * runs are listed **ascending** by `sys/creation_time` in keyset pages of at most 10,000 (created at
-  or after the last run seen, skipping only that instant's runs already seen), and the ids are
-  de-duplicated: runs created while the listing runs land on later pages instead of shifting the
-  earlier ones (the server's default descending order would), and offsets stay small;
+  or after the last run seen, skipping that instant's runs already seen **by id**, whatever order the
+  server gives runs sharing a timestamp), and the ids are de-duplicated: runs created while the
+  listing runs land on later pages instead of shifting the earlier ones (the server's default
+  descending order would), and offsets stay at 0 (an instant that fills a whole page is listed on its
+  own, sorted by the unique `sys/id`);
+* the source is live: each run's fingerprint is its listed `sys/modification_time`, so a run that
+  changed on the server since the dump's copy is read again, and an unchanged one is skipped without
+  a request;
 * float series come newest-first in pages of `perSeriesPointsLimit` (`afterStep` goes downwards); a
   page is full when it holds exactly the limit, and then one more page is asked for;
 * string, file and histogram series are paged with `searchAfter` tokens;
@@ -55,7 +60,7 @@ from neptune_migrate.model import (
     SourceRunId,
 )
 from neptune_migrate.retry import Retrier, RetryPolicy
-from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions
+from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions, fingerprint_files
 from neptune_migrate.sources.live_budget import RequestBudget
 from neptune_migrate.sources.neptune3_api.errors import (
     TRANSIENT_STATUSES,
@@ -114,19 +119,34 @@ def _safe(text: str) -> str:
 class _Listed:
     sys_id: str
     label: str
+    modified: int | None = None
+    """`sys/modification_time` (epoch ms) as listed; None when the run was not listed."""
+
+
+def _datetime_ms(entry: Any, name: str) -> int | None:
+    for a in entry.attributes:
+        if a.name == name and a.HasField("datetime_properties"):
+            return int(a.datetime_properties.value)
+    return None
 
 
 def _created_ms(entry: Any) -> int:
+    return _datetime_ms(entry, "sys/creation_time") or 0
+
+
+def _sys_id(entry: Any) -> str:
     for a in entry.attributes:
-        if a.name == "sys/creation_time":
-            return int(a.datetime_properties.value)
-    return 0
+        if a.name == "sys/id":
+            return str(a.string_properties.value)
+    return str(entry.experiment_id)
 
 
 class Neptune3ApiSource:
     """`--from neptune3-api`: runs of one or more projects on a live Neptune 3.x server."""
 
     name: ClassVar[str] = "neptune3-api"
+    live: ClassVar[bool] = True
+    """A live source holds the authoritative copy: a changed run replaces the dump's copy."""
 
     def __init__(self, options: SourceOptions) -> None:
         self.options = options
@@ -189,6 +209,11 @@ class Neptune3ApiSource:
         self._api()
         return str(self._base_url)
 
+    @property
+    def location(self) -> str:
+        """The server's address (from the token; never the token itself)."""
+        return self.base_url
+
     def _call(self, what: str, fn: Callable[..., Any], *, project: str | None = None, check: bool = True) -> Any:
         """One API call through the retrier; returns the response (2xx) or raises a classified error."""
         from neptune_query.generated.neptune_api.errors import ApiKeyRejectedError, UnableToExchangeApiKeyError
@@ -250,7 +275,7 @@ class Neptune3ApiSource:
         self.selection = selection
 
     def _search(self, project: str, offset: int, limit: int, attributes: tuple[str, ...],
-                nql: str | None) -> Any:
+                nql: str | None, sort_by: tuple[str, str] = ("sys/creation_time", "datetime")) -> Any:
         from neptune_query.generated.neptune_api.api.retrieval import search_leaderboard_entries_proto
         from neptune_query.generated.neptune_api.models import SearchLeaderboardEntriesParamsDTO
         from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model.leaderboard_entries_pb2 import (
@@ -261,7 +286,7 @@ class Neptune3ApiSource:
             "attributeFilters": [{"path": a} for a in attributes],
             "pagination": {"limit": limit, "offset": offset},
             "experimentLeader": False,
-            "sorting": {"dir": "ascending", "sortBy": {"name": "sys/creation_time", "type": "datetime"}},
+            "sorting": {"dir": "ascending", "sortBy": {"name": sort_by[0], "type": sort_by[1]}},
         }
         if nql:
             params["query"] = {"query": nql}
@@ -273,30 +298,50 @@ class Neptune3ApiSource:
 
     def _pages(self, project: str, attributes: tuple[str, ...]) -> Iterator[Any]:
         """Every selected run, ascending by creation time, by keyset pages: each page asks for runs
-        created at or after the last one seen and skips the ones of that instant already seen, so
-        offsets stay small (no offset limit is ever reached) and runs sharing a timestamp at a page
-        boundary are neither skipped nor repeated."""
+        created at or after the last instant seen and drops the runs of that instant already seen,
+        by id, so offsets stay at 0 (no offset limit is reached) and runs sharing a timestamp at a
+        page boundary are neither skipped nor repeated, in whatever order the server gives them.
+
+        When one instant fills a whole page, that instant is listed on its own, sorted by the unique
+        `sys/id` (offsets into it then mean the same in every request), and the listing goes on
+        after it."""
         base = selection_nql(self.selection)
-        if "sys/creation_time" not in attributes:
-            attributes = (*attributes, "sys/creation_time")
+        for needed in ("sys/id", "sys/creation_time"):
+            if needed not in attributes:
+                attributes = (*attributes, needed)
         since: int | None = None
-        skip = 0
+        after = False  # True: the runs of `since` are all listed; go on strictly after it
+        seen: set[str] = set()  # ids of the runs created at `since` already yielded
         while True:
-            nql = base if since is None else created_from_nql(base, since)
-            # offset + limit stays within one page (a server may cap it) unless one instant holds more.
-            limit = self.list_page - skip if skip < self.list_page else self.list_page
-            page = self._search(project, skip, limit, attributes, nql)
+            nql = base if since is None else created_from_nql(base, since, ">" if after else ">=")
+            page = self._search(project, 0, self.list_page, attributes, nql)
             entries = list(page.entries)
-            yield from entries
-            if len(entries) < limit:
+            for entry in entries:
+                if since is not None and _created_ms(entry) == since and _sys_id(entry) in seen:
+                    continue
+                yield entry
+            if len(entries) < self.list_page:
                 return
-            created = [_created_ms(e) for e in entries]
-            last = created[-1]
-            ties = len(created) - next(i for i, c in enumerate(created) if c == last)
-            if last == since:
-                skip += len(entries)  # the whole page shares the instant: go further into it
+            last = _created_ms(entries[-1])
+            at_last = {_sys_id(e) for e in entries if _created_ms(e) == last}
+            if last == since:  # the whole page shares the instant: list it alone, by id
+                yield from self._instant(project, attributes, base, last, seen | at_last)
+                after, seen = True, set()
             else:
-                since, skip = last, ties
+                since, seen, after = last, at_last, False
+
+    def _instant(self, project: str, attributes: tuple[str, ...], base: str | None, created_ms: int,
+                 seen: set[str]) -> Iterator[Any]:
+        """The runs created at `created_ms` and not in `seen`, by offset pages sorted by `sys/id`."""
+        nql = created_from_nql(base, created_ms, "==")
+        offset = 0
+        while True:
+            page = self._search(project, offset, self.list_page, attributes, nql, ("sys/id", "string"))
+            entries = list(page.entries)
+            yield from (e for e in entries if _sys_id(e) not in seen)
+            if len(entries) < self.list_page:
+                return
+            offset += len(entries)
 
     def _list(self) -> dict[RunKey, _Listed]:
         listed: dict[RunKey, _Listed] = {}
@@ -317,7 +362,7 @@ class Neptune3ApiSource:
                     self._warnings.append(f"{project}: runs {listed[key].sys_id} and {sys_id} share the custom "
                                           f"run id {label!r}; the second is exported as {sys_id}")
                     key = RunKey(project, SourceRunId(sys_id))
-                listed[key] = _Listed(sys_id, label)
+                listed[key] = _Listed(sys_id, label, _datetime_ms(entry, "sys/modification_time"))
         return listed
 
     def describe(self) -> str:
@@ -334,6 +379,13 @@ class Neptune3ApiSource:
     def list_runs(self) -> Iterator[RunKey]:
         self._listed = self._list()
         yield from self._listed
+
+    def fingerprint(self, key: RunKey) -> str:
+        """The run's `sys/modification_time` as listed (no request): unchanged runs are skipped."""
+        listed = self._listed.get(key)
+        if listed is None or listed.modified is None:
+            return fingerprint_files([("uncached", str(key))])
+        return fingerprint_files([("sys/modification_time", listed.modified)])
 
     def classify_error(self, error: Exception) -> ErrorKind:
         return classify_error(error)

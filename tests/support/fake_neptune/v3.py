@@ -13,13 +13,15 @@ Routes (see `shared/reference/neptune-sources.md` §3.2/§3.4):
 
 Knobs for tests: `faults` (status + headers, or a dropped connection, for the next N requests of a
 route), `counts` (requests per route), `on_search` (called before each listing page: add runs while
-a listing is in progress), `series_page` (points per `searchAfter` page), `max_points_per_page`.
+a listing is in progress), `series_page` (points per `searchAfter` page), `max_points_per_page`,
+`shuffle_ties` (runs sharing a creation time come in a new order in every listing answer).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import threading
 import time
@@ -151,6 +153,9 @@ class FakeNeptune3:
         """Refuse listing pages beyond this offset + limit (like 2.x's 10,000; None: no limit)."""
         self.searches: list[dict[str, Any]] = []
         """JSON bodies of every listing request, in order."""
+        self.shuffle_ties = False
+        """Order runs sharing a sort value differently in each listing answer (a server whose sort is
+        not stable across queries); False: insertion order."""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -366,7 +371,9 @@ class FakeNeptune3:
         sorting = b.get("sorting") or {}
         sort_name = (sorting.get("sortBy") or {}).get("name", "sys/creation_time")
         desc = sorting.get("dir", "descending") == "descending"
-        # A stable sort on the one key: runs sharing a timestamp keep their insertion order.
+        if self.shuffle_ties:  # a new order of the ties for every request (seeded: reproducible)
+            random.Random(len(self.searches)).shuffle(runs)
+        # A stable sort on the one key: runs sharing a timestamp keep their insertion (or shuffled) order.
         runs.sort(key=lambda r: _sort_value(r.all_fields().get(sort_name, ("string", ""))[1]), reverse=desc)
         selected = runs[offset: offset + limit]
         names = [a["path"] for a in b.get("attributeFilters", [])]

@@ -83,6 +83,7 @@ def fake(server: FakeNeptune3) -> Iterator[FakeNeptune3]:
     server.series_page = 1000
     server.delay = 0.0
     server.max_offset = None
+    server.shuffle_ties = False
     server.searches.clear()
 
 
@@ -221,6 +222,40 @@ def test_listing_is_ascending_and_never_loses_or_repeats_a_run_created_meanwhile
     assert sorted(r.key.rsplit("/", 1)[1] for r in summary.runs) == ["late", "r0", "r1", "r2", "r3", "r4"]
     assert len(summary.runs) == 6
     assert fake.counts["values"] == 6
+
+
+def test_a_run_changed_on_the_server_is_read_again_and_an_unchanged_one_is_skipped_without_requests(
+    fake: FakeNeptune3, tmp_path: Path
+) -> None:
+    project = "my-ws/live"
+    fake.projects.add(project)
+    created = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    changing = fake.add_run("changing", project=project, created=created, modified=created, series={
+        "m": ("floatSeries", [Point(float(s), T0_MS + s, s / 2) for s in range(3)])})
+    fake.add_run("still", project=project, created=created + timedelta(seconds=1), series={
+        "m": ("floatSeries", [Point(0.0, T0_MS, 1.0)])})
+    dump = tmp_path / "dump"
+    source = _source(fake, project=project)
+    assert source.location == fake.base_url
+    assert fake.token() not in source.location
+    assert [r.status for r in _export(source, dump).runs] == ["exported", "exported"]
+
+    changing.series["m"][1].append(Point(3.0, T0_MS + 3, 9.0))  # a new point, a later modification time
+    changing.modified = created + timedelta(hours=1)
+    fake.counts.clear()
+    fake.requests.clear()
+    summary = _export(_source(fake, project=project), dump)
+    outcome = {r.key.rsplit("/", 1)[1]: (r.status, r.message) for r in summary.runs}
+    assert outcome["changing"][0] == "exported"
+    assert "changed on the server" in outcome["changing"][1]
+    assert outcome["still"] == ("skipped", "already complete in the dump")
+    # Only the changed run was read: one attribute request, one float page, none for the other run.
+    assert fake.counts["values"] == 1
+    assert fake.counts["float"] == 1
+    assert [b["requests"][0]["series"]["holder"]["identifier"] for _, b in fake.requests] == [
+        f"{project}/{changing.sys_id}"]
+    rows = _series(DumpReader(dump), "changing", "float", "m", project=project)
+    assert [(r["step"], r["value"]) for r in rows] == [(0.0, 0.0), (1.0, 0.5), (2.0, 1.0), (3.0, 9.0)]
 
 
 def test_filters_are_applied_on_the_server(fake: FakeNeptune3, tmp_path: Path) -> None:
@@ -484,9 +519,27 @@ def test_keyset_listing_never_needs_a_large_offset_and_keeps_every_tie(fake: Fak
     source = _source(fake, project=project)
     source.list_page = 3
     assert [k.run_id for k in source.list_runs()] == [f"k{i}" for i in range(9)]
-    # Offsets stay within the runs of one instant, whatever the count of runs.
-    assert [(b["pagination"]["offset"], b["pagination"]["limit"]) for b in fake.searches] == [
-        (0, 3), (1, 2), (1, 2), (1, 2), (3, 3)]
+    # Offset 0, but when one instant fills a whole page (k6-k8): that instant alone, by id, then after it.
+    assert [(b["pagination"]["offset"], b["sorting"]["sortBy"]["name"]) for b in fake.searches] == [
+        (0, "sys/creation_time"), (0, "sys/creation_time"), (0, "sys/creation_time"), (0, "sys/creation_time"),
+        (0, "sys/id"), (3, "sys/id"), (0, "sys/creation_time")]
+
+
+def test_keyset_listing_keeps_every_tie_when_the_server_orders_ties_differently_each_time(
+    fake: FakeNeptune3,
+) -> None:
+    project = "my-ws/shuffled"
+    fake.projects.add(project)
+    day = datetime(2025, 4, 2, tzinfo=timezone.utc)
+    # Groups of 4 runs sharing a millisecond, pages of 3: every boundary falls inside a tie.
+    for i in range(12):
+        fake.add_run(f"s{i:02d}", project=project, created=day + timedelta(milliseconds=i // 4))
+    fake.shuffle_ties = True  # ties come in a new order in every answer
+    source = _source(fake, project=project)
+    source.list_page = 3
+    keys = [k.run_id for k in source.list_runs()]
+    assert sorted(keys) == [f"s{i:02d}" for i in range(12)]
+    assert len(keys) == 12
 
 
 @pytest.mark.slow
