@@ -1383,9 +1383,8 @@ def run_cmd(
 
 
 def _is_live(source: Any) -> bool:
-    from neptune_migrate.sources.base import ServerSelection
-
-    return isinstance(source, ServerSelection)  # only the live sources filter on a server
+    """The one mark of a live source, as `pipeline.export` reads it (`live = True` on the class)."""
+    return bool(getattr(source, "live", False))
 
 
 def _source_root(source: Any, source_options: Any) -> Path | None:
@@ -1396,7 +1395,8 @@ def _source_root(source: Any, source_options: Any) -> Path | None:
 def _source_location(source: Any, source_options: Any) -> str:
     """Where the runs came from, as the export report and the manifest say it."""
     if _is_live(source):  # its server
-        return str(getattr(source, "location", source.describe()))
+        location = getattr(source, "location", None)
+        return str(location) if location is not None else source.describe()
     return str(source_options.path.resolve())
 
 
