@@ -6,6 +6,11 @@ parameter name it passes. Routes follow `reference/neptune-sources.md` §3.3 and
 `reference/live-registry-scale.md` §3 (the 10,000-offset listing limit, search-after on
 `sys/creation_time`, exclusive `skipToStep`).
 
+Models and model versions (`add_model`, `add_model_version`) are containers of `type` `model` /
+`modelVersion` beside the runs: listed only when `searchLeaderboardEntries` asks for their type, read
+through the same attribute, series and download routes, with the `sys` attributes a 2.x server gives
+them (no `sys/failed` or `sys/group_tags`; versions add `sys/model_id` and `sys/stage`).
+
 Knobs: `max_offset` (400 when `offset + limit` passes it; 10,000 like the real server),
 `tie_order_seed` (runs sharing a creation time come back in an arbitrary but fixed order),
 `on_list_page` (called after each listing page, e.g. to add runs while a listing is in progress),
@@ -64,6 +69,12 @@ class FakeRun2:
     file_sets: dict[str, dict[str, bytes]] = field(default_factory=dict)
     image_series: dict[str, list[tuple[float, bytes, int]]] = field(default_factory=dict)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    container_type: str = "run"
+    """`run`, `model` or `modelVersion` (the API's spelling)."""
+    model_id: str | None = None
+    """A model version's model (`PROJ-MOD`)."""
+    stage: str = "none"
+    """A model version's `sys/stage`."""
 
     def touch(self, when: datetime | None = None) -> None:
         self.modified = when or datetime.now(timezone.utc)
@@ -79,13 +90,17 @@ class FakeRun2:
             _attr("sys/modification_time", "datetime", iso(mod)),
             _attr("sys/ping_time", "datetime", iso(mod)),
             _attr("sys/state", "experimentState", self.state),
-            _attr("sys/failed", "bool", self.failed),
             _attr("sys/trashed", "bool", self.trashed),
             _attr("sys/tags", "stringSet", sorted(self.tags)),
-            _attr("sys/group_tags", "stringSet", sorted(self.group_tags)),
             _attr("sys/size", "float", 0.0),
             _attr("sys/running_time", "float", 0.0),
         ]
+        if self.container_type == "run":
+            out.insert(8, _attr("sys/failed", "bool", self.failed))
+            out.insert(11, _attr("sys/group_tags", "stringSet", sorted(self.group_tags)))
+        if self.container_type == "modelVersion":
+            out.append(_attr("sys/model_id", "string", self.model_id))
+            out.append(_attr("sys/stage", "string", self.stage))
         if self.custom_run_id is not None:
             out.append(_attr("sys/custom_run_id", "string", self.custom_run_id))
         return out
@@ -303,6 +318,27 @@ class FakeNeptune2(FakeServer):
         proj.runs.append(run)
         return run
 
+    def add_model(self, qualified: str, key: str, created: datetime | None = None, **kw: Any) -> FakeRun2:
+        """A model `PROJ-<key>` (as `init_model(key=...)` makes it)."""
+        proj = self.project(qualified)
+        created = created or datetime(2024, 2, 1, tzinfo=timezone.utc) + timedelta(minutes=len(proj.runs))
+        model = FakeRun2(sys_id=f"{proj.key}-{key}", created=created, container_type="model", **kw)
+        model.modified = model.modified or created
+        proj.runs.append(model)
+        return model
+
+    def add_model_version(self, qualified: str, model: FakeRun2, created: datetime | None = None,
+                          **kw: Any) -> FakeRun2:
+        """The model's next version `PROJ-<key>-<n>` (as `init_model_version(model=...)` makes it)."""
+        proj = self.project(qualified)
+        n = 1 + sum(1 for r in proj.runs if r.container_type == "modelVersion" and r.model_id == model.sys_id)
+        created = created or model.created + timedelta(minutes=n)
+        version = FakeRun2(sys_id=f"{model.sys_id}-{n}", created=created, container_type="modelVersion",
+                           model_id=model.sys_id, **kw)
+        version.modified = version.modified or created
+        proj.runs.append(version)
+        return version
+
     def _find_run(self, experiment_id: str) -> FakeRun2:
         for proj in self.projects.values():
             for run in proj.runs:
@@ -367,7 +403,7 @@ class FakeNeptune2(FakeServer):
         if p == "/api/leaderboard/v1/experiments":
             proj = next(pr for pr in self.projects.values() if run in pr.runs)
             return Reply.of_json({"id": run.uuid, "shortId": run.sys_id, "organizationName": proj.workspace,
-                                  "projectName": proj.name, "type": "run", "trashed": run.trashed})
+                                  "projectName": proj.name, "type": run.container_type, "trashed": run.trashed})
         if p == "/api/leaderboard/v1/attributes":
             return Reply.of_json({"id": run.uuid, "attributes": run.attributes()})
         if p == "/api/leaderboard/v1/attributes/series/float":
@@ -430,7 +466,8 @@ class FakeNeptune2(FakeServer):
             match = nql_matcher(params.get("query", {}).get("query", ""))
         except ValueError as exc:
             return Reply.error(400, "Syntax error: " + str(exc))
-        runs = [r for r in proj.runs if match(r)]
+        types = req.query.get("type") or ["run"]
+        runs = [r for r in proj.runs if r.container_type in types and match(r)]
         rng = random.Random(self.tie_order_seed)
         tie = {r.uuid: rng.random() for r in runs}
         sorting = params.get("sorting") or {}
@@ -448,7 +485,7 @@ class FakeNeptune2(FakeServer):
         entries = []
         for r in runs[offset:offset + limit]:
             attrs = [a for a in r.attributes() if a["name"] in wanted]
-            entries.append({"experimentId": r.uuid, "type": "run", "attributes": attrs})
+            entries.append({"experimentId": r.uuid, "type": r.container_type, "attributes": attrs})
         self._list_pages += 1
         if self.on_list_page is not None and limit > 0:
             self.on_list_page(self._list_pages)
@@ -477,6 +514,32 @@ def small_project(server: FakeNeptune2, qualified: str = "ws/proj") -> list[Fake
     r3 = server.add_run(qualified, base + timedelta(hours=2), name="third", custom_run_id="custom-3")
     r3.fields["eval/acc"] = ("float", 0.93)
     return [r1, r2, r3]
+
+
+def small_registry(server: FakeNeptune2, qualified: str = "ws/proj") -> dict[str, FakeRun2]:
+    """Two models, four versions in every stage, with fields, series and files (registry test data)."""
+    base = datetime(2024, 2, 1, 9, 0, tzinfo=timezone.utc)
+    ts0 = int(base.timestamp() * 1000)
+    clf = server.add_model(qualified, "CLF", base, name="classifier", description="resnet classifier",
+                           tags={"vision", "prod-line"})
+    clf.fields["info/owner_team"] = ("string", "ml-core")
+    clf.files["docs/card"] = (b"# model card\n", "md")
+    out = {"CLF": clf}
+    stages = ["archived", "production", "staging", "production"]
+    for n, stage in enumerate(stages, start=1):
+        v = server.add_model_version(qualified, clf, base + timedelta(hours=n), name=f"clf v{n}",
+                                     description=f"version {n}", tags={f"v{n}"}, stage=stage)
+        v.fields["params/lr"] = ("float", 0.1 / n)
+        v.fields["source/run"] = ("string", "PROJ-1")
+        v.float_series["val/acc"] = [(float(s), 0.5 + n / 10 + s / 100, ts0 + n * 3_600_000 + s * 1000)
+                                     for s in range(6)]
+        v.files["model/weights"] = (bytes([n]) * 100 + b"weights", "pt")
+        out[f"CLF-{n}"] = v
+    det = server.add_model(qualified, "DET", base + timedelta(days=1), name="detector", tags=set())
+    out["DET"] = det
+    out["DET-1"] = server.add_model_version(qualified, det, base + timedelta(days=1, hours=1), name="",
+                                            stage="none")
+    return out
 
 
 def _json_default(value: Any) -> Any:  # pragma: no cover - debugging helper
