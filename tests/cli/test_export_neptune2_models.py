@@ -109,7 +109,7 @@ def test_models_and_versions_equal_what_the_fake_serves(server: FakeNeptune2, tm
 def test_listings_ask_for_one_type_and_never_mix(server: FakeNeptune2, tmp_path: Path) -> None:
     small_project(server)
     small_registry(server)
-    summary, source = export(server, tmp_path / "a", RunSelection(projects=("ws/proj",), tags=("b",)))
+    _summary, source = export(server, tmp_path / "a", RunSelection(projects=("ws/proj",), tags=("b",)))
     asked = [tuple(json.loads(q).get("type", [])) for _m, p, q in server.log
              if p.endswith("/leaderboard/entries/search")]
     assert asked == [("run",), ("model",), ("modelVersion",)]

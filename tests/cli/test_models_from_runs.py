@@ -31,9 +31,10 @@ _m2r = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_m2r)
 CONTENT: dict[str, Any] = _m2r.CONTENT
 
+EXPORTER = FIXTURES / "neptune-exporter" / "generated" / "model_to_run" / "data"
 SOURCES = {
     "offline": ["--from", "neptune-offline", str(FIXTURES / "neptune1" / "model_to_run"), "--project", "ws/proj"],
-    "exporter": ["--from", "neptune-exporter", str(FIXTURES / "neptune-exporter" / "generated" / "model_to_run" / "data")],
+    "exporter": ["--from", "neptune-exporter", str(EXPORTER)],
 }
 
 
