@@ -127,6 +127,28 @@ def test_listings_ask_for_one_type_and_never_mix(server: FakeNeptune2, tmp_path:
         source._keep("ws/proj", {"experimentId": "u", "type": "run", "attributes": []}, "model")
 
 
+@pytest.mark.filterwarnings("ignore:Neptune's model registry has been deprecated")
+def test_the_real_client_reads_the_fake_registry(server: FakeNeptune2) -> None:
+    """The fake speaks what neptune 1.x's own registry calls send (so the source's reads are realistic)."""
+    import neptune
+
+    small_registry(server)
+    token = server.api_token()
+    with neptune.init_project(project="ws/proj", api_token=token, mode="read-only") as project:
+        models = project.fetch_models_table(columns=[]).to_pandas()
+    assert sorted(models["sys/id"]) == ["PROJ-CLF", "PROJ-DET"]
+    with neptune.init_model(with_id="PROJ-CLF", project="ws/proj", api_token=token, mode="read-only") as model:
+        assert model["sys/name"].fetch() == "classifier"
+        versions = model.fetch_model_versions_table(columns=[]).to_pandas()
+    assert sorted(versions["sys/id"]) == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3", "PROJ-CLF-4"]
+    with neptune.init_model_version(with_id="PROJ-CLF-2", project="ws/proj", api_token=token,
+                                    mode="read-only") as version:
+        assert version["sys/stage"].fetch() == "production"
+        assert version["sys/model_id"].fetch() == "PROJ-CLF"
+        assert [round(v, 6) for v in version["val/acc"].fetch_values()["value"]] == [
+            round(0.7 + s / 100, 6) for s in range(6)]
+
+
 def test_dry_run_counts_models_and_versions(server: FakeNeptune2, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from neptune_migrate import cli
 

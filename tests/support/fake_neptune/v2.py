@@ -255,24 +255,58 @@ _DEFS: dict[str, Any] = {
     "Enabled": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
     "AuthTokens": {"type": "object", "properties": {
         "accessToken": {"type": "string"}, "refreshToken": {"type": "string"}, "username": {"type": "string"}}},
+    "ProjectWithRoleDTO": {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "organizationName": {"type": "string"},
+        "organizationId": {"type": "string"}, "projectKey": {"type": "string"}, "version": {"type": "integer"}}},
 }
 BACKEND_SPEC = _spec("/api/backend", {
     "getClientConfig": ("get", "/v1/clients/config", [_TOKEN_HEADER, _param("alpha")], "ClientConfig"),
     "exchangeApiToken": ("get", "/v1/authorization/oauth-token", [_TOKEN_HEADER], "AuthTokens"),
-    "getProject": ("get", "/v1/projects/get", [_param("projectIdentifier", required=True)], None),
+    "getProject": ("get", "/v1/projects/get", [_param("projectIdentifier", required=True)], "ProjectWithRoleDTO"),
     "listProjects": ("get", "/v1/projects", [
         _param("organizationIdentifier"), _param("offset", typ="integer"), _param("limit", typ="integer"),
         _param("searchTerm"), _param("sortBy", array=True), _param("sortDirection", array=True),
         _param("userRelation")], None),
     "listOrganizations": ("get", "/v1/myOrganizations", [], None),
 }, _DEFS)
+_ANY: dict[str, Any] = {}
+_ATTRIBUTE_TYPES = ("float", "int", "bool", "string", "datetime", "stringSet", "experimentState", "floatSeries",
+                    "stringSeries", "imageSeries", "file", "fileSet", "notebookRef", "gitRef")
+_MODEL_DEFS: dict[str, Any] = {
+    # What the neptune 1.x client parses into objects (its reads in `init_model(mode="read-only")`,
+    # `fetch_*_table`, `fetch_values`); our source reads the same answers as plain JSON.
+    "Props": {"type": "object", "properties": {
+        "attributeName": {"type": "string"}, "attributeType": {"type": "string"}, "value": _ANY, "values": _ANY,
+        "last": _ANY, "lastStep": _ANY, "name": _ANY, "ext": _ANY, "size": _ANY}},
+    "AttributeDTO": {"type": "object", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"},
+        **{f"{t}Properties": {"$ref": "#/definitions/Props"} for t in _ATTRIBUTE_TYPES}}},
+    "Attributes": {"type": "object", "properties": {
+        "id": {"type": "string"}, "attributes": {"type": "array", "items": {"$ref": "#/definitions/AttributeDTO"}}}},
+    "LeaderboardEntry": {"type": "object", "properties": {
+        "experimentId": {"type": "string"}, "type": {"type": "string"},
+        "attributes": {"type": "array", "items": {"$ref": "#/definitions/AttributeDTO"}}}},
+    "LeaderboardEntries": {"type": "object", "properties": {
+        "matchingItemCount": {"type": "integer"},
+        "entries": {"type": "array", "items": {"$ref": "#/definitions/LeaderboardEntry"}}}},
+    "AttributeDefinition": {"type": "object", "properties": {"name": {"type": "string"}, "type": {"type": "string"}}},
+    "AttributeDefinitions": {"type": "object", "properties": {
+        "entries": {"type": "array", "items": {"$ref": "#/definitions/AttributeDefinition"}}}},
+    "FloatPoint": {"type": "object", "properties": {
+        "step": {"type": "number"}, "value": {"type": "number"}, "timestampMillis": {"type": "integer"}}},
+    "FloatSeriesValues": {"type": "object", "properties": {
+        "totalItemCount": {"type": "integer"},
+        "values": {"type": "array", "items": {"$ref": "#/definitions/FloatPoint"}}}},
+}
 _SERIES_PARAMS = [_param("experimentId", required=True), _param("attribute", required=True),
                   _param("limit", typ="integer"), _param("offset", typ="integer"),
                   _param("skipToStep", typ="number")]
 LEADERBOARD_SPEC = _spec("/api/leaderboard", {
-    "getExperiment": ("get", "/v1/experiments", [_param("experimentId", required=True)], None),
-    "getExperimentAttributes": ("get", "/v1/attributes", [_param("experimentId", required=True)], None),
-    "getFloatSeriesValues": ("get", "/v1/attributes/series/float", _SERIES_PARAMS, None),
+    "getExperiment": ("get", "/v1/experiments", [_param("experimentId", required=True)], "Experiment"),
+    "getExperimentAttributes": ("get", "/v1/attributes", [_param("experimentId", required=True)], "Attributes"),
+    "getStringAttribute": ("get", "/v1/attributes/string", [
+        _param("experimentId", required=True), _param("attribute", required=True)], "Props"),
+    "getFloatSeriesValues": ("get", "/v1/attributes/series/float", _SERIES_PARAMS, "FloatSeriesValues"),
     "getStringSeriesValues": ("get", "/v1/attributes/series/string", _SERIES_PARAMS, None),
     "getImageSeriesValues": ("get", "/v1/attributes/series/image", _SERIES_PARAMS, None),
     "getImageSeriesValue": ("get", "/v1/attributes/series/image/value", [
@@ -282,10 +316,15 @@ LEADERBOARD_SPEC = _spec("/api/leaderboard", {
     "prepareForDownloadFileSetAttributeZip": ("post", "/v1/attributes/downloadFileSetZip", [
         _param("experimentId", required=True), _param("attribute", required=True)], None),
     "getDownloadPrepareRequest": ("get", "/v1/storage/downloadRequest", [_param("id", required=True)], None),
+    "searchLeaderboardAttributes": ("post", "/v1/leaderboard/attributes/search", [
+        _param("projectIdentifier", required=True), _param("search"), _param("type", array=True),
+        _param("params", "body")], "AttributeDefinitions"),
     "searchLeaderboardEntries": ("post", "/v1/leaderboard/entries/search", [
         _param("projectIdentifier", required=True), _param("type", array=True),
-        _param("params", "body")], None),
-}, {})
+        _param("params", "body")], "LeaderboardEntries"),
+}, {**_MODEL_DEFS, "Experiment": {"type": "object", "properties": {
+    "id": {"type": "string"}, "type": {"type": "string"}, "shortId": {"type": "string"},
+    "organizationName": {"type": "string"}, "projectName": {"type": "string"}, "trashed": {"type": "boolean"}}}})
 ARTIFACTS_SPEC = _spec("/api/artifacts", {}, {})
 
 
@@ -392,13 +431,25 @@ class FakeNeptune2(FakeServer):
                                                                             self.projects.values()})])
         if p == "/api/leaderboard/v1/leaderboard/entries/search":
             return self._search(req)
+        if p == "/api/leaderboard/v1/leaderboard/attributes/search":  # a column's type (for sorting)
+            ident = req.arg("projectIdentifier") or ""
+            proj = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
+            types = req.query.get("type") or ["run"]
+            found = {(a["name"], a["type"]) for r in (proj.runs if proj else []) if r.container_type in types
+                     for a in r.attributes() if (req.arg("search") or "") in a["name"]}
+            return Reply.of_json({"entries": [{"name": n, "type": t} for n, t in sorted(found)]})
         if p.startswith("/api/leaderboard/v1/storage/blob/"):
             return Reply(200, self._zips[p.rsplit("/", 1)[-1]], "application/zip")
         if p == "/api/leaderboard/v1/storage/downloadRequest":
             ident = req.arg("id") or ""
             url = f"{self.base_url}/api/leaderboard/v1/storage/blob/{ident}"
             return Reply.of_json({"id": ident, "downloadUrl": url})
-        run = self._find_run(req.arg("experimentId") or "")
+        ident = req.arg("experimentId") or ""
+        project = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
+        if project is not None and p == "/api/leaderboard/v1/attributes":  # the project as a container
+            return Reply.of_json({"id": project.id, "attributes": [
+                _attr("sys/id", "string", project.key), _attr("sys/name", "string", project.name)]})
+        run = self._find_run(ident)
         attribute = req.arg("attribute") or ""
         if p == "/api/leaderboard/v1/experiments":
             proj = next(pr for pr in self.projects.values() if run in pr.runs)
@@ -406,6 +457,11 @@ class FakeNeptune2(FakeServer):
                                   "projectName": proj.name, "type": run.container_type, "trashed": run.trashed})
         if p == "/api/leaderboard/v1/attributes":
             return Reply.of_json({"id": run.uuid, "attributes": run.attributes()})
+        if p == "/api/leaderboard/v1/attributes/string":
+            attr = next((a for a in run.attributes() if a["name"] == attribute), None)
+            if attr is None:
+                return Reply.error(404, f"attribute {attribute} not found")
+            return Reply.of_json(attr[f"{attr['type']}Properties"])
         if p == "/api/leaderboard/v1/attributes/series/float":
             return self._series(req, run.float_series[attribute])
         if p == "/api/leaderboard/v1/attributes/series/string":
@@ -453,8 +509,8 @@ class FakeNeptune2(FakeServer):
         return Reply.of_json({"totalItemCount": len(points), "values": values})
 
     def _search(self, req: Request) -> Reply:
-        ident = req.arg("projectIdentifier") or ""
-        proj = self.projects.get(ident)
+        ident = req.arg("projectIdentifier") or ""  # the client passes the project's name or its uuid
+        proj = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
         if proj is None:
             return Reply.error(404, f"Project {ident} not found")
         params = req.json()
