@@ -391,6 +391,16 @@ ExportRunRegexOpt = Annotated[
                  "export, whose neptune2 flavour anchored it at the start: add ^ for that)."),
 ]
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Only runs with this tag (repeatable).")]
+ModelsFromRunsOpt = Annotated[
+    bool,
+    typer.Option("--models-from-runs", help="Runs that Neptune's model_to_run.py made from models and model "
+                 "versions (tags model / model_version, old_sys/* fields) become model registry records again."),
+]
+NoModelsOpt = Annotated[
+    bool,
+    typer.Option("--no-models", help="neptune2-api: leave the model registry (models and model versions) out; "
+                 "by default it is exported with the runs (the run filters apply to runs only)."),
+]
 AfterOpt = Annotated[str | None, typer.Option("--created-after", help="Only runs created at or after (ISO).")]
 BeforeOpt = Annotated[str | None, typer.Option("--created-before", help="Only runs created before (ISO).")]
 ProjectsOpt = Annotated[
@@ -536,6 +546,8 @@ def export_cmd(
         bool, typer.Option("--include-incomplete", help="Also export runs a source marks incomplete.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-export runs already complete.")] = False,
+    models_from_runs: ModelsFromRunsOpt = False,
+    no_models: NoModelsOpt = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
     strict: StrictOpt = False,
     as_json: JsonOpt = False,
@@ -605,6 +617,7 @@ def export_cmd(
         workers=workers,
         rate=_divide_rate(rate, shard),  # --rate is for the whole job: each of N shards takes R/N
         state_dir=layout.state_dir if live else None,
+        models=not no_models,
     )
     if api_token:
         # redact() masks the value of NEPTUNE_API_TOKEN wherever it would appear (messages, reports).
@@ -652,7 +665,7 @@ def export_cmd(
         summary = export_runs(
             source, writer, selection,
             location=str(getattr(source, "location", from_)) if path is None else str(path.resolve()),
-            force=force, on_run=on_run, source_root=path, shard=shard,
+            force=force, on_run=on_run, source_root=path, shard=shard, models_from_runs=models_from_runs,
         )
         if live and not summary.count("failed"):
             from neptune_migrate.pipeline import watermark
@@ -668,7 +681,7 @@ def export_cmd(
         report_path.write_text(text, encoding="utf-8")
         if report is not None:
             _write_report(report, text)
-    for warning in summary.warnings:
+    for warning in [*summary.warnings, *summary.notices]:
         console.print(f"[yellow]warning:[/] {_esc(warning)}")
     items: list[dict[str, Any]] = []
     for run_outcome in summary.runs:
@@ -1269,6 +1282,8 @@ def run_cmd(
     include_incomplete: Annotated[
         bool, typer.Option("--include-incomplete", help="Also export runs a source marks incomplete.")
     ] = False,
+    models_from_runs: ModelsFromRunsOpt = False,
+    no_models: NoModelsOpt = False,
     workers: Annotated[int, typer.Option("--workers", help="Runs imported in parallel.")] = 1,
     lock_timeout: Annotated[
         float | None, typer.Option("--lock-timeout", metavar="SECONDS", help="As for import.")
@@ -1347,7 +1362,7 @@ def run_cmd(
     source_options = SourceOptions(path=source if source is not None else Path(), project=",".join(projects) or None,
                                    path_map=PathMap.parse(path_map or []),
                                    files_path=files_path, include_previews=include_previews,
-                                   include_incomplete=include_incomplete,
+                                   include_incomplete=include_incomplete, models=not no_models,
                                    # resume state lives in the dump; a dry run writes nothing there
                                    state_dir=DumpLayout(dump_path).state_dir if live and not dry_run else None)
     if shard is not None and not keep_dump:
@@ -1363,9 +1378,11 @@ def run_cmd(
     try:
         destination.check()  # unreachable: exit 3 now, before anything is exported
         if dry_run:
-            outcome = _run_plan(from_, source_options, selection, dump_path, destination, options, mode, summary)
+            outcome = _run_plan(from_, source_options, selection, dump_path, destination, options, mode, summary,
+                                models_from_runs=models_from_runs)
         else:
-            outcome = _run_export(from_, source_options, selection, dump_path, summary, shard)
+            outcome = _run_export(from_, source_options, selection, dump_path, summary, shard,
+                                  models_from_runs=models_from_runs)
             phase = "import"
             outcome = _merge_outcomes(outcome, _run_import(dump_path, destination, options, lock_timeout, summary,
                                                            shard))
@@ -1409,7 +1426,7 @@ def _merge_outcomes(a: Outcome, b: Outcome) -> Outcome:
 
 
 def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path, summary: Any,
-                shard: Any = None) -> Outcome:
+                shard: Any = None, *, models_from_runs: bool = False) -> Outcome:
     """The export phase: `export_runs` into the dump (complete, unchanged runs are skipped)."""
     from neptune_migrate.console import console
     from neptune_migrate.dump.writer import DumpWriter
@@ -1427,7 +1444,8 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
 
     with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
         result = export_runs(source, writer, selection, location=_source_location(source, source_options),
-                             on_run=on_run, source_root=_source_root(source, source_options), shard=shard)
+                             on_run=on_run, source_root=_source_root(source, source_options), shard=shard,
+                             models_from_runs=models_from_runs)
         doc = result.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1435,7 +1453,7 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
         report_path = writer.layout.reports_dir / _report_name("export", shard)
         report_path.write_text(json.dumps(redact_obj(doc), indent=2, ensure_ascii=False, default=str) + "\n",
                                encoding="utf-8")
-    for warning in result.warnings:
+    for warning in [*result.warnings, *result.notices]:
         console.print(f"[yellow]warning:[/] {_esc(warning)}")
     phase = summary.phase("export")
     phase.status, phase.counts, phase.categories = "done", dict(doc["counts"]), dict(doc["categories"])
@@ -1528,7 +1546,7 @@ def _run_verify(dump_path: Path, destination: Any, options: Any, mode: Any, summ
 
 def _run_plan(
     from_: str, source_options: Any, selection: Any, dump_path: Path, destination: Any, options: Any, mode: Any,
-    summary: Any,
+    summary: Any, *, models_from_runs: bool = False,
 ) -> Outcome:
     """`run --dry-run`: what each phase would do. Nothing is written to the dump or the destination.
 
@@ -1577,7 +1595,8 @@ def _run_plan(
             with DumpWriter(tmp / "dump") as writer:
                 exported = export_runs(source, writer, only_new,
                                        location=_source_location(source, source_options),
-                                       source_root=_source_root(source, source_options))
+                                       source_root=_source_root(source, source_options),
+                                       models_from_runs=models_from_runs)
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,

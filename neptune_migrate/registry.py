@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from neptune_migrate.model import STAGES, Field, RegistryInfo, RunRecord
+from neptune_migrate.model import STAGES, ContainerKind, Field, Loss, LossCategory, RegistryInfo, RunRecord
 
 REGISTRY_KINDS = ("model", "model_version")
 """Record kinds that belong to the model registry rather than to the runs."""
@@ -56,6 +56,72 @@ def annotate(record: RunRecord) -> RunRecord:
         return record
     info = derive_registry(record)
     return record if info is None else replace(record, registry=info)
+
+
+MODEL_TO_RUN_FIELDS = ("old_sys/id", "old_sys/model_id", "old_sys/stage")
+"""`old_sys/*` fields of a `model_to_run.py` run that become registry facts (they stay fields too)."""
+
+
+def model_to_run_kind(record: RunRecord) -> ContainerKind | None:
+    """`model` / `model_version` when `record` is a run made by Neptune's `model_to_run.py`, else `None`.
+
+    That script (`neptune-ai/examples:utils/migration_tools/model_registry_to_runs/model_to_run.py`)
+    copies each model and model version into a new run: tag `model` or `model_version`, the model id
+    as a group tag, `sys/custom_run_id` = the old id, and the read-only `sys/*` fields as `old_sys/*`
+    (`old_sys/id`, `old_sys/model_id` and `old_sys/stage` on versions, `old_sys/creation_time`...).
+    A run is recognised by exactly one of the two tags plus `old_sys/id` (offline queues do not
+    keep `sys/custom_run_id`; where it is kept it must equal `old_sys/id`), and, for a version, a model
+    id (`old_sys/model_id` or a `-N` id). A tag `model` alone never makes a model.
+    """
+    if record.kind != "run":
+        return None
+    tags = [t for t in ("model", "model_version") if t in record.system.tags]
+    old_id = _string(record.fields, "old_sys/id")
+    if len(tags) != 1 or old_id is None:
+        return None
+    custom = record.system.custom_run_id
+    if custom and custom != old_id:
+        return None
+    if tags[0] == "model_version" and _string(record.fields, "old_sys/model_id") is None \
+            and version_number(old_id) is None:
+        return None
+    return "model" if tags[0] == "model" else "model_version"
+
+
+def from_model_to_run(record: RunRecord) -> RunRecord | None:
+    """The `model` / `model_version` record a `model_to_run.py` run stands for, or `None` if it is not one.
+
+    The record keeps its own key (the run's id), fields, series and files; its kind becomes the old
+    container's and `registry` holds the old ids and stage (`origin="model_to_run"`). Each `old_sys/*`
+    field that became a registry fact is reported as a changed-form item (it is kept as a field too).
+    A stage history is not in such a run (the script copied the current stage only).
+    """
+    kind = model_to_run_kind(record)
+    if kind is None:
+        return None
+    old_id = _string(record.fields, "old_sys/id")
+    assert old_id is not None  # checked by model_to_run_kind
+    used = ["old_sys/id"]
+    if kind == "model":
+        info = RegistryInfo(model_id=old_id, origin="model_to_run")
+    else:
+        model_id = _string(record.fields, "old_sys/model_id")
+        if model_id is not None:
+            used.append("old_sys/model_id")
+        else:
+            m = _VERSION_SUFFIX.match(old_id)
+            model_id = m["model"] if m else old_id
+        stage = _string(record.fields, "old_sys/stage")
+        if stage in STAGES:
+            used.append("old_sys/stage")
+        info = RegistryInfo(model_id=model_id, version_id=old_id, version=version_number(old_id),
+                            stage=stage if stage in STAGES else None, origin="model_to_run")
+    what = "model" if kind == "model" else "model version"
+    losses = tuple(Loss("registry_from_run", path, 1,
+                        f"run made by Neptune's model_to_run.py from {what} {old_id}: {path} became a registry "
+                        "fact of the record (kept as a field too)", LossCategory.CHANGED_FORM)
+                   for path in used)
+    return replace(record, kind=kind, registry=info, losses=(*record.losses, *losses))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -15,7 +15,7 @@ from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
 from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
 from neptune_migrate.pipeline.shard import Shard, source_owner_keys
-from neptune_migrate.registry import annotate
+from neptune_migrate.registry import REGISTRY_KINDS, annotate, from_model_to_run, model_to_run_kind
 from neptune_migrate.sources.base import RunSelection, ServerSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class ExportSummary:
     finished_at: str = ""
     warnings: list[str] = field(default_factory=list)
     runs: list[RunOutcome] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    """Advice printed as a warning that is not a problem with the data (the exit code ignores it)."""
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.runs if r.status == status)
@@ -87,6 +89,7 @@ class ExportSummary:
             "categories": count_categories(lo for r in self.runs for lo in r.losses),
             "incomplete_runs": sum(1 for r in self.runs if r.status == "exported" and not r.complete),
             "warnings": self.warnings,
+            "notices": self.notices,
             "runs": [vars(r) for r in self.runs],
         }
 
@@ -171,6 +174,7 @@ def export_runs(
     on_run: Callable[[RunOutcome], None] | None = None,
     source_root: Path | None = None,
     shard: Shard | None = None,
+    models_from_runs: bool = False,
 ) -> ExportSummary:
     """Export every selected run; complete runs already in the dump are skipped unless `force`.
 
@@ -178,6 +182,11 @@ def export_runs(
     of it (its content fingerprint differs) or when the dump's copy misses files: the more complete copy
     is kept and the outcome says which. Local paths under `source_root` are stored relative to it.
     With `shard`, only the runs of that shard are read (see `pipeline.shard`).
+
+    Runs made by Neptune's `model_to_run.py` become `model` / `model_version` records with
+    `models_from_runs` (`registry.from_model_to_run`); without it they stay runs and one notice says
+    how many there are. Models and versions a source lists itself (its `listed_kind(key)`) are
+    selected by project and `--since-last` only: the other filters are for runs.
     """
     summary = ExportSummary(
         source=source.name,
@@ -196,11 +205,23 @@ def export_runs(
     if source_root is not None:
         root = os.path.abspath(source_root if source_root.is_dir() else source_root.parent)
         writer.add_source_root(root)
+    lookalikes: list[str] = []
+    listed_kind = getattr(source, "listed_kind", None)
+    registry_selection = RunSelection(projects=selection.projects, modified_after=selection.modified_after)
     for key in keys:
-        outcome = _export_one(source, writer, selection, key, force=force, root=root)
+        chosen = selection
+        if callable(listed_kind) and listed_kind(key) in REGISTRY_KINDS:
+            chosen = registry_selection
+        outcome = _export_one(source, writer, chosen, key, force=force, root=root,
+                              models_from_runs=models_from_runs, lookalikes=lookalikes)
         summary.runs.append(outcome)
         if on_run is not None:
             on_run(outcome)
+    if lookalikes:
+        summary.notices.append(
+            f"{len(lookalikes)} run(s) look like models / model versions that Neptune's model_to_run.py "
+            "turned into runs (tags model / model_version, old_sys/* fields); they were exported as runs: "
+            "pass --models-from-runs to export them as model registry records")
     summary.warnings.extend(w for w in source.warnings() if w not in summary.warnings)
     summary.finished_at = datetime.now(timezone.utc).isoformat()
     writer.record_export({
@@ -217,6 +238,8 @@ def export_runs(
 def _export_one(
     source: Source, writer: DumpWriter, selection: RunSelection, key: RunKey, *, force: bool,
     root: str | None = None,
+    models_from_runs: bool = False,
+    lookalikes: list[str] | None = None,
 ) -> RunOutcome:
     if not selection.matches_key(key):
         return RunOutcome(key=str(key), status="filtered")
@@ -230,7 +253,10 @@ def _export_one(
             except OSError:
                 fingerprint = None
             same = fingerprint is None or old.provenance.details.get("content_fingerprint") == fingerprint
-            if same and not _has_missing_files(old):
+            unconverted = model_to_run_kind(old) is not None
+            if unconverted and not models_from_runs and lookalikes is not None:
+                lookalikes.append(str(key))
+            if same and not _has_missing_files(old) and not (unconverted and models_from_runs):
                 return RunOutcome(key=str(key), status="skipped", message="already complete in the dump")
     with writer.begin_run(key) as run:
         try:
@@ -252,9 +278,15 @@ def _export_one(
         if root is not None:
             record = relative_record(record, root)
         record = annotate(record)  # models and versions carry their registry facts (format 1.3)
+        if models_from_runs:
+            record = from_model_to_run(record) or record
+        elif lookalikes is not None and model_to_run_kind(record) is not None and str(key) not in lookalikes:
+            lookalikes.append(str(key))
         message = ""
         if old is not None and getattr(source, "live", False):
             message = "changed on the server since the dump's copy: replaced it"
+        elif old is not None and old.kind != record.kind:
+            message = f"the dump held it as a {old.kind}: replaced it with this {record.kind} record"
         elif old is not None:
             keep, message = _choose(old, record, run)
             if not keep:

@@ -152,6 +152,9 @@ class SourceOptions:
     state_dir: Path | None = None
     """Live sources: a folder in the dump for resume state (e.g. partial series pages of a run not
     yet committed); kept across an interrupted export, the source removes a run's state once done."""
+    models: bool = True
+    """Sources that list a model registry (neptune2-api): export its models and versions with the
+    runs (`--no-models` leaves them out)."""
 
 
 @dataclass(frozen=True, slots=True)

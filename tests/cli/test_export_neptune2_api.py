@@ -193,8 +193,8 @@ def test_workspace_takes_every_project_and_filters_run_on_the_server(server: Fak
     source.select(RunSelection(tags=("keep",), run_ids=("A-2",)))
     server.reset_counts()
     assert [str(k) for k in source.list_runs()] == ["ws/a/A-2"]
-    queries = [q for m, p, q in server.log if p.endswith("/entries/search")]
-    assert len(queries) == 2  # one page per project, the filter applied by the server
+    queries = [q for m, p, q in server.log if p.endswith("/entries/search") and json.loads(q)["type"] == ["run"]]
+    assert len(queries) == 2  # one page of runs per project, the filter applied by the server
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_workers_bound_concurrency_and_rate_spreads_requests(server: FakeNeptune
         run.float_series[f"m{i}"] = [(0.0, 1.0, 0)]
     server.latency = 0.05
     server.reset_counts()
-    summary, source = export(server, tmp_path / "dump", workers=2, rate=5.0)
+    summary, source = export(server, tmp_path / "dump", workers=2, rate=5.0, models=False)  # runs only
     assert summary.runs[0].status == "exported"
     assert source.budget.requests == 3 + 6  # project, listing, attributes, 6 series
     assert server.max_in_flight == 2  # the 6 series were fetched 2 at a time, never more

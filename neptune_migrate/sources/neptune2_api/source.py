@@ -11,7 +11,12 @@ so that this module decides the paging and the retries:
 - every request passes the shared `RequestBudget` and our `Retrier` (429 with a multi-digit
   `Retry-After` is honoured exactly; neptune 1.x reads only its first digit);
 - pages of a long series are checkpointed under `options.state_dir`, so an interrupted export
-  resumes inside the series.
+  resumes inside the series;
+- the model registry is listed after the runs of each project (`type=model`, then `type=modelVersion`,
+  as `fetch_models_table` / `fetch_model_versions_table` do) and read like a run (the same attribute,
+  series and download calls `init_model(with_id=..., mode="read-only")` makes); its records have kind
+  `model` / `model_version` (`--no-models` leaves them out). The 2.x API holds a version's current
+  `sys/stage` only, no stage history.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import pyarrow.parquet as pq
 from neptune_migrate.dump.writer import RunWriter
 from neptune_migrate.errors import MissingDependencyError, SourceFormatError, UnreachableError, UsageError, redact
 from neptune_migrate.model import (
+    ContainerKind,
     ErrorKind,
     FileEntry,
     Loss,
@@ -59,11 +65,16 @@ log = logging.getLogger(__name__)
 _TIMEOUTS = {"connect_timeout": 30.0, "timeout": 300.0}
 
 
+_KINDS: dict[str, ContainerKind] = {"run": "run", "model": "model", "modelVersion": "model_version"}
+"""The 2.x API's container type (`type` of a listing or of `getExperiment`) -> record kind."""
+
+
 @dataclass
 class _Listed:
     uuid: str
     created: str | None
     modified: str | None
+    kind: ContainerKind = "run"
 
 
 class _Stop:
@@ -127,12 +138,34 @@ class Neptune2ApiSource:
         for project in self._projects():
             query = self._query(self._selection)
             for entry in self._iter_entries(project, query):
-                run_id = mapping.entry_value(entry, "sys/id")
-                key = RunKey(project, SourceRunId(str(run_id)))
-                self._listed[key] = _Listed(str(entry.get("experimentId")),
-                                            mapping.entry_value(entry, "sys/creation_time"),
-                                            mapping.entry_value(entry, "sys/modification_time"))
-                yield key
+                yield self._keep(project, entry, "run")
+            if self.options.models:
+                yield from self._list_models(project)
+
+    def _list_models(self, project: str) -> Iterator[RunKey]:
+        """The project's models, then its model versions (the run filters are for runs: only
+        `--since-last` narrows this listing)."""
+        query = self._query(RunSelection(modified_after=self._selection.modified_after))
+        for api_type in ("model", "modelVersion"):
+            for entry in self._iter_entries(project, query, api_type):
+                yield self._keep(project, entry, _KINDS[api_type])
+
+    def _keep(self, project: str, entry: dict[str, Any], kind: ContainerKind) -> RunKey:
+        listed_type = entry.get("type")
+        if listed_type is not None and _KINDS.get(str(listed_type)) != kind:
+            msg = f"{project}: the server listed a {listed_type} where it was asked for {kind}s only"
+            raise SourceFormatError(msg)
+        key = RunKey(project, SourceRunId(str(mapping.entry_value(entry, "sys/id"))))
+        self._listed[key] = _Listed(str(entry.get("experimentId")),
+                                    mapping.entry_value(entry, "sys/creation_time"),
+                                    mapping.entry_value(entry, "sys/modification_time"), kind)
+        return key
+
+    def listed_kind(self, key: RunKey) -> ContainerKind:
+        """What the listing said `key` is: `run`, `model` or `model_version` (the pipeline selects
+        models and versions by project only)."""
+        listed = self._listed.get(key)
+        return listed.kind if listed is not None else "run"
 
     def fingerprint(self, key: RunKey) -> str:
         """The run's `sys/modification_time` as listed (no request): unchanged runs are skipped."""
@@ -158,6 +191,7 @@ class Neptune2ApiSource:
         self._drop_state(key)
         return RunRecord(
             key=key,
+            kind=self.listed_kind(key),
             system=attrs.system,
             fields=attrs.fields,
             provenance=Provenance(source=self.name, location=f"{self._base_url}/{key.project}",
@@ -172,14 +206,20 @@ class Neptune2ApiSource:
         (one request of one point per series), bytes from the file sizes the server reports."""
         self.select(selection)
         runs = attributes = points = size = 0
-        details = {"files": 0, "float_points": 0, "string_points": 0, "file_points": 0, "requests": 0}
+        details = {"files": 0, "float_points": 0, "string_points": 0, "file_points": 0, "models": 0,
+                   "model_versions": 0, "requests": 0}
         for key in self.list_runs():
-            if not selection.matches_key(key):
+            kind = self.listed_kind(key)
+            if kind != "run":
+                if not RunSelection(projects=selection.projects).matches_key(key):
+                    continue
+                details[f"{kind}s"] += 1
+            elif not selection.matches_key(key):
                 continue
             doc = self._json(self._leaderboard(), "getExperimentAttributes", f"{key}: attributes",
                              experimentId=self._uuid(key))
             attrs = mapping.split_attributes(doc.get("attributes", []))
-            runs += 1
+            runs += kind == "run"
             attributes += len(doc.get("attributes", []))
             for path, typ in attrs.series:
                 page = self._json(self._leaderboard(), mapping.SERIES_OPERATION[typ], f"{key}: {path} count",
@@ -315,8 +355,9 @@ class Neptune2ApiSource:
             parts.append(f'`sys/modification_time`:datetime >= "{mapping.nql_time(selection.modified_after)}"')
         return " AND ".join(f"({p})" for p in parts)
 
-    def _iter_entries(self, project: str, query: str) -> Iterator[dict[str, Any]]:
-        """Every matching run once, ascending by creation time, across the 10,000-offset limit."""
+    def _iter_entries(self, project: str, query: str, api_type: str = "run") -> Iterator[dict[str, Any]]:
+        """Every matching container of `api_type` (`run`, `model`, `modelVersion`) once, ascending by
+        creation time, across the 10,000-offset limit."""
         after: str | None = None
         seen_at_boundary: set[str] = set()
         columns = [{"path": p} for p in ("sys/id", "sys/creation_time", "sys/modification_time")]
@@ -335,8 +376,8 @@ class Neptune2ApiSource:
                           "attributeFilters": columns, "query": {"query": window},
                           "pagination": {"limit": limit, "offset": offset}}
                 try:
-                    doc = self._json(self._leaderboard(), "searchLeaderboardEntries", f"runs of {project}",
-                                     projectIdentifier=project, type=["run"], params=params)
+                    doc = self._json(self._leaderboard(), "searchLeaderboardEntries", f"{api_type}s of {project}",
+                                     projectIdentifier=project, type=[api_type], params=params)
                 except Exception as exc:
                     if status_of(exc) in (401, 403, 404):
                         raise self._fatal(exc, f"listing the runs of {project}") from exc
@@ -371,7 +412,7 @@ class Neptune2ApiSource:
             return listed.uuid
         doc = self._json(self._leaderboard(), "getExperiment", f"{key}: run", experimentId=str(key))
         with self._lock:
-            self._listed[key] = _Listed(str(doc["id"]), None, None)
+            self._listed[key] = _Listed(str(doc["id"]), None, None, _KINDS.get(str(doc.get("type")), "run"))
         return str(doc["id"])
 
     # -- series ---------------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ parameter name it passes. Routes follow `reference/neptune-sources.md` §3.3 and
 `reference/live-registry-scale.md` §3 (the 10,000-offset listing limit, search-after on
 `sys/creation_time`, exclusive `skipToStep`).
 
+Models and model versions (`add_model`, `add_model_version`) are containers of `type` `model` /
+`modelVersion` beside the runs: listed only when `searchLeaderboardEntries` asks for their type, read
+through the same attribute, series and download routes, with the `sys` attributes a 2.x server gives
+them (no `sys/failed` or `sys/group_tags`; versions add `sys/model_id` and `sys/stage`).
+
 Knobs: `max_offset` (400 when `offset + limit` passes it; 10,000 like the real server),
 `tie_order_seed` (runs sharing a creation time come back in an arbitrary but fixed order),
 `on_list_page` (called after each listing page, e.g. to add runs while a listing is in progress),
@@ -64,6 +69,12 @@ class FakeRun2:
     file_sets: dict[str, dict[str, bytes]] = field(default_factory=dict)
     image_series: dict[str, list[tuple[float, bytes, int]]] = field(default_factory=dict)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    container_type: str = "run"
+    """`run`, `model` or `modelVersion` (the API's spelling)."""
+    model_id: str | None = None
+    """A model version's model (`PROJ-MOD`)."""
+    stage: str = "none"
+    """A model version's `sys/stage`."""
 
     def touch(self, when: datetime | None = None) -> None:
         self.modified = when or datetime.now(timezone.utc)
@@ -79,13 +90,17 @@ class FakeRun2:
             _attr("sys/modification_time", "datetime", iso(mod)),
             _attr("sys/ping_time", "datetime", iso(mod)),
             _attr("sys/state", "experimentState", self.state),
-            _attr("sys/failed", "bool", self.failed),
             _attr("sys/trashed", "bool", self.trashed),
             _attr("sys/tags", "stringSet", sorted(self.tags)),
-            _attr("sys/group_tags", "stringSet", sorted(self.group_tags)),
             _attr("sys/size", "float", 0.0),
             _attr("sys/running_time", "float", 0.0),
         ]
+        if self.container_type == "run":
+            out.insert(8, _attr("sys/failed", "bool", self.failed))
+            out.insert(11, _attr("sys/group_tags", "stringSet", sorted(self.group_tags)))
+        if self.container_type == "modelVersion":
+            out.append(_attr("sys/model_id", "string", self.model_id))
+            out.append(_attr("sys/stage", "string", self.stage))
         if self.custom_run_id is not None:
             out.append(_attr("sys/custom_run_id", "string", self.custom_run_id))
         return out
@@ -240,24 +255,58 @@ _DEFS: dict[str, Any] = {
     "Enabled": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
     "AuthTokens": {"type": "object", "properties": {
         "accessToken": {"type": "string"}, "refreshToken": {"type": "string"}, "username": {"type": "string"}}},
+    "ProjectWithRoleDTO": {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "organizationName": {"type": "string"},
+        "organizationId": {"type": "string"}, "projectKey": {"type": "string"}, "version": {"type": "integer"}}},
 }
 BACKEND_SPEC = _spec("/api/backend", {
     "getClientConfig": ("get", "/v1/clients/config", [_TOKEN_HEADER, _param("alpha")], "ClientConfig"),
     "exchangeApiToken": ("get", "/v1/authorization/oauth-token", [_TOKEN_HEADER], "AuthTokens"),
-    "getProject": ("get", "/v1/projects/get", [_param("projectIdentifier", required=True)], None),
+    "getProject": ("get", "/v1/projects/get", [_param("projectIdentifier", required=True)], "ProjectWithRoleDTO"),
     "listProjects": ("get", "/v1/projects", [
         _param("organizationIdentifier"), _param("offset", typ="integer"), _param("limit", typ="integer"),
         _param("searchTerm"), _param("sortBy", array=True), _param("sortDirection", array=True),
         _param("userRelation")], None),
     "listOrganizations": ("get", "/v1/myOrganizations", [], None),
 }, _DEFS)
+_ANY: dict[str, Any] = {}
+_ATTRIBUTE_TYPES = ("float", "int", "bool", "string", "datetime", "stringSet", "experimentState", "floatSeries",
+                    "stringSeries", "imageSeries", "file", "fileSet", "notebookRef", "gitRef")
+_MODEL_DEFS: dict[str, Any] = {
+    # What the neptune 1.x client parses into objects (its reads in `init_model(mode="read-only")`,
+    # `fetch_*_table`, `fetch_values`); our source reads the same answers as plain JSON.
+    "Props": {"type": "object", "properties": {
+        "attributeName": {"type": "string"}, "attributeType": {"type": "string"}, "value": _ANY, "values": _ANY,
+        "last": _ANY, "lastStep": _ANY, "name": _ANY, "ext": _ANY, "size": _ANY}},
+    "AttributeDTO": {"type": "object", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"},
+        **{f"{t}Properties": {"$ref": "#/definitions/Props"} for t in _ATTRIBUTE_TYPES}}},
+    "Attributes": {"type": "object", "properties": {
+        "id": {"type": "string"}, "attributes": {"type": "array", "items": {"$ref": "#/definitions/AttributeDTO"}}}},
+    "LeaderboardEntry": {"type": "object", "properties": {
+        "experimentId": {"type": "string"}, "type": {"type": "string"},
+        "attributes": {"type": "array", "items": {"$ref": "#/definitions/AttributeDTO"}}}},
+    "LeaderboardEntries": {"type": "object", "properties": {
+        "matchingItemCount": {"type": "integer"},
+        "entries": {"type": "array", "items": {"$ref": "#/definitions/LeaderboardEntry"}}}},
+    "AttributeDefinition": {"type": "object", "properties": {"name": {"type": "string"}, "type": {"type": "string"}}},
+    "AttributeDefinitions": {"type": "object", "properties": {
+        "entries": {"type": "array", "items": {"$ref": "#/definitions/AttributeDefinition"}}}},
+    "FloatPoint": {"type": "object", "properties": {
+        "step": {"type": "number"}, "value": {"type": "number"}, "timestampMillis": {"type": "integer"}}},
+    "FloatSeriesValues": {"type": "object", "properties": {
+        "totalItemCount": {"type": "integer"},
+        "values": {"type": "array", "items": {"$ref": "#/definitions/FloatPoint"}}}},
+}
 _SERIES_PARAMS = [_param("experimentId", required=True), _param("attribute", required=True),
                   _param("limit", typ="integer"), _param("offset", typ="integer"),
                   _param("skipToStep", typ="number")]
 LEADERBOARD_SPEC = _spec("/api/leaderboard", {
-    "getExperiment": ("get", "/v1/experiments", [_param("experimentId", required=True)], None),
-    "getExperimentAttributes": ("get", "/v1/attributes", [_param("experimentId", required=True)], None),
-    "getFloatSeriesValues": ("get", "/v1/attributes/series/float", _SERIES_PARAMS, None),
+    "getExperiment": ("get", "/v1/experiments", [_param("experimentId", required=True)], "Experiment"),
+    "getExperimentAttributes": ("get", "/v1/attributes", [_param("experimentId", required=True)], "Attributes"),
+    "getStringAttribute": ("get", "/v1/attributes/string", [
+        _param("experimentId", required=True), _param("attribute", required=True)], "Props"),
+    "getFloatSeriesValues": ("get", "/v1/attributes/series/float", _SERIES_PARAMS, "FloatSeriesValues"),
     "getStringSeriesValues": ("get", "/v1/attributes/series/string", _SERIES_PARAMS, None),
     "getImageSeriesValues": ("get", "/v1/attributes/series/image", _SERIES_PARAMS, None),
     "getImageSeriesValue": ("get", "/v1/attributes/series/image/value", [
@@ -267,10 +316,15 @@ LEADERBOARD_SPEC = _spec("/api/leaderboard", {
     "prepareForDownloadFileSetAttributeZip": ("post", "/v1/attributes/downloadFileSetZip", [
         _param("experimentId", required=True), _param("attribute", required=True)], None),
     "getDownloadPrepareRequest": ("get", "/v1/storage/downloadRequest", [_param("id", required=True)], None),
+    "searchLeaderboardAttributes": ("post", "/v1/leaderboard/attributes/search", [
+        _param("projectIdentifier", required=True), _param("search"), _param("type", array=True),
+        _param("params", "body")], "AttributeDefinitions"),
     "searchLeaderboardEntries": ("post", "/v1/leaderboard/entries/search", [
         _param("projectIdentifier", required=True), _param("type", array=True),
-        _param("params", "body")], None),
-}, {})
+        _param("params", "body")], "LeaderboardEntries"),
+}, {**_MODEL_DEFS, "Experiment": {"type": "object", "properties": {
+    "id": {"type": "string"}, "type": {"type": "string"}, "shortId": {"type": "string"},
+    "organizationName": {"type": "string"}, "projectName": {"type": "string"}, "trashed": {"type": "boolean"}}}})
 ARTIFACTS_SPEC = _spec("/api/artifacts", {}, {})
 
 
@@ -302,6 +356,27 @@ class FakeNeptune2(FakeServer):
             run.modified = created
         proj.runs.append(run)
         return run
+
+    def add_model(self, qualified: str, key: str, created: datetime | None = None, **kw: Any) -> FakeRun2:
+        """A model `PROJ-<key>` (as `init_model(key=...)` makes it)."""
+        proj = self.project(qualified)
+        created = created or datetime(2024, 2, 1, tzinfo=timezone.utc) + timedelta(minutes=len(proj.runs))
+        model = FakeRun2(sys_id=f"{proj.key}-{key}", created=created, container_type="model", **kw)
+        model.modified = model.modified or created
+        proj.runs.append(model)
+        return model
+
+    def add_model_version(self, qualified: str, model: FakeRun2, created: datetime | None = None,
+                          **kw: Any) -> FakeRun2:
+        """The model's next version `PROJ-<key>-<n>` (as `init_model_version(model=...)` makes it)."""
+        proj = self.project(qualified)
+        n = 1 + sum(1 for r in proj.runs if r.container_type == "modelVersion" and r.model_id == model.sys_id)
+        created = created or model.created + timedelta(minutes=n)
+        version = FakeRun2(sys_id=f"{model.sys_id}-{n}", created=created, container_type="modelVersion",
+                           model_id=model.sys_id, **kw)
+        version.modified = version.modified or created
+        proj.runs.append(version)
+        return version
 
     def _find_run(self, experiment_id: str) -> FakeRun2:
         for proj in self.projects.values():
@@ -356,20 +431,37 @@ class FakeNeptune2(FakeServer):
                                                                             self.projects.values()})])
         if p == "/api/leaderboard/v1/leaderboard/entries/search":
             return self._search(req)
+        if p == "/api/leaderboard/v1/leaderboard/attributes/search":  # a column's type (for sorting)
+            ident = req.arg("projectIdentifier") or ""
+            proj = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
+            types = req.query.get("type") or ["run"]
+            found = {(a["name"], a["type"]) for r in (proj.runs if proj else []) if r.container_type in types
+                     for a in r.attributes() if (req.arg("search") or "") in a["name"]}
+            return Reply.of_json({"entries": [{"name": n, "type": t} for n, t in sorted(found)]})
         if p.startswith("/api/leaderboard/v1/storage/blob/"):
             return Reply(200, self._zips[p.rsplit("/", 1)[-1]], "application/zip")
         if p == "/api/leaderboard/v1/storage/downloadRequest":
             ident = req.arg("id") or ""
             url = f"{self.base_url}/api/leaderboard/v1/storage/blob/{ident}"
             return Reply.of_json({"id": ident, "downloadUrl": url})
-        run = self._find_run(req.arg("experimentId") or "")
+        ident = req.arg("experimentId") or ""
+        project = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
+        if project is not None and p == "/api/leaderboard/v1/attributes":  # the project as a container
+            return Reply.of_json({"id": project.id, "attributes": [
+                _attr("sys/id", "string", project.key), _attr("sys/name", "string", project.name)]})
+        run = self._find_run(ident)
         attribute = req.arg("attribute") or ""
         if p == "/api/leaderboard/v1/experiments":
             proj = next(pr for pr in self.projects.values() if run in pr.runs)
             return Reply.of_json({"id": run.uuid, "shortId": run.sys_id, "organizationName": proj.workspace,
-                                  "projectName": proj.name, "type": "run", "trashed": run.trashed})
+                                  "projectName": proj.name, "type": run.container_type, "trashed": run.trashed})
         if p == "/api/leaderboard/v1/attributes":
             return Reply.of_json({"id": run.uuid, "attributes": run.attributes()})
+        if p == "/api/leaderboard/v1/attributes/string":
+            attr = next((a for a in run.attributes() if a["name"] == attribute), None)
+            if attr is None:
+                return Reply.error(404, f"attribute {attribute} not found")
+            return Reply.of_json(attr[f"{attr['type']}Properties"])
         if p == "/api/leaderboard/v1/attributes/series/float":
             return self._series(req, run.float_series[attribute])
         if p == "/api/leaderboard/v1/attributes/series/string":
@@ -417,8 +509,8 @@ class FakeNeptune2(FakeServer):
         return Reply.of_json({"totalItemCount": len(points), "values": values})
 
     def _search(self, req: Request) -> Reply:
-        ident = req.arg("projectIdentifier") or ""
-        proj = self.projects.get(ident)
+        ident = req.arg("projectIdentifier") or ""  # the client passes the project's name or its uuid
+        proj = next((pr for pr in self.projects.values() if ident in (pr.id, pr.qualified)), None)
         if proj is None:
             return Reply.error(404, f"Project {ident} not found")
         params = req.json()
@@ -430,7 +522,8 @@ class FakeNeptune2(FakeServer):
             match = nql_matcher(params.get("query", {}).get("query", ""))
         except ValueError as exc:
             return Reply.error(400, "Syntax error: " + str(exc))
-        runs = [r for r in proj.runs if match(r)]
+        types = req.query.get("type") or ["run"]
+        runs = [r for r in proj.runs if r.container_type in types and match(r)]
         rng = random.Random(self.tie_order_seed)
         tie = {r.uuid: rng.random() for r in runs}
         sorting = params.get("sorting") or {}
@@ -448,7 +541,7 @@ class FakeNeptune2(FakeServer):
         entries = []
         for r in runs[offset:offset + limit]:
             attrs = [a for a in r.attributes() if a["name"] in wanted]
-            entries.append({"experimentId": r.uuid, "type": "run", "attributes": attrs})
+            entries.append({"experimentId": r.uuid, "type": r.container_type, "attributes": attrs})
         self._list_pages += 1
         if self.on_list_page is not None and limit > 0:
             self.on_list_page(self._list_pages)
@@ -477,6 +570,32 @@ def small_project(server: FakeNeptune2, qualified: str = "ws/proj") -> list[Fake
     r3 = server.add_run(qualified, base + timedelta(hours=2), name="third", custom_run_id="custom-3")
     r3.fields["eval/acc"] = ("float", 0.93)
     return [r1, r2, r3]
+
+
+def small_registry(server: FakeNeptune2, qualified: str = "ws/proj") -> dict[str, FakeRun2]:
+    """Two models, four versions in every stage, with fields, series and files (registry test data)."""
+    base = datetime(2024, 2, 1, 9, 0, tzinfo=timezone.utc)
+    ts0 = int(base.timestamp() * 1000)
+    clf = server.add_model(qualified, "CLF", base, name="classifier", description="resnet classifier",
+                           tags={"vision", "prod-line"})
+    clf.fields["info/owner_team"] = ("string", "ml-core")
+    clf.files["docs/card"] = (b"# model card\n", "md")
+    out = {"CLF": clf}
+    stages = ["archived", "production", "staging", "production"]
+    for n, stage in enumerate(stages, start=1):
+        v = server.add_model_version(qualified, clf, base + timedelta(hours=n), name=f"clf v{n}",
+                                     description=f"version {n}", tags={f"v{n}"}, stage=stage)
+        v.fields["params/lr"] = ("float", 0.1 / n)
+        v.fields["source/run"] = ("string", "PROJ-1")
+        v.float_series["val/acc"] = [(float(s), 0.5 + n / 10 + s / 100, ts0 + n * 3_600_000 + s * 1000)
+                                     for s in range(6)]
+        v.files["model/weights"] = (bytes([n]) * 100 + b"weights", "pt")
+        out[f"CLF-{n}"] = v
+    det = server.add_model(qualified, "DET", base + timedelta(days=1), name="detector", tags=set())
+    out["DET"] = det
+    out["DET-1"] = server.add_model_version(qualified, det, base + timedelta(days=1, hours=1), name="",
+                                            stage="none")
+    return out
 
 
 def _json_default(value: Any) -> Any:  # pragma: no cover - debugging helper

@@ -1,0 +1,172 @@
+"""`export --from neptune2-api` reads the model registry: the real neptune 1.x client against the fake 2.x server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.dump.writer import DumpWriter
+from neptune_migrate.errors import SourceFormatError
+from neptune_migrate.model import RunKey, RunRecord, SourceRunId
+from neptune_migrate.pipeline.export import ExportSummary, export_runs
+from neptune_migrate.registry import group_models
+from neptune_migrate.sources.base import RunSelection, SourceOptions
+from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
+from tests.support.fake_neptune.v2 import FakeNeptune2, FakeRun2, small_project, small_registry
+
+
+@pytest.fixture(autouse=True)
+def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeNeptune2]:
+    fake = FakeNeptune2().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None,
+           **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", **options)
+    source = Neptune2ApiSource(opts)
+    source.retrier.sleep = lambda seconds: time.sleep(min(seconds, 0.01))
+    with DumpWriter(dump) as writer:
+        summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake")
+    return summary, source
+
+
+def records(dump: Path) -> dict[str, RunRecord]:
+    return {run.key.run_id: run.record for run in DumpReader(dump).runs()}
+
+
+def series_points(dump: Path, run_id: str, path: str) -> list[tuple[float, float, Any]]:
+    reader = DumpReader(dump)
+    run = next(r for r in reader.runs() if r.key.run_id == run_id)
+    t = reader.read_series(run, "float", path)
+    return list(zip(t["step"].to_pylist(), t["value"].to_pylist(), t["timestamp"].to_pylist(), strict=True))
+
+
+def served_system(fake: FakeRun2) -> dict[str, Any]:
+    return {"name": fake.name, "description": fake.description, "tags": set(fake.tags), "created": fake.created}
+
+
+def test_models_and_versions_equal_what_the_fake_serves(server: FakeNeptune2, tmp_path: Path) -> None:
+    small_project(server)
+    served = small_registry(server)
+    dump = tmp_path / "dump"
+    summary, _ = export(server, dump)
+    assert summary.count("exported") == 3 + 2 + 5 and summary.count("failed") == 0
+    recs = records(dump)
+    assert {k: r.kind for k, r in recs.items()} == {
+        "PROJ-1": "run", "PROJ-2": "run", "PROJ-3": "run", "PROJ-CLF": "model", "PROJ-DET": "model",
+        "PROJ-CLF-1": "model_version", "PROJ-CLF-2": "model_version", "PROJ-CLF-3": "model_version",
+        "PROJ-CLF-4": "model_version", "PROJ-DET-1": "model_version"}
+    for key, fake in served.items():
+        rec = recs[f"PROJ-{key}"]
+        got = {"name": rec.system.name, "description": rec.system.description, "tags": set(rec.system.tags),
+               "created": rec.system.created_at}
+        assert got == served_system(fake), key
+        assert rec.registry is not None and rec.registry.origin == "registry"
+        assert rec.registry.stage_history == ()  # the 2.x API holds the current stage only
+        if fake.container_type == "modelVersion":
+            assert rec.registry.model_id == fake.model_id
+            assert rec.registry.version_id == fake.sys_id
+            assert rec.registry.stage == fake.stage
+            assert rec.fields["sys/stage"].value == fake.stage
+        else:
+            assert rec.registry.model_id == fake.sys_id and rec.registry.version_id is None
+        for path, (_typ, value) in fake.fields.items():
+            assert rec.fields[path].value == value, (key, path)
+        assert {f.attribute_path: f.sha256 for f in rec.files} == {
+            path: hashlib.sha256(content).hexdigest() for path, (content, _ext) in fake.files.items()}
+        for path, pts in fake.float_series.items():
+            got_pts = series_points(dump, rec.key.run_id, path)
+            assert [(s, v) for s, v, _ in got_pts] == [(s, v) for s, v, _ in pts]
+            assert [int(ts.timestamp() * 1000) for _, _, ts in got_pts] == [ts for _, _, ts in pts]
+    groups = {g.model_id: g for g in group_models(recs.values())}
+    clf = groups["PROJ-CLF"]
+    assert clf.model is not None and clf.model.system.name == "classifier"
+    assert [v.key.run_id for v in clf.versions] == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3", "PROJ-CLF-4"]
+    assert {s: v.key.run_id for s, v in clf.stage_holders().items()} == {
+        "archived": "PROJ-CLF-1", "production": "PROJ-CLF-4", "staging": "PROJ-CLF-3"}
+    assert [v.key.run_id for v in groups["PROJ-DET"].versions] == ["PROJ-DET-1"]
+
+
+def test_listings_ask_for_one_type_and_never_mix(server: FakeNeptune2, tmp_path: Path) -> None:
+    small_project(server)
+    small_registry(server)
+    _summary, source = export(server, tmp_path / "a", RunSelection(projects=("ws/proj",), tags=("b",)))
+    asked = [tuple(json.loads(q).get("type", [])) for _m, p, q in server.log
+             if p.endswith("/leaderboard/entries/search")]
+    assert asked == [("run",), ("model",), ("modelVersion",)]
+    recs = records(tmp_path / "a")
+    # --tag selects runs only; every model and version is exported with them
+    assert sorted(k for k, r in recs.items() if r.kind == "run") == ["PROJ-1", "PROJ-2"]
+    assert sum(1 for r in recs.values() if r.kind != "run") == 7
+    assert source.listed_kind(RunKey("ws/proj", SourceRunId("PROJ-CLF-2"))) == "model_version"
+    # --no-models: runs only
+    _, _ = export(server, tmp_path / "b", models=False)
+    assert sorted(records(tmp_path / "b")) == ["PROJ-1", "PROJ-2", "PROJ-3"]
+    # a server that answers a model listing with a run is refused, not mixed in
+    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token()))
+    with pytest.raises(SourceFormatError, match="listed a run where it was asked for models only"):
+        source._keep("ws/proj", {"experimentId": "u", "type": "run", "attributes": []}, "model")
+
+
+@pytest.mark.filterwarnings("ignore:Neptune's model registry has been deprecated")
+def test_the_real_client_reads_the_fake_registry(server: FakeNeptune2) -> None:
+    """The fake speaks what neptune 1.x's own registry calls send (so the source's reads are realistic)."""
+    import neptune
+
+    small_registry(server)
+    token = server.api_token()
+    with neptune.init_project(project="ws/proj", api_token=token, mode="read-only") as project:
+        models = project.fetch_models_table(columns=[]).to_pandas()
+    assert sorted(models["sys/id"]) == ["PROJ-CLF", "PROJ-DET"]
+    with neptune.init_model(with_id="PROJ-CLF", project="ws/proj", api_token=token, mode="read-only") as model:
+        assert model["sys/name"].fetch() == "classifier"
+        versions = model.fetch_model_versions_table(columns=[]).to_pandas()
+    assert sorted(versions["sys/id"]) == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3", "PROJ-CLF-4"]
+    with neptune.init_model_version(with_id="PROJ-CLF-2", project="ws/proj", api_token=token,
+                                    mode="read-only") as version:
+        assert version["sys/stage"].fetch() == "production"
+        assert version["sys/model_id"].fetch() == "PROJ-CLF"
+        assert [round(v, 6) for v in version["val/acc"].fetch_values()["value"]] == [
+            round(0.7 + s / 100, 6) for s in range(6)]
+
+
+def test_dry_run_counts_models_and_versions(server: FakeNeptune2, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from neptune_migrate import cli
+
+    small_project(server)
+    small_registry(server)
+    old, environ = sys.argv, dict(os.environ)
+    sys.argv = ["neptune-migrate", "export", "--from", "neptune2-api", "--api-token", server.api_token(),
+                "--project", "ws/proj", "--out", str(tmp_path / "d"), "--dry-run", "--json"]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+    finally:
+        sys.argv = old
+        os.environ.clear()
+        os.environ.update(environ)
+    out, _err = capsys.readouterr()
+    assert exc.value.code in (0, None)
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert doc["runs"] == 3
+    assert doc["details"]["models"] == 2 and doc["details"]["model_versions"] == 5
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,153 @@
+"""`export --models-from-runs`: runs that Neptune's `model_to_run.py` made become model registry records again.
+
+Fixtures: `fixtures/neptune1/model_to_run/` (the real neptune 1.x client, offline, making the script's calls)
+and `fixtures/neptune-exporter/generated/model_to_run/` (the same content in exporter form); what they
+encode is `CONTENT` of `fixtures/scripts/make_model_to_run_fixtures.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.model import LossCategory, RunRecord
+from neptune_migrate.registry import from_model_to_run, group_models, model_to_run_kind
+from tests.conftest import FIXTURES
+
+_spec = importlib.util.spec_from_file_location(
+    "m2r", FIXTURES / "scripts" / "make_model_to_run_fixtures.py")
+assert _spec is not None and _spec.loader is not None
+_m2r = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_m2r)
+CONTENT: dict[str, Any] = _m2r.CONTENT
+
+EXPORTER = FIXTURES / "neptune-exporter" / "generated" / "model_to_run" / "data"
+SOURCES = {
+    "offline": ["--from", "neptune-offline", str(FIXTURES / "neptune1" / "model_to_run"), "--project", "ws/proj"],
+    "exporter": ["--from", "neptune-exporter", str(EXPORTER)],
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from neptune_migrate import cli
+
+    capsys.readouterr()
+    old, environ = sys.argv, dict(os.environ)
+    sys.argv = ["neptune-migrate", *args]
+    try:
+        cli.main()
+        rc = 0
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    finally:
+        sys.argv = old
+        os.environ.clear()
+        os.environ.update(environ)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def records(dump: Path) -> list[RunRecord]:
+    return [run.record for run in DumpReader(dump).runs()]
+
+
+def by_old_id(recs: list[RunRecord]) -> dict[str, RunRecord]:
+    return {str(r.fields["old_sys/id"].value): r for r in recs if "old_sys/id" in r.fields}
+
+
+def when(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_models_from_runs_gives_the_registry_the_script_encoded(source: str, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dump = tmp_path / "dump"
+    rc, _out, err = run_cli(capsys, "export", *SOURCES[source], "--out", str(dump), "--models-from-runs")
+    assert rc == 0, err
+    assert "model_to_run.py" not in err  # no hint when the flag is given
+    recs = records(dump)
+    reader = DumpReader(dump)
+    olds = by_old_id(recs)
+    for m in CONTENT["models"]:
+        rec = olds[m["id"]]
+        assert rec.kind == "model"
+        assert rec.registry is not None
+        assert (rec.registry.model_id, rec.registry.version_id, rec.registry.origin) == (m["id"], None, "model_to_run")
+        assert rec.system.name == m["name"] and rec.system.tags == {"model", *m["tags"]}
+        assert rec.system.group_tags == {m["id"]}
+        assert {k: rec.fields[k].value for k in m["fields"]} == m["fields"]
+    for v in CONTENT["versions"]:
+        rec = olds[v["id"]]
+        assert rec.kind == "model_version" and rec.registry is not None
+        info = rec.registry
+        assert (info.model_id, info.version_id, info.version, info.stage, info.origin, info.stage_history) == (
+            v["model"], v["id"], int(v["id"].rsplit("-", 1)[1]), v["stage"], "model_to_run", ())
+        assert rec.system.name == v["name"] and rec.system.tags == {"model_version", *v["tags"]}
+        assert rec.fields["old_sys/stage"].value == v["stage"]  # kept as a field too
+        assert rec.fields["old_sys/creation_time"].value == when(v["created"])
+        assert {(lo.kind, lo.path, lo.category) for lo in rec.losses if lo.kind == "registry_from_run"} == {
+            ("registry_from_run", p, LossCategory.CHANGED_FORM)
+            for p in ("old_sys/id", "old_sys/model_id", "old_sys/stage")}
+        run = reader.get_run(rec.key)
+        assert run is not None
+        t = reader.read_series(run, "float", "val/acc")
+        assert list(zip(t["step"].to_pylist(), t["value"].to_pylist(), t["timestamp"].to_pylist(), strict=True)) == [
+            (s, val, when(ts)) for s, val, ts in v["series"]]
+    for item in [*CONTENT["models"], *CONTENT["versions"]]:
+        path, blob, _ext = item["file"]
+        [entry] = [f for f in olds[item["id"]].files if f.attribute_path == path]
+        assert entry.sha256 == hashlib.sha256(blob).hexdigest() and entry.size == len(blob)
+    [plain] = [r for r in recs if r.system.name == CONTENT["plain_run"]["name"]]
+    assert plain.kind == "run" and plain.registry is None  # a tag `model` alone is not a model
+    [group] = group_models(recs)
+    assert group.model is not None and group.model.key == olds["PROJ-CLF"].key  # the record keeps its own key
+    assert [r.registry.version_id for r in group.versions if r.registry] == [v["id"] for v in CONTENT["versions"]]
+    assert {s: r.registry.version_id for s, r in group.stage_holders().items() if r.registry} == {
+        "archived": "PROJ-CLF-1", "production": "PROJ-CLF-2", "staging": "PROJ-CLF-3"}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_without_the_flag_they_stay_runs_with_one_warning(source: str, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dump = tmp_path / "dump"
+    rc, _out, err = run_cli(capsys, "export", *SOURCES[source], "--out", str(dump))
+    assert rc == 0, err  # advice, not a problem with the data
+    n = len(CONTENT["models"]) + len(CONTENT["versions"])
+    hint = f"warning: {n} run(s) look like models / model versions that Neptune's model_to_run.py"
+    assert " ".join(err.split()).count(hint) == 1
+    assert "pass --models-from-runs" in " ".join(err.split())
+    recs = records(dump)
+    assert {r.kind for r in recs} == {"run"} and all(r.registry is None for r in recs)
+    [report] = (dump / "_reports").glob("export*.json")
+    assert len(json.loads(report.read_text())["notices"]) == 1
+    # the same dump exported again with the flag: the runs become registry records (not skipped as done)
+    rc, _out, err = run_cli(capsys, "export", *SOURCES[source], "--out", str(dump), "--models-from-runs")
+    assert rc == 0, err
+    kinds = sorted(r.kind for r in records(dump))
+    assert kinds == sorted(["model"] * len(CONTENT["models"]) + ["model_version"] * len(CONTENT["versions"]) + ["run"])
+
+
+def test_recognition_needs_the_scripts_marks(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = run_cli(capsys, "export", *SOURCES["exporter"], "--out", str(tmp_path / "d"))
+    assert rc == 0, err
+    version = by_old_id(records(tmp_path / "d"))["PROJ-CLF-2"]
+    assert model_to_run_kind(version) == "model_version"
+    both = replace(version, system=replace(version.system, tags=version.system.tags | {"model"}))
+    assert model_to_run_kind(both) is None  # both tags: not the script's
+    other = replace(version, system=replace(version.system, custom_run_id="something-else"))
+    assert from_model_to_run(other) is None  # the script sets custom_run_id = the old id
+    fields = {k: f for k, f in version.fields.items() if k != "old_sys/id"}
+    assert model_to_run_kind(replace(version, fields=fields)) is None
+    no_stage = {k: f for k, f in version.fields.items() if k != "old_sys/stage"}
+    converted = from_model_to_run(replace(version, fields=no_stage))
+    assert converted is not None and converted.registry is not None and converted.registry.stage is None
+    assert [lo.path for lo in converted.losses if lo.kind == "registry_from_run"] == ["old_sys/id", "old_sys/model_id"]
