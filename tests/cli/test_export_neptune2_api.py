@@ -586,3 +586,89 @@ def test_run_moves_a_live_project_into_mlflow_and_verifies(server: FakeNeptune2,
     loss = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in loss] == [(s, 1.0 / (s + 1)) for s in range(25)]
     assert server.api_token() not in out + err
+
+
+# ---------------------------------------------------------------------------------------------------
+# --workers bounds the whole export: several runs at once, requests in flight never above N
+
+
+def _many_runs(server: FakeNeptune2, n: int) -> None:
+    """`small_project` (every kind) plus `n` cheap runs of two short series each."""
+    small_project(server)
+    base = T0 + timedelta(days=1)
+    for i in range(n):
+        run = server.add_run("ws/proj", base + timedelta(seconds=i), name=f"cheap-{i}")
+        run.fields["params/i"] = ("int", i)
+        run.float_series["loss"] = [(float(s), 1.0 / (s + 1 + i), 1_700_000_000_000 + s) for s in range(3)]
+        run.string_series["log"] = [(0.0, f"run {i}", 1_700_000_000_000)]
+
+
+def _content(dump: Path) -> dict[str, Any]:
+    """Everything a dump holds per run: the record (fields, system, files, series counts and steps) and
+    every point; only the commit times differ between two exports of the same data."""
+    reader = DumpReader(dump)
+    return {run.key.run_id: (run.record, points(dump)[run.key.run_id]) for run in reader.runs()}
+
+
+def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(server: FakeNeptune2,
+                                                                             tmp_path: Path) -> None:
+    _many_runs(server, 9)
+    server.latency = 0.02
+    server.max_in_flight = 0
+    one, _ = export(server, tmp_path / "one", workers=1)
+    assert server.max_in_flight == 1
+    server.max_in_flight = 0
+    four, source = export(server, tmp_path / "four", workers=4)
+    assert source.run_workers == 4
+    # 12 runs, 4 at a time, every request of every run through one budget: 4 in flight, never 5.
+    assert server.max_in_flight == 4
+    assert [r.key for r in four.runs] == [r.key for r in one.runs]  # the report keeps the listing order
+    assert [r.status for r in four.runs] == ["exported"] * 12
+    assert [(r.points, r.files) for r in four.runs] == [(r.points, r.files) for r in one.runs]
+    assert _content(tmp_path / "four") == _content(tmp_path / "one")
+    assert len(_content(tmp_path / "four")) == 12
+
+
+def test_four_workers_export_runs_faster_than_one(server: FakeNeptune2, tmp_path: Path) -> None:
+    for i in range(16):
+        server.add_run("ws/proj", T0 + timedelta(seconds=i)).float_series["loss"] = [(0.0, float(i), 0)]
+    server.latency = 0.1  # every request waits 0.1 s on the server: the run rate is bound by the requests
+    rates = {}
+    for workers in (1, 4):
+        server.reset_counts()
+        started = time.monotonic()
+        summary, _ = export(server, tmp_path / f"w{workers}", workers=workers)
+        rates[workers] = len(summary.runs) / (time.monotonic() - started)
+        assert [r.status for r in summary.runs] == ["exported"] * 16
+        assert server.count("/series/float") == 16
+    # 2 requests per run one after another: 1 worker ~ 5 runs/s; 4 workers ~ 4x that (listing aside).
+    assert rates[4] / rates[1] >= 2.0, rates
+
+
+def test_ctrl_c_while_runs_are_read_at_once_leaves_only_complete_runs(server: FakeNeptune2,
+                                                                      tmp_path: Path) -> None:
+    _many_runs(server, 9)
+    server.latency = 0.05
+    dump = tmp_path / "dump"
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", workers=4)
+    source = Neptune2ApiSource(opts)
+    done: list[str] = []
+
+    def on_run(outcome: Any) -> None:  # a Ctrl-C arriving in the export's thread after two runs
+        done.append(outcome.key)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with DumpWriter(dump) as writer, pytest.raises(KeyboardInterrupt):
+        export_runs(source, writer, RunSelection(projects=("ws/proj",)), location="fake", on_run=on_run)
+    assert source.budget.cancelled
+    after = server.count("")
+    time.sleep(0.3)
+    assert server.count("") == after  # no thread is still sending requests
+    committed = {run.key.run_id for run in DumpReader(dump).runs()}
+    assert 2 <= len(committed) < 12
+    assert not list((dump / ".staging").glob("*")) or all(p.name == "blobs" for p in (dump / ".staging").iterdir())
+    full = tmp_path / "full"
+    export(server, full)
+    export(server, dump)  # the same export again: resumes
+    assert _content(dump) == _content(full)

@@ -156,6 +156,11 @@ class FakeNeptune3:
         self.shuffle_ties = False
         """Order runs sharing a sort value differently in each listing answer (a server whose sort is
         not stable across queries); False: insertion order."""
+        self.latency = 0.0
+        """Seconds every request but the token exchange waits before it is answered (`--workers` tests)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most requests the server was answering at once (token exchange excluded)."""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -268,6 +273,21 @@ class FakeNeptune3:
         return None
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        counted = not urlparse(h.path).path.endswith("/oauth-token")
+        if counted:
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if counted and self.latency:
+                time.sleep(self.latency)
+            self._answer(h, method)
+        finally:
+            if counted:
+                with self._lock:
+                    self.in_flight -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urlparse(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
