@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -386,9 +387,10 @@ def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, caps
 
 
 def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],
-                     tmp_path: Path, path_regex: str, after: int) -> tuple[Path, int]:
-    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`,
-    re-run in this process; return the dump and the float-series requests of the re-run."""
+                     tmp_path: Path, path_regex: str, after: int, query_has: str = "") -> tuple[Path, int]:
+    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`
+    (and whose query holds `query_has`), re-run in this process; return the dump and the float-series
+    requests of the re-run."""
     cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
     dump = tmp_path / "dump"
@@ -396,7 +398,11 @@ def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pyte
     proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while server.count(path_regex) < after and time.monotonic() < deadline and proc.poll() is None:
+    def seen() -> int:
+        rx = re.compile(path_regex)
+        return sum(1 for _, path, query in list(server.log) if rx.search(path) and query_has in query)
+
+    while seen() < after and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -422,10 +428,11 @@ def _kill_fixture(server: FakeNeptune2) -> None:
 def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
                                                                      tmp_path: Path) -> None:
     _kill_fixture(server)
-    # PROJ-4 (the 15-page series) is listed first (oldest); killed after its 11th page, so after the
-    # checkpoint of page 10. An uninterrupted export asks for 16 + 1 + 3 float pages; the re-run at most
-    # 6 (pages 11-15 and the empty one after) + 1 + 3.
-    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11)
+    # Killed after the 11th page of PROJ-4's 15-page series, so after the checkpoint of page 10 (the other
+    # runs are read at the same time, 4 at once). An uninterrupted export asks for 16 + 1 + 3 float pages;
+    # the re-run at most 6 (pages 11-15 and the empty one after) + 1 + 3.
+    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11,
+                                         query_has='"attribute": ["long"]')
     assert rerun_pages <= 6 + 1 + 3
     full = tmp_path / "full"
     export(server, full)

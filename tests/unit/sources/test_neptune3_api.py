@@ -84,6 +84,8 @@ def fake(server: FakeNeptune3) -> Iterator[FakeNeptune3]:
     server.delay = 0.0
     server.max_offset = None
     server.shuffle_ties = False
+    server.latency = 0.0
+    server.max_in_flight = 0
     server.searches.clear()
 
 
@@ -554,3 +556,67 @@ def test_25000_runs_cross_the_10000_boundary_with_ties_and_a_server_offset_limit
     keys = [k.run_id for k in source.list_runs()]
     assert keys == [f"m{i:05d}" for i in range(25_000)]
     assert len(fake.searches) == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# --workers bounds the whole export: several runs at once, requests in flight never above N
+
+
+def _cheap_runs(fake: FakeNeptune3, project: str, n: int, *, rich: bool = True) -> None:
+    fake.projects.add(project)
+    created = datetime(2025, 7, 1, tzinfo=timezone.utc)
+    for i in range(n):
+        series: dict[str, tuple[str, list[Point]]] = {
+            "loss": ("floatSeries", [Point(float(s), T0_MS + s, 1 / (s + 1 + i)) for s in range(3)])}
+        fields: dict[str, tuple[str, Any]] = {"params/i": ("int", i)}
+        if rich:
+            series["log"] = ("stringSeries", [Point(0.0, T0_MS, f"run {i}")])
+            fields["model/file"] = ("fileRef", fake.add_blob(f"{project}/{i}/file.bin", f"bytes of {i}".encode()))
+        fake.add_run(f"cheap-{i}", project=project, created=created + timedelta(seconds=i), fields=fields,
+                     series=series)
+
+
+def _content(dump: Path) -> dict[str, Any]:
+    """Per run: the record and every point of every series (commit times aside, the whole dump)."""
+    reader = DumpReader(dump)
+    out: dict[str, Any] = {}
+    for run in reader.runs():
+        tables = {(s.kind, s.path): reader.read_series(run, s.kind, s.path).to_pylist() for s in run.record.series}
+        out[str(run.key)] = (run.record, tables)
+    return out
+
+
+def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(fake: FakeNeptune3,
+                                                                             tmp_path: Path) -> None:
+    project = "my-ws/many"
+    _cheap_runs(fake, project, 12)
+    fake.latency = 0.02
+    one = _export(_source(fake, project=project, workers=1), tmp_path / "one")
+    assert fake.max_in_flight == 1
+    fake.max_in_flight = 0
+    source = _source(fake, project=project, workers=4)
+    four = _export(source, tmp_path / "four")
+    assert source.run_workers == 4
+    assert fake.max_in_flight == 4  # 4 runs at once, every request through one budget: never 5
+    assert [r.key for r in four.runs] == [r.key for r in one.runs]
+    assert [r.status for r in four.runs] == ["exported"] * 12
+    content = _content(tmp_path / "four")
+    assert content == _content(tmp_path / "one")
+    assert len(content) == 12
+    assert all(len(rec.files) == 1 and rec.files[0].sha256 for rec, _ in content.values())
+
+
+def test_four_workers_export_runs_faster_than_one(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/rate"
+    _cheap_runs(fake, project, 16, rich=False)
+    fake.latency = 0.1  # every request waits 0.1 s on the server: the run rate is bound by the requests
+    rates = {}
+    for workers in (1, 4):
+        fake.counts.clear()
+        started = time.monotonic()
+        summary = _export(_source(fake, project=project, workers=workers), tmp_path / f"w{workers}")
+        rates[workers] = len(summary.runs) / (time.monotonic() - started)
+        assert [r.status for r in summary.runs] == ["exported"] * 16
+        assert fake.counts["float"] == 16
+    # 2 requests per run one after another: 1 worker ~ 5 runs/s; 4 workers ~ 4x that (listing aside).
+    assert rates[4] / rates[1] >= 2.0, rates
