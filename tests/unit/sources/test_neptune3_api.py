@@ -628,3 +628,48 @@ def test_four_workers_export_runs_faster_than_one(fake: FakeNeptune3, tmp_path: 
         assert fake.counts["float"] == 16
     # 2 requests per run one after another: 1 worker ~ 5 runs/s; 4 workers ~ 4x that (listing aside).
     assert rates[4] / rates[1] >= 2.0, rates
+
+
+def test_since_last_fetches_only_new_and_changed_runs_and_the_dump_equals_a_full_export(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/since"
+    _cheap_runs(fake, project, 3, rich=False)
+    first = _cli(fake, tmp_path, fake.token(), "--project", project, "--since-last")
+    assert first.returncode == 0, first.stderr
+    assert "no watermark for this source in the dump yet: full export" in first.stderr
+    now = datetime.now(timezone.utc)
+    changed = fake.find(project, f"{project}/SINC-2")
+    assert changed is not None
+    changed.series["loss"][1].append(Point(3.0, T0_MS + 3, 0.125))  # a new point on the server
+    changed.modified = now
+    fake.add_run("fresh", project=project, created=now, modified=now,
+                 series={"loss": ("floatSeries", [Point(0.0, T0_MS, 7.0)])})
+    fake.counts.clear()
+    fake.requests.clear()
+    again = _cli(fake, tmp_path, fake.token(), "--project", project, "--since-last")
+    assert again.returncode == 0, again.stderr
+    assert "since-last: runs created or modified since" in again.stderr
+    # Only the changed and the new run were listed and read: one attribute request and one float page each.
+    assert fake.counts["values"] == 2
+    assert sorted(b["requests"][0]["series"]["holder"]["identifier"] for _, b in fake.requests) == [
+        f"{project}/SINC-2", f"{project}/SINC-4"]
+    assert "my-ws/since/fresh" in again.stderr
+    # The dump equals a full export of the server as it is now.
+    full = _export(_source(fake, project=project), tmp_path / "full")
+    assert [r.status for r in full.runs] == ["exported"] * 4
+    got, want = _content(tmp_path / "dump"), _content(tmp_path / "full")
+    assert {k: v[1] for k, v in got.items()} == {k: v[1] for k, v in want.items()}
+    assert {k: (v[0].fields, v[0].system, v[0].files) for k, v in got.items()} == {
+        k: (v[0].fields, v[0].system, v[0].files) for k, v in want.items()}
+    assert [r["value"] for r in _series(DumpReader(tmp_path / "dump"), "cheap-1", "float", "loss", project)] == [
+        1 / 2, 1 / 3, 1 / 4, 0.125]
+
+
+def test_a_token_without_access_is_one_line_exit_2(fake: FakeNeptune3, tmp_path: Path) -> None:
+    with fake.fault(Fault("search", 403)):
+        done = _cli(fake, tmp_path, fake.token(), "--project", PROJECT)
+    assert done.returncode == 2, done.stderr
+    assert "refused listing runs of my-ws/my-proj (HTTP 403): the API token lacks access" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert fake.token() not in done.stderr + done.stdout
+    assert fake.counts["search"] == 1  # not retried
