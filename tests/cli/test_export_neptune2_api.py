@@ -682,3 +682,41 @@ def test_ctrl_c_while_runs_are_read_at_once_leaves_only_complete_runs(server: Fa
     export(server, full)
     export(server, dump)  # the same export again: resumes
     assert _content(dump) == _content(full)
+
+
+@pytest.mark.slow  # ~25 s (a subprocess importing neptune 1.x); the in-process Ctrl-C test above runs by default
+def test_sigint_while_4_runs_are_read_exits_130_at_once_and_the_same_command_resumes(  # type: ignore[no-untyped-def]
+        server: FakeNeptune2, cli_env, capsys, tmp_path: Path) -> None:
+    _kill_fixture(server)
+    server.latency = 0.5  # the long series alone would take 8 s more
+    cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
+    dump = tmp_path / "dump"
+    args = ["export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump), "--workers", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while server.count("/series/float") < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    before = server.count("")
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    # Every thread stopped after the request it was in: at most one more request each (one that had
+    # passed the budget just before the cancel), and the process ended long before the series would have.
+    assert server.count("") - before <= 4
+    assert took < 5.0, took
+    staged = [p for p in (dump / ".staging").iterdir() if p.name != "blobs"] if (dump / ".staging").exists() else []
+    assert staged == []
+    server.latency = 0.0
+    os.environ["NEPTUNE_API_TOKEN"] = server.api_token()
+    try:
+        run_cli(capsys, *args, check_rc=0)
+    finally:
+        del os.environ["NEPTUNE_API_TOKEN"]
+    full = tmp_path / "full"
+    export(server, full)
+    assert _content(dump) == _content(full)
