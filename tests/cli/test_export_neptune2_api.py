@@ -554,6 +554,24 @@ def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeN
 
 
 @pytest.mark.slow
+def test_a_series_of_a_million_points_across_a_thousand_pages(server: FakeNeptune2, tmp_path: Path) -> None:
+    n = 1_000_000
+    server.add_run("ws/proj", T0).float_series["m"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(n)]
+    summary, _ = export(server, tmp_path / "dump")
+    assert [(r.status, r.points) for r in summary.runs] == [("exported", n)]
+    assert server.count("/series/float") == n // 1000 + 1  # 1,000 full pages by skipToStep, then an empty one
+    reader = DumpReader(tmp_path / "dump")
+    [run] = list(reader.runs())
+    table = reader.read_series(run, "float", "m")
+    steps, values = table["step"].to_pylist(), table["value"].to_pylist()
+    assert steps == [float(s) for s in range(n)]
+    assert values[::99_999] == [s * 0.5 for s in range(0, n, 99_999)]
+    stamps = table["timestamp"].to_pylist()
+    assert (stamps[0], stamps[-1]) == (datetime.fromtimestamp(1_700_000_000, timezone.utc),
+                                      datetime.fromtimestamp(1_700_000_000 + (n - 1) / 1000, timezone.utc))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_25000_runs_cross_the_real_10000_offset_limit(server: FakeNeptune2) -> None:
     # The real limits (pages of 100, offset 10,000), 25,000 cheap runs, 30 of them sharing the creation time
