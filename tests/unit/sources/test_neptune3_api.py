@@ -673,3 +673,31 @@ def test_a_token_without_access_is_one_line_exit_2(fake: FakeNeptune3, tmp_path:
     assert "Traceback" not in done.stderr + done.stdout
     assert fake.token() not in done.stderr + done.stdout
     assert fake.counts["search"] == 1  # not retried
+
+
+@pytest.mark.slow  # ~20 s (two CLI subprocesses); test_kill_9_in_a_long_series_... is the default-run case
+def test_kill_9_while_4_runs_are_read_then_the_same_command_resumes_to_an_uninterrupted_dump(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/kill"
+    _cheap_runs(fake, project, 6, rich=False)
+    fake.add_run("long", project=project, created=datetime(2025, 6, 1, tzinfo=timezone.utc), series={
+        "log": ("stringSeries", [Point(float(s), T0_MS + s, f"line {s}") for s in range(20_000)])})  # 20 pages
+    fake.delay = 0.1
+    env = {**os.environ, "NEPTUNE_API_TOKEN": fake.token(), "PYTHONPATH": str(Path(__file__).parents[3])}
+    args = [sys.executable, "-m", "neptune_migrate", "export", "--from", "neptune3-api", "--project", project,
+            "--out", str(tmp_path / "dump"), "--workers", "4"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while fake.counts["series"] < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake.delay = 0.0
+    fake.counts.clear()
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    # The long series resumes from its checkpoint (at least 7 pages kept), not from its first page.
+    assert fake.counts["series"] <= 20 - 7 + 1
+    full = _export(_source(fake, project=project), tmp_path / "full")
+    assert [r.status for r in full.runs] == ["exported"] * 7
+    assert _content(tmp_path / "dump") == _content(tmp_path / "full")
