@@ -23,6 +23,7 @@ import base64
 import json
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -219,6 +220,12 @@ class FakeNeptune3:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
+                # client's delayed ACK hold every answer ~40 ms, and the fake measures that, not the client.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 pass
