@@ -701,3 +701,18 @@ def test_kill_9_while_4_runs_are_read_then_the_same_command_resumes_to_an_uninte
     full = _export(_source(fake, project=project), tmp_path / "full")
     assert [r.status for r in full.runs] == ["exported"] * 7
     assert _content(tmp_path / "dump") == _content(tmp_path / "full")
+
+
+def test_dry_run_counts_from_the_servers_own_counters_without_any_series_or_file_request(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    done = _cli(fake, tmp_path, fake.token(), "--project", PROJECT, "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    runs = [run for run in fake.runs if run.project == PROJECT and not run.trashed]
+    assert len(runs) >= 2
+    points = sum(len(pts) for run in runs for _, pts in run.series.values())
+    assert (doc["runs"], doc["points"]) == (len(runs), points)
+    assert doc["bytes"] == sum(run.size_bytes() for run in runs)
+    assert not (tmp_path / "dump").exists()
+    assert (fake.counts["values"], fake.counts["float"], fake.counts["series"], fake.counts["signed"],
+            fake.counts["blob"]) == (0, 0, 0, 0, 0)
