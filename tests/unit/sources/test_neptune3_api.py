@@ -596,7 +596,7 @@ def _content(dump: Path) -> dict[str, Any]:
 
 def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(fake: FakeNeptune3,
                                                                              tmp_path: Path) -> None:
-    project = "my-ws/many"
+    project = "my-ws/workers"
     _cheap_runs(fake, project, 12)
     fake.latency = 0.02
     one = _export(_source(fake, project=project, workers=1), tmp_path / "one")
