@@ -738,3 +738,22 @@ def test_sigint_while_4_runs_are_read_exits_130_at_once_and_the_same_command_res
     full = tmp_path / "full"
     export(server, full)
     assert _content(dump) == _content(full)
+
+
+def test_the_rate_holds_for_the_whole_export_when_runs_are_read_at_once(server: FakeNeptune2,
+                                                                        tmp_path: Path) -> None:
+    for i in range(8):
+        server.add_run("ws/proj", T0 + timedelta(seconds=i)).float_series["loss"] = [(0.0, float(i), 0)]
+    server.reset_counts()
+    server.max_in_flight = 0
+    summary, source = export(server, tmp_path / "dump", workers=4, rate=10.0)
+    assert [r.status for r in summary.runs] == ["exported"] * 8
+    assert source.budget.requests == 2 + 8 * 2  # project, listing; attributes and one page per run
+    first = [p for _, p, _ in server.log].index("/api/backend/v1/projects/get")
+    budgeted = sorted(server.times[first:])
+    assert len(budgeted) == source.budget.requests
+    # 10 requests/s with a burst of 10, for all 4 runs together: the k-th request (k > 10) arrives at
+    # least (k - 10) / 10 s after the first.
+    for k, at in enumerate(budgeted, start=1):
+        assert at - budgeted[0] >= (k - 10) / 10 - 0.05, (k, at - budgeted[0])
+    assert server.max_in_flight <= 4
