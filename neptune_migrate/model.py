@@ -184,6 +184,44 @@ class Provenance:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
+STAGES: tuple[str, ...] = ("none", "staging", "production", "archived")
+"""Neptune 2.x model version stages (`sys/stage`), in Neptune's own order."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    """One stage a model version entered, and when (`None` when the source does not say)."""
+
+    stage: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryInfo:
+    """Model registry facts of a `model` or `model_version` record (dump format 1.3).
+
+    A model and its versions are linked by `model_id`, the Neptune id of the model (`PROJ-MOD`),
+    within the record's project; the record key may differ from it (a run made by Neptune's
+    `model_to_run.py` keeps its own run id as key, and says so in `origin`).
+    """
+
+    model_id: str
+    """Neptune id of the model (`PROJ-MOD`); on a model record, the model's own id."""
+    version_id: str | None = None
+    """A version's Neptune id (`PROJ-MOD-3`); `None` on a model record."""
+    version: int | None = None
+    """A version's number within its model (3 for `PROJ-MOD-3`): Neptune's order of versions."""
+    stage: str | None = None
+    """A version's stage, one of `STAGES`, or `None` when the source does not hold it."""
+    stage_history: tuple[StageChange, ...] = ()
+    """Stages the version went through, oldest first, where the source holds them."""
+    source_run: RunKey | None = None
+    """The run the version was made from, where known."""
+    origin: Literal["registry", "model_to_run"] = "registry"
+    """`registry`: read as a Neptune model container; `model_to_run`: turned back from a run that
+    Neptune's `model_to_run.py` migration script made (`--models-from-runs`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """One run's metadata as committed to the dump. Series points and file bytes live beside it."""
@@ -203,3 +241,5 @@ class RunRecord:
     losses: tuple[Loss, ...] = ()
     absent: tuple[str, ...] = ()
     """System fields the source does not hold (marked absent, not invented)."""
+    registry: RegistryInfo | None = None
+    """Model registry facts of a `model` / `model_version` record (format 1.3); `None` on runs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 
@@ -13,6 +13,7 @@ from neptune_migrate.errors import DumpFormatError
 from neptune_migrate.model import (
     FIELD_TYPES,
     SERIES_KINDS,
+    STAGES,
     ContainerKind,
     Field,
     FieldType,
@@ -22,16 +23,18 @@ from neptune_migrate.model import (
     ForkPoint,
     Loss,
     Provenance,
+    RegistryInfo,
     RunKey,
     RunRecord,
     SeriesInfo,
     SeriesKind,
     SourceRunId,
+    StageChange,
     SystemInfo,
 )
 
 FORMAT_NAME = "neptune-migrate-dump"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 """`MAJOR.MINOR`: a reader refuses another major; a new minor only adds optional things."""
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -225,7 +228,47 @@ def record_to_json(record: RunRecord) -> dict[str, Any]:
             "files": list(record.provenance.files),
             "details": dict(record.provenance.details),
         },
+        **({} if record.registry is None else {"registry": registry_to_json(record.registry)}),
     }
+
+
+def registry_to_json(info: RegistryInfo) -> dict[str, Any]:
+    """The `registry` object of a model or model version's `run.json` (format 1.3)."""
+    return {
+        "model_id": info.model_id,
+        "version_id": info.version_id,
+        "version": info.version,
+        "stage": info.stage,
+        "stage_history": [{"stage": c.stage, "at": _dt(c.at)} for c in info.stage_history],
+        "source_run": None if info.source_run is None else {
+            "project": info.source_run.project, "run_id": info.source_run.run_id},
+        "origin": info.origin,
+    }
+
+
+def registry_from_json(data: Mapping[str, Any]) -> RegistryInfo:
+    """Inverse of `registry_to_json`; raises DumpFormatError on an unknown origin or stage."""
+    origin = data.get("origin", "registry")
+    if origin not in ("registry", "model_to_run"):
+        msg = f"unknown registry origin {origin!r}"
+        raise DumpFormatError(msg)
+    stages = [data.get("stage"), *(c.get("stage") for c in data.get("stage_history", []))]
+    for stage in stages:
+        if stage is not None and stage not in STAGES:
+            msg = f"unknown model version stage {stage!r}"
+            raise DumpFormatError(msg)
+    run = data.get("source_run")
+    version = data.get("version")
+    return RegistryInfo(
+        model_id=str(data["model_id"]),
+        version_id=data.get("version_id"),
+        version=None if version is None else int(version),
+        stage=data.get("stage"),
+        stage_history=tuple(StageChange(str(c["stage"]), _parse_dt(c.get("at")))
+                            for c in data.get("stage_history", [])),
+        source_run=None if run is None else RunKey(run["project"], SourceRunId(run["run_id"])),
+        origin=cast(Literal["registry", "model_to_run"], origin),
+    )
 
 
 def record_from_json(data: Mapping[str, Any]) -> RunRecord:
@@ -298,6 +341,7 @@ def record_from_json(data: Mapping[str, Any]) -> RunRecord:
                 files=tuple(data["provenance"].get("files", [])),
                 details=dict(data["provenance"].get("details", {})),
             ),
+            registry=None if data.get("registry") is None else registry_from_json(data["registry"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"malformed run record: {exc!r}"

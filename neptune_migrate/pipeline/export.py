@@ -27,6 +27,7 @@ from neptune_migrate.dump.writer import DumpWriter, RunWriter
 from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
 from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
 from neptune_migrate.pipeline.shard import Shard, source_owner_keys
+from neptune_migrate.registry import annotate
 from neptune_migrate.sources.base import ConcurrentRuns, RunSelection, ServerSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,7 @@ def _export_one(
             record = replace(record, provenance=replace(record.provenance, details=details))
         if root is not None:
             record = relative_record(record, root)
+        record = annotate(record)  # models and versions carry their registry facts (format 1.3)
         message = ""
         if old is not None and getattr(source, "live", False):
             message = "changed on the server since the dump's copy: replaced it"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from neptune_migrate.dump.reader import DumpReader
+from neptune_migrate.dump.schema import FORMAT_VERSION
 from neptune_migrate.dump.writer import DumpWriter
 from neptune_migrate.model import LossCategory, RunKey, SourceRunId
 from neptune_migrate.pipeline.export import ExportSummary, export_runs
@@ -329,7 +330,7 @@ def _digests(out: Path) -> dict[str, str]:
     for run_json in sorted((out / "runs").glob("*/run.json")):
         doc = json.loads(run_json.read_text())
         found[doc["key"]["run_id"]] = doc["digest"]
-        assert doc["format_version"] == "1.2" and doc["source_root"] == 0
+        assert doc["format_version"] == FORMAT_VERSION and doc["source_root"] == 0
     return found
 
 
