@@ -520,7 +520,8 @@ def export_cmd(
         typer.Option("--api-token", help="Live sources: the Neptune API token (default: env NEPTUNE_API_TOKEN; "
                      "never printed or stored).", show_default=False),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Live sources: requests in flight at most.")] = 4,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Live sources: runs read at once and requests in flight at most (whole export).")] = 4,
     rate: Annotated[
         float | None, typer.Option("--rate", min=0.01, help="Live sources: requests per second at most (all workers).")
     ] = None,

@@ -1,4 +1,15 @@
-"""export_runs: source -> dump, one committed run at a time."""
+"""export_runs: source -> dump, one committed run at a time.
+
+A source with the `ConcurrentRuns` ability (the live ones) is read `run_workers` runs at once: each
+run in its own thread with its own staged `RunWriter`, so runs commit in whatever order they finish
+(each commit is one rename of its own folder; blobs are content-addressed and written under unique
+temporary names), while the summary keeps the listing order. The source's shared budget keeps the
+requests of all these runs within `--workers` and `--rate`. The manifest is written only by this
+thread, after every run is done; a live export's watermark is recorded by the caller only when no run
+failed, and it is the time listing started, so it never moves past a run that was not committed.
+On Ctrl-C the runs not started are dropped, the source is cancelled (its threads stop after the
+request they are in, their runs uncommitted) and the interrupt goes on up once they have stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +28,7 @@ from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_t
 from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
 from neptune_migrate.pipeline.shard import Shard, source_owner_keys
 from neptune_migrate.registry import REGISTRY_KINDS, annotate, from_model_to_run, model_to_run_kind
-from neptune_migrate.sources.base import RunSelection, ServerSelection, Source, content_fingerprint
+from neptune_migrate.sources.base import ConcurrentRuns, RunSelection, ServerSelection, Source, content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +220,23 @@ def export_runs(
     lookalikes: list[str] = []
     listed_kind = getattr(source, "listed_kind", None)
     registry_selection = RunSelection(projects=selection.projects, modified_after=selection.modified_after)
-    for key in keys:
+
+    def one(key: RunKey) -> RunOutcome:
         chosen = selection
         if callable(listed_kind) and listed_kind(key) in REGISTRY_KINDS:
             chosen = registry_selection
-        outcome = _export_one(source, writer, chosen, key, force=force, root=root,
-                              models_from_runs=models_from_runs, lookalikes=lookalikes)
-        summary.runs.append(outcome)
-        if on_run is not None:
-            on_run(outcome)
+        return _export_one(source, writer, chosen, key, force=force, root=root,
+                           models_from_runs=models_from_runs, lookalikes=lookalikes)
+
+    workers = source.run_workers if isinstance(source, ConcurrentRuns) else 1
+    if workers > 1 and len(keys) > 1:
+        summary.runs.extend(_export_concurrently(source, keys, one, workers=workers, on_run=on_run))
+    else:
+        for key in keys:
+            outcome = one(key)
+            summary.runs.append(outcome)
+            if on_run is not None:
+                on_run(outcome)
     if lookalikes:
         summary.notices.append(
             f"{len(lookalikes)} run(s) look like models / model versions that Neptune's model_to_run.py "
@@ -233,6 +253,40 @@ def export_runs(
         "counts": summary.to_json()["counts"],
     })
     return summary
+
+
+def _export_concurrently(
+    source: Source, keys: list[RunKey], export_one: Callable[[RunKey], RunOutcome], *, workers: int,
+    on_run: Callable[[RunOutcome], None] | None,
+) -> list[RunOutcome]:
+    """`export_one` for every key, at most `workers` runs at once; outcomes in the order of `keys`.
+
+    At most `workers` runs are submitted at a time (not all keys at once: a listing of 100,000 runs does
+    not become 100,000 queued tasks, and on Ctrl-C there is nothing queued to cancel)."""
+    outcomes: list[RunOutcome | None] = [None] * len(keys)
+    pending: dict[Future[RunOutcome], int] = {}
+    next_index = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nm-export-run")
+    try:
+        while next_index < len(keys) or pending:
+            while next_index < len(keys) and len(pending) < workers:
+                future = pool.submit(export_one, keys[next_index])
+                pending[future] = next_index
+                next_index += 1
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                outcome = future.result()  # a MissingDependencyError stops the whole export
+                outcomes[index] = outcome
+                if on_run is not None:
+                    on_run(outcome)
+    except BaseException:
+        if isinstance(source, ConcurrentRuns):
+            source.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [o for o in outcomes if o is not None]
 
 
 def _export_one(

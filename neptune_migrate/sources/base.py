@@ -256,6 +256,26 @@ class ServerSelection(Protocol):
         ...
 
 
+@runtime_checkable
+class ConcurrentRuns(Protocol):
+    """An optional ability of a (live) source: the export may read up to `run_workers` runs at once.
+
+    `export_run` is then called from several threads at once (each on its own run and `RunWriter`);
+    the source keeps every request of every run within its own shared budget (`--workers`, `--rate`).
+    `cancel()` is called from another thread when the export stops early (Ctrl-C): from then on the
+    source's requests raise, so each thread leaves its run uncommitted after the request it is in.
+    """
+
+    @property
+    def run_workers(self) -> int:
+        """How many runs may be read at once."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop: every later request raises (a `BaseException`, so no run records it as its failure)."""
+        ...
+
+
 class Source(Protocol):
     """Reads runs from one Neptune form. Never writes, locks or cleans up the user's data."""
 

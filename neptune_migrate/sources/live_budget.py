@@ -4,6 +4,11 @@ One `RequestBudget` per export: `acquire()` blocks until a request may start, so
 requests are in flight and, with a rate, at most `rate` requests start per second on average (a
 token bucket holding up to one second of requests, so short bursts stay polite). Both live sources
 call it before every HTTP request, retries included.
+
+The export reads up to `workers` runs at once (`sources.base.ConcurrentRuns`); the budget is what
+keeps all of their requests together within `workers` and `rate`. `cancel()` (Ctrl-C, or a run whose
+error stops the whole export) makes every later `request()` raise `ExportCancelled`, so each thread
+stops after the request it is in and its run is left uncommitted (staged, then removed).
 """
 
 from __future__ import annotations
@@ -12,6 +17,11 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+
+
+class ExportCancelled(BaseException):
+    """Raised by `RequestBudget.request()` once the export was cancelled (not an `Exception`: no retry
+    and no per-run `except Exception` swallows it)."""
 
 
 class RequestBudget:
@@ -39,6 +49,20 @@ class RequestBudget:
         """Requests started through this budget (retries included)."""
         self.waited = 0.0
         """Seconds spent waiting for the rate (not for a free worker slot)."""
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Refuse every request from now on (the ones in flight finish)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            msg = "the export was cancelled"
+            raise ExportCancelled(msg)
 
     def _take_token(self) -> None:
         if self.rate is None:
@@ -57,10 +81,13 @@ class RequestBudget:
                 delay = (1.0 - self._tokens) / self.rate
                 self.waited += delay
             self._sleep(delay)
+            self._check()
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
         """Hold one worker slot and one rate token for the duration of a request."""
+        self._check()
         with self._slots:
+            self._check()
             self._take_token()
             yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -304,9 +305,9 @@ def test_429_retry_after_12_is_honoured_exactly_and_faults_are_retried(server: F
     summary, source = export(server, tmp_path / "dump", slept=slept)
     assert [r.status for r in summary.runs] == ["exported"] * 3
     # Retry-After: 12 waited 12 s (neptune 1.x would have waited 1 s: it reads the first digit only).
-    # Which float series meets the 429 depends on which worker asks first.
+    # Which float series meets the 429 depends on which worker asks first (runs are read at once too).
     [(what, _)] = [w for w in source.retrier.waits if w[1] == 12.0]
-    assert what.startswith("ws/proj/PROJ-1: ") and what.split(": ", 1)[1] in ("train/loss", "monitoring/cpu")
+    assert what in ("ws/proj/PROJ-1: train/loss", "ws/proj/PROJ-1: monitoring/cpu", "ws/proj/PROJ-2: train/loss")
     assert 12.0 in slept
     assert source.retrier.retries >= 3
     assert len(points(tmp_path / "dump")["PROJ-1"]) == 25 + 5 + 4
@@ -386,9 +387,10 @@ def test_since_last_fetches_only_new_and_changed_runs(server: FakeNeptune2, caps
 
 
 def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pytest.CaptureFixture[str],
-                     tmp_path: Path, path_regex: str, after: int) -> tuple[Path, int]:
-    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`,
-    re-run in this process; return the dump and the float-series requests of the re-run."""
+                     tmp_path: Path, path_regex: str, after: int, query_has: str = "") -> tuple[Path, int]:
+    """Start a real export subprocess, kill -9 it once the server saw `after` requests matching `path_regex`
+    (and whose query holds `query_has`), re-run in this process; return the dump and the float-series
+    requests of the re-run."""
     cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
     dump = tmp_path / "dump"
@@ -396,7 +398,11 @@ def _kill_then_rerun(server: FakeNeptune2, cli_env: dict[str, str], capsys: pyte
     proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while server.count(path_regex) < after and time.monotonic() < deadline and proc.poll() is None:
+    def seen() -> int:
+        rx = re.compile(path_regex)
+        return sum(1 for _, path, query in list(server.log) if rx.search(path) and query_has in query)
+
+    while seen() < after and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -422,10 +428,11 @@ def _kill_fixture(server: FakeNeptune2) -> None:
 def test_kill_9_mid_export_then_rerun_equals_an_uninterrupted_export(server: FakeNeptune2, cli_env, capsys,  # type: ignore[no-untyped-def]
                                                                      tmp_path: Path) -> None:
     _kill_fixture(server)
-    # PROJ-4 (the 15-page series) is listed first (oldest); killed after its 11th page, so after the
-    # checkpoint of page 10. An uninterrupted export asks for 16 + 1 + 3 float pages; the re-run at most
-    # 6 (pages 11-15 and the empty one after) + 1 + 3.
-    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11)
+    # Killed after the 11th page of PROJ-4's 15-page series, so after the checkpoint of page 10 (the other
+    # runs are read at the same time, 4 at once). An uninterrupted export asks for 16 + 1 + 3 float pages;
+    # the re-run at most 6 (pages 11-15 and the empty one after) + 1 + 3.
+    dump, rerun_pages = _kill_then_rerun(server, cli_env, capsys, tmp_path, "/series/float", 11,
+                                         query_has='"attribute": ["long"]')
     assert rerun_pages <= 6 + 1 + 3
     full = tmp_path / "full"
     export(server, full)
@@ -481,14 +488,17 @@ _BACKEND_TYPE = {"float": "float", "int": "int", "bool": "bool", "string": "stri
                  "string_set": "stringSet"}
 
 
-def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeNeptune2, tmp_path: Path) -> None:
-    """The real neptune 1.x client's offline runs (the `offline-neptune1` fixture), exported with
-    `--from neptune-offline`, then the same content held by the fake 2.x server and exported live: equal
-    fields, points and files. Documented differences: the run key (the server's `sys/id` instead of the
-    client's uuid), server-computed `sys/*`, and timestamps in milliseconds (what a 2.x server stores)."""
+@pytest.mark.parametrize("fixture", ["offline-neptune1", "exporter-neptune2"])
+def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeNeptune2, tmp_path: Path,
+                                                                   fixture: str) -> None:
+    """The real neptune 1.x client's offline runs (the `offline-neptune1` fixture, `--from neptune-offline`)
+    and the official neptune-exporter's parquet of a 2.x project (`exporter-neptune2`, `--from
+    neptune-exporter`), each exported, then the same content held by the fake 2.x server and exported
+    live: equal fields, tags, points and files. Documented differences: the run key (the server's
+    `sys/id`), server-computed `sys/*`, and timestamps in milliseconds (what a 2.x server stores)."""
     from tests.conftest import export_fixture
 
-    offline = export_fixture("offline-neptune1", tmp_path / "offline")
+    offline = export_fixture(fixture, tmp_path / "offline")
     reader = DumpReader(offline)
     expected: dict[str, Any] = {}
     for i, run in enumerate(sorted(reader.runs(), key=lambda r: str(r.key))):
@@ -520,7 +530,7 @@ def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeN
     assert {r.status for r in summary.runs} == {"exported"}
     got = records(tmp_path / "live")
     live_points = points(tmp_path / "live")
-    assert len(got) == len(expected) >= 2
+    assert len(got) == len(expected) >= (2 if fixture == "offline-neptune1" else 1)
     compared_points = 0
     for run_id, rec in expected.items():
         live_rec = got[run_id]
@@ -541,6 +551,24 @@ def test_content_written_offline_and_served_live_gives_equal_dumps(server: FakeN
         assert {(f.attribute_path, f.kind, f.name, f.sha256) for f in live_rec.files} == \
             {(f.attribute_path, f.kind, f.name, f.sha256) for f in rec.files if f.sha256 and f.kind != "artifact"}
     assert compared_points > 0
+
+
+@pytest.mark.slow
+def test_a_series_of_a_million_points_across_a_thousand_pages(server: FakeNeptune2, tmp_path: Path) -> None:
+    n = 1_000_000
+    server.add_run("ws/proj", T0).float_series["m"] = [(float(s), s * 0.5, 1_700_000_000_000 + s) for s in range(n)]
+    summary, _ = export(server, tmp_path / "dump")
+    assert [(r.status, r.points) for r in summary.runs] == [("exported", n)]
+    assert server.count("/series/float") == n // 1000 + 1  # 1,000 full pages by skipToStep, then an empty one
+    reader = DumpReader(tmp_path / "dump")
+    [run] = list(reader.runs())
+    table = reader.read_series(run, "float", "m")
+    steps, values = table["step"].to_pylist(), table["value"].to_pylist()
+    assert steps == [float(s) for s in range(n)]
+    assert values[::99_999] == [s * 0.5 for s in range(0, n, 99_999)]
+    stamps = table["timestamp"].to_pylist()
+    assert (stamps[0], stamps[-1]) == (datetime.fromtimestamp(1_700_000_000, timezone.utc),
+                                      datetime.fromtimestamp(1_700_000_000 + (n - 1) / 1000, timezone.utc))
 
 
 @pytest.mark.slow
@@ -586,3 +614,146 @@ def test_run_moves_a_live_project_into_mlflow_and_verifies(server: FakeNeptune2,
     loss = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in loss] == [(s, 1.0 / (s + 1)) for s in range(25)]
     assert server.api_token() not in out + err
+
+
+# ---------------------------------------------------------------------------------------------------
+# --workers bounds the whole export: several runs at once, requests in flight never above N
+
+
+def _many_runs(server: FakeNeptune2, n: int) -> None:
+    """`small_project` (every kind) plus `n` cheap runs of two short series each."""
+    small_project(server)
+    base = T0 + timedelta(days=1)
+    for i in range(n):
+        run = server.add_run("ws/proj", base + timedelta(seconds=i), name=f"cheap-{i}")
+        run.fields["params/i"] = ("int", i)
+        run.float_series["loss"] = [(float(s), 1.0 / (s + 1 + i), 1_700_000_000_000 + s) for s in range(3)]
+        run.string_series["log"] = [(0.0, f"run {i}", 1_700_000_000_000)]
+
+
+def _content(dump: Path) -> dict[str, Any]:
+    """Everything a dump holds per run: the record (fields, system, files, series counts and steps) and
+    every point; only the commit times differ between two exports of the same data."""
+    reader = DumpReader(dump)
+    return {run.key.run_id: (run.record, points(dump)[run.key.run_id]) for run in reader.runs()}
+
+
+def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(server: FakeNeptune2,
+                                                                             tmp_path: Path) -> None:
+    _many_runs(server, 9)
+    server.latency = 0.02
+    server.max_in_flight = 0
+    one, _ = export(server, tmp_path / "one", workers=1)
+    assert server.max_in_flight == 1
+    server.max_in_flight = 0
+    four, source = export(server, tmp_path / "four", workers=4)
+    assert source.run_workers == 4
+    # 12 runs, 4 at a time, every request of every run through one budget: 4 in flight, never 5.
+    assert server.max_in_flight == 4
+    assert [r.key for r in four.runs] == [r.key for r in one.runs]  # the report keeps the listing order
+    assert [r.status for r in four.runs] == ["exported"] * 12
+    assert [(r.points, r.files) for r in four.runs] == [(r.points, r.files) for r in one.runs]
+    assert _content(tmp_path / "four") == _content(tmp_path / "one")
+    assert len(_content(tmp_path / "four")) == 12
+
+
+def test_four_workers_export_runs_faster_than_one(server: FakeNeptune2, tmp_path: Path) -> None:
+    for i in range(16):
+        server.add_run("ws/proj", T0 + timedelta(seconds=i)).float_series["loss"] = [(0.0, float(i), 0)]
+    server.latency = 0.1  # every request waits 0.1 s on the server: the run rate is bound by the requests
+    rates = {}
+    for workers in (1, 4):
+        server.reset_counts()
+        started = time.monotonic()
+        summary, _ = export(server, tmp_path / f"w{workers}", workers=workers)
+        rates[workers] = len(summary.runs) / (time.monotonic() - started)
+        assert [r.status for r in summary.runs] == ["exported"] * 16
+        assert server.count("/series/float") == 16
+    # 2 requests per run one after another: 1 worker ~ 5 runs/s; 4 workers ~ 4x that (listing aside).
+    assert rates[4] / rates[1] >= 2.0, rates
+
+
+def test_ctrl_c_while_runs_are_read_at_once_leaves_only_complete_runs(server: FakeNeptune2,
+                                                                      tmp_path: Path) -> None:
+    _many_runs(server, 9)
+    server.latency = 0.05
+    dump = tmp_path / "dump"
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", workers=4)
+    source = Neptune2ApiSource(opts)
+    done: list[str] = []
+
+    def on_run(outcome: Any) -> None:  # a Ctrl-C arriving in the export's thread after two runs
+        done.append(outcome.key)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with DumpWriter(dump) as writer, pytest.raises(KeyboardInterrupt):
+        export_runs(source, writer, RunSelection(projects=("ws/proj",)), location="fake", on_run=on_run)
+    assert source.budget.cancelled
+    after = server.count("")
+    time.sleep(0.3)
+    assert server.count("") == after  # no thread is still sending requests
+    committed = {run.key.run_id for run in DumpReader(dump).runs()}
+    assert 2 <= len(committed) < 12
+    assert not list((dump / ".staging").glob("*")) or all(p.name == "blobs" for p in (dump / ".staging").iterdir())
+    full = tmp_path / "full"
+    export(server, full)
+    export(server, dump)  # the same export again: resumes
+    assert _content(dump) == _content(full)
+
+
+@pytest.mark.slow  # ~25 s (a subprocess importing neptune 1.x); the in-process Ctrl-C test above runs by default
+def test_sigint_while_4_runs_are_read_exits_130_at_once_and_the_same_command_resumes(  # type: ignore[no-untyped-def]
+        server: FakeNeptune2, cli_env, capsys, tmp_path: Path) -> None:
+    _kill_fixture(server)
+    server.latency = 0.5  # the long series alone would take 8 s more
+    cli_env["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    cli_env["NEPTUNE_API_TOKEN"] = server.api_token()
+    dump = tmp_path / "dump"
+    args = ["export", "--from", "neptune2-api", "--project", "ws/proj", "--out", str(dump), "--workers", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "neptune_migrate", *args], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while server.count("/series/float") < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    before = server.count("")
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    # Every thread stopped after the request it was in: at most one more request each (one that had
+    # passed the budget just before the cancel), and the process ended long before the series would have.
+    assert server.count("") - before <= 4
+    assert took < 5.0, took
+    staged = [p for p in (dump / ".staging").iterdir() if p.name != "blobs"] if (dump / ".staging").exists() else []
+    assert staged == []
+    server.latency = 0.0
+    os.environ["NEPTUNE_API_TOKEN"] = server.api_token()
+    try:
+        run_cli(capsys, *args, check_rc=0)
+    finally:
+        del os.environ["NEPTUNE_API_TOKEN"]
+    full = tmp_path / "full"
+    export(server, full)
+    assert _content(dump) == _content(full)
+
+
+def test_the_rate_holds_for_the_whole_export_when_runs_are_read_at_once(server: FakeNeptune2,
+                                                                        tmp_path: Path) -> None:
+    for i in range(8):
+        server.add_run("ws/proj", T0 + timedelta(seconds=i)).float_series["loss"] = [(0.0, float(i), 0)]
+    server.reset_counts()
+    server.max_in_flight = 0
+    summary, source = export(server, tmp_path / "dump", workers=4, rate=10.0)
+    assert [r.status for r in summary.runs] == ["exported"] * 8
+    assert source.budget.requests == 2 + 8 * 2  # project, listing; attributes and one page per run
+    first = [p for _, p, _ in server.log].index("/api/backend/v1/projects/get")
+    budgeted = sorted(server.times[first:])
+    assert len(budgeted) == source.budget.requests
+    # 10 requests/s with a burst of 10, for all 4 runs together: the k-th request (k > 10) arrives at
+    # least (k - 10) / 10 s after the first.
+    for k, at in enumerate(budgeted, start=1):
+        assert at - budgeted[0] >= (k - 10) / 10 - 0.05, (k, at - budgeted[0])
+    assert server.max_in_flight <= 4

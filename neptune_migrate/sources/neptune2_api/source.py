@@ -120,6 +120,15 @@ class Neptune2ApiSource:
         return self._base_url
 
     # -- protocol -------------------------------------------------------------------------------------
+    @property
+    def run_workers(self) -> int:
+        """Runs the export reads at once: `--workers` (their requests share the one budget)."""
+        return self.budget.workers
+
+    def cancel(self) -> None:
+        """Every later request raises `ExportCancelled` (the export stops early)."""
+        self.budget.cancel()
+
     def describe(self) -> str:
         projects = ", ".join(self._projects_hint()) or "(projects from --project / --workspace)"
         return f"Neptune 2.x server at {self._base_url}, {projects}, read with neptune 1.x (read-only)"
@@ -654,7 +663,8 @@ def _token_address(token: str) -> str:
 
 
 if TYPE_CHECKING:
-    from neptune_migrate.sources.base import Estimating, Source
+    from neptune_migrate.sources.base import ConcurrentRuns, Estimating, Source
 
     _: type[Source] = Neptune2ApiSource
     _e: type[Estimating] = Neptune2ApiSource
+    _c: type[ConcurrentRuns] = Neptune2ApiSource

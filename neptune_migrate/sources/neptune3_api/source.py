@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -175,6 +175,7 @@ class Neptune3ApiSource:
         """Requests sent (retries included)."""
         self._count_lock = threading.Lock()
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._base_url: str | None = None
         self._listed: dict[RunKey, _Listed] = {}
         self._warnings: list[str] = []
@@ -188,8 +189,21 @@ class Neptune3ApiSource:
     def retry_policy(self, policy: RetryPolicy) -> None:
         self.retrier = Retrier(classify_error, policy)
 
+    @property
+    def run_workers(self) -> int:
+        """Runs the export reads at once: `--workers` (their requests share the one budget)."""
+        return self.budget.workers
+
+    def cancel(self) -> None:
+        """Every later request raises `ExportCancelled` (the export stops early)."""
+        self.budget.cancel()
+
     # -- the client ------------------------------------------------------------------------------
     def _api(self) -> Any:
+        with self._client_lock:  # run threads may ask at once (the listing usually made it already)
+            return self._make_api()
+
+    def _make_api(self) -> Any:
         if self._client is None:
             _import_client()
             from neptune_query.generated.neptune_api.credentials import Credentials
@@ -684,3 +698,11 @@ class _Spill:
             table = pq.read_table(self.folder / f"page-{i:06d}.parquet")
             if table.num_rows:
                 out.add_points(self.kind, table.take(pa.array(range(table.num_rows - 1, -1, -1))))
+
+
+if TYPE_CHECKING:
+    from neptune_migrate.sources.base import ConcurrentRuns, Estimating, Source
+
+    _: type[Source] = Neptune3ApiSource
+    _e: type[Estimating] = Neptune3ApiSource
+    _c: type[ConcurrentRuns] = Neptune3ApiSource

@@ -23,6 +23,7 @@ import base64
 import json
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -156,10 +157,16 @@ class FakeNeptune3:
         self.shuffle_ties = False
         """Order runs sharing a sort value differently in each listing answer (a server whose sort is
         not stable across queries); False: insertion order."""
+        self.latency = 0.0
+        """Seconds every request but the token exchange waits before it is answered (`--workers` tests)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most requests the server was answering at once (token exchange excluded)."""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._next_id: Counter[str] = Counter()
+        self._index: dict[str, FakeRun] = {}
 
     # -- store ---------------------------------------------------------------------------------
     def add_run(self, custom_run_id: str, *, project: str = "my-ws/my-proj",
@@ -187,10 +194,18 @@ class FakeNeptune3:
         return None
 
     def _by_identifier(self, identifier: str) -> FakeRun | None:
-        for run in self.runs:
-            if identifier in (f"{run.project}/{run.sys_id}", f"CUSTOM/{run.project}/{run.custom_run_id}"):
-                return run
-        return None
+        # An index rebuilt on a miss (runs are added while the server runs): a scan of every run per
+        # series request made the 10,000-run benchmark quadratic in the fake, not in the readers.
+        run = self._index.get(identifier)
+        if run is None and len(self._index) != 2 * len(self.runs):
+            with self._lock:
+                index: dict[str, FakeRun] = {}
+                for each in reversed(self.runs):  # the first run wins, as the scan did
+                    index[f"{each.project}/{each.sys_id}"] = each
+                    index[f"CUSTOM/{each.project}/{each.custom_run_id}"] = each
+                self._index = index
+            run = self._index.get(identifier)
+        return run
 
     # -- server --------------------------------------------------------------------------------
     @property
@@ -214,6 +229,12 @@ class FakeNeptune3:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
+                # client's delayed ACK hold every answer ~40 ms, and the fake measures that, not the client.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 pass
@@ -268,6 +289,21 @@ class FakeNeptune3:
         return None
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        counted = not urlparse(h.path).path.endswith("/oauth-token")
+        if counted:
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if counted and self.latency:
+                time.sleep(self.latency)
+            self._answer(h, method)
+        finally:
+            if counted:
+                with self._lock:
+                    self.in_flight -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urlparse(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""

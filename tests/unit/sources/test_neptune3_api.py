@@ -84,6 +84,8 @@ def fake(server: FakeNeptune3) -> Iterator[FakeNeptune3]:
     server.delay = 0.0
     server.max_offset = None
     server.shuffle_ties = False
+    server.latency = 0.0
+    server.max_in_flight = 0
     server.searches.clear()
 
 
@@ -390,25 +392,32 @@ def test_a_series_of_a_million_points(fake: FakeNeptune3, tmp_path: Path) -> Non
     assert sum(1 for r, _ in fake.requests if r == "float") == 11  # 10 full pages of 100,000, one empty
 
 
+@pytest.mark.parametrize("fixture", ["scale-offline", "exporter-neptune3"])
 def test_the_same_content_served_live_gives_the_offline_dump_apart_from_documented_differences(
-    tmp_path: Path,
+    tmp_path: Path, fixture: str
 ) -> None:
-    """neptune-scale's offline fixture (written by the real client) -> dump -> served by the fake -> dump."""
+    """neptune-scale's offline fixture (written by the real client) or the official neptune-exporter's
+    parquet of a 3.x project -> dump -> served by the fake -> live export -> the same dump."""
     from tests.conftest import export_fixture
     from tests.support.fake_neptune.v3_data import serve_dump
 
-    offline = export_fixture("scale-offline", tmp_path / "offline")
+    offline = export_fixture(fixture, tmp_path / "offline")
+    projects = sorted({r.key.project for r in DumpReader(offline).runs()})
     with FakeNeptune3(projects=()) as fake:
         serve_dump(fake, offline)
-        source = _source(fake, include_previews=True)
-        _export(source, tmp_path / "live")
+        source = _source(fake, project=",".join(projects), include_previews=True)
+        assert [r.status for r in _export(source, tmp_path / "live").runs] == ["exported"] * len(
+            list(DumpReader(offline).runs()))
         # The trap the source avoids: neptune-query's default lineage puts the parent's points into the fork.
         import neptune_query.runs as nq_runs
         from neptune_query import set_api_token
 
         set_api_token(fake.token())
-        inherited = nq_runs.fetch_metrics(project=PROJECT, runs=["child-run"], attributes="train/loss")
+        inherited = None
+        if fixture == "scale-offline":
+            inherited = nq_runs.fetch_metrics(project=PROJECT, runs=["child-run"], attributes="train/loss")
     off, live = DumpReader(offline), DumpReader(tmp_path / "live")
+    assert sum(s.count for r in live.runs() for s in r.record.series) > 0
     assert sorted(str(r.key) for r in off.runs()) == sorted(str(r.key) for r in live.runs())
     for a in off.runs():
         b = live.get_run(a.key)
@@ -433,8 +442,9 @@ def test_the_same_content_served_live_gives_the_offline_dump_apart_from_document
             for x, y in zip(pa_rows, pb_rows, strict=True):
                 x["timestamp"] = x["timestamp"].replace(microsecond=x["timestamp"].microsecond // 1000 * 1000)
                 assert json.dumps(x, default=str, sort_keys=True) == json.dumps(y, default=str, sort_keys=True)
-    child_points = len(_series(live, "child-run", "float", "train/loss"))
-    assert len(inherited) > child_points == 3
+    if inherited is not None:
+        child_points = len(_series(live, "child-run", "float", "train/loss"))
+        assert len(inherited) > child_points == 3
 
 
 def _nan_equal(a: Any, b: Any) -> bool:
@@ -554,3 +564,155 @@ def test_25000_runs_cross_the_10000_boundary_with_ties_and_a_server_offset_limit
     keys = [k.run_id for k in source.list_runs()]
     assert keys == [f"m{i:05d}" for i in range(25_000)]
     assert len(fake.searches) == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# --workers bounds the whole export: several runs at once, requests in flight never above N
+
+
+def _cheap_runs(fake: FakeNeptune3, project: str, n: int, *, rich: bool = True) -> None:
+    fake.projects.add(project)
+    created = datetime(2025, 7, 1, tzinfo=timezone.utc)
+    for i in range(n):
+        series: dict[str, tuple[str, list[Point]]] = {
+            "loss": ("floatSeries", [Point(float(s), T0_MS + s, 1 / (s + 1 + i)) for s in range(3)])}
+        fields: dict[str, tuple[str, Any]] = {"params/i": ("int", i)}
+        if rich:
+            series["log"] = ("stringSeries", [Point(0.0, T0_MS, f"run {i}")])
+            fields["model/file"] = ("fileRef", fake.add_blob(f"{project}/{i}/file.bin", f"bytes of {i}".encode()))
+        fake.add_run(f"cheap-{i}", project=project, created=created + timedelta(seconds=i), fields=fields,
+                     series=series)
+
+
+def _content(dump: Path) -> dict[str, Any]:
+    """Per run: the record and every point of every series (commit times aside, the whole dump)."""
+    reader = DumpReader(dump)
+    out: dict[str, Any] = {}
+    for run in reader.runs():
+        tables = {(s.kind, s.path): reader.read_series(run, s.kind, s.path).to_pylist() for s in run.record.series}
+        out[str(run.key)] = (run.record, tables)
+    return out
+
+
+def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(fake: FakeNeptune3,
+                                                                             tmp_path: Path) -> None:
+    project = "my-ws/workers"
+    _cheap_runs(fake, project, 12)
+    fake.latency = 0.02
+    one = _export(_source(fake, project=project, workers=1), tmp_path / "one")
+    assert fake.max_in_flight == 1
+    fake.max_in_flight = 0
+    source = _source(fake, project=project, workers=4)
+    four = _export(source, tmp_path / "four")
+    assert source.run_workers == 4
+    assert fake.max_in_flight == 4  # 4 runs at once, every request through one budget: never 5
+    assert [r.key for r in four.runs] == [r.key for r in one.runs]
+    assert [r.status for r in four.runs] == ["exported"] * 12
+    content = _content(tmp_path / "four")
+    assert content == _content(tmp_path / "one")
+    assert len(content) == 12
+    assert all(len(rec.files) == 1 and rec.files[0].sha256 for rec, _ in content.values())
+
+
+def test_four_workers_export_runs_faster_than_one(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/rate"
+    _cheap_runs(fake, project, 16, rich=False)
+    fake.latency = 0.1  # every request waits 0.1 s on the server: the run rate is bound by the requests
+    rates = {}
+    for workers in (1, 4):
+        fake.counts.clear()
+        started = time.monotonic()
+        summary = _export(_source(fake, project=project, workers=workers), tmp_path / f"w{workers}")
+        rates[workers] = len(summary.runs) / (time.monotonic() - started)
+        assert [r.status for r in summary.runs] == ["exported"] * 16
+        assert fake.counts["float"] == 16
+    # 2 requests per run one after another: 1 worker ~ 5 runs/s; 4 workers ~ 4x that (listing aside).
+    assert rates[4] / rates[1] >= 2.0, rates
+
+
+def test_since_last_fetches_only_new_and_changed_runs_and_the_dump_equals_a_full_export(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/since"
+    _cheap_runs(fake, project, 3, rich=False)
+    first = _cli(fake, tmp_path, fake.token(), "--project", project, "--since-last")
+    assert first.returncode == 0, first.stderr
+    assert "no watermark for this source in the dump yet: full export" in first.stderr
+    now = datetime.now(timezone.utc)
+    changed = fake.find(project, f"{project}/SINC-2")
+    assert changed is not None
+    changed.series["loss"][1].append(Point(3.0, T0_MS + 3, 0.125))  # a new point on the server
+    changed.modified = now
+    fake.add_run("fresh", project=project, created=now, modified=now,
+                 series={"loss": ("floatSeries", [Point(0.0, T0_MS, 7.0)])})
+    fake.counts.clear()
+    fake.requests.clear()
+    again = _cli(fake, tmp_path, fake.token(), "--project", project, "--since-last")
+    assert again.returncode == 0, again.stderr
+    assert "since-last: runs created or modified since" in again.stderr
+    # Only the changed and the new run were listed and read: one attribute request and one float page each.
+    assert fake.counts["values"] == 2
+    assert sorted(b["requests"][0]["series"]["holder"]["identifier"] for _, b in fake.requests) == [
+        f"{project}/SINC-2", f"{project}/SINC-4"]
+    assert "my-ws/since/fresh" in again.stderr
+    # The dump equals a full export of the server as it is now.
+    full = _export(_source(fake, project=project), tmp_path / "full")
+    assert [r.status for r in full.runs] == ["exported"] * 4
+    got, want = _content(tmp_path / "dump"), _content(tmp_path / "full")
+    assert {k: v[1] for k, v in got.items()} == {k: v[1] for k, v in want.items()}
+    assert {k: (v[0].fields, v[0].system, v[0].files) for k, v in got.items()} == {
+        k: (v[0].fields, v[0].system, v[0].files) for k, v in want.items()}
+    assert [r["value"] for r in _series(DumpReader(tmp_path / "dump"), "cheap-1", "float", "loss", project)] == [
+        1 / 2, 1 / 3, 1 / 4, 0.125]
+
+
+def test_a_token_without_access_is_one_line_exit_2(fake: FakeNeptune3, tmp_path: Path) -> None:
+    with fake.fault(Fault("search", 403)):
+        done = _cli(fake, tmp_path, fake.token(), "--project", PROJECT)
+    assert done.returncode == 2, done.stderr
+    assert "refused listing runs of my-ws/my-proj (HTTP 403): the API token lacks access" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert fake.token() not in done.stderr + done.stdout
+    assert fake.counts["search"] == 1  # not retried
+
+
+@pytest.mark.slow  # ~20 s (two CLI subprocesses); test_kill_9_in_a_long_series_... is the default-run case
+def test_kill_9_while_4_runs_are_read_then_the_same_command_resumes_to_an_uninterrupted_dump(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/kill"
+    _cheap_runs(fake, project, 6, rich=False)
+    fake.add_run("long", project=project, created=datetime(2025, 6, 1, tzinfo=timezone.utc), series={
+        "log": ("stringSeries", [Point(float(s), T0_MS + s, f"line {s}") for s in range(20_000)])})  # 20 pages
+    fake.delay = 0.1
+    env = {**os.environ, "NEPTUNE_API_TOKEN": fake.token(), "PYTHONPATH": str(Path(__file__).parents[3])}
+    args = [sys.executable, "-m", "neptune_migrate", "export", "--from", "neptune3-api", "--project", project,
+            "--out", str(tmp_path / "dump"), "--workers", "4"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while fake.counts["series"] < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake.delay = 0.0
+    fake.counts.clear()
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    # The long series resumes from its checkpoint (at least 7 pages kept), not from its first page.
+    assert fake.counts["series"] <= 20 - 7 + 1
+    full = _export(_source(fake, project=project), tmp_path / "full")
+    assert [r.status for r in full.runs] == ["exported"] * 7
+    assert _content(tmp_path / "dump") == _content(tmp_path / "full")
+
+
+def test_dry_run_counts_from_the_servers_own_counters_without_any_series_or_file_request(
+        fake: FakeNeptune3, tmp_path: Path) -> None:
+    done = _cli(fake, tmp_path, fake.token(), "--project", PROJECT, "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    runs = [run for run in fake.runs if run.project == PROJECT and not run.trashed]
+    assert len(runs) >= 2
+    points = sum(len(pts) for run in runs for _, pts in run.series.values())
+    assert (doc["runs"], doc["points"]) == (len(runs), points)
+    assert doc["bytes"] == sum(run.size_bytes() for run in runs)
+    assert not (tmp_path / "dump").exists()
+    assert (fake.counts["values"], fake.counts["float"], fake.counts["series"], fake.counts["signed"],
+            fake.counts["blob"]) == (0, 0, 0, 0, 0)
