@@ -18,7 +18,6 @@ import pyarrow as pa
 
 from neptune_migrate.model import (
     DestinationRunId,
-    StageChange,
     ErrorKind,
     Field,
     FileEntry,
@@ -26,6 +25,7 @@ from neptune_migrate.model import (
     RunKey,
     RunRecord,
     SeriesKind,
+    StageChange,
 )
 
 T = TypeVar("T")

@@ -261,6 +261,11 @@ def verify_runs(
         report.runs.append(result)
         if progress is not None:
             progress.run_done(result)
+    # The registry after the runs, one entry per model (imported here: verify.registry builds on
+    # this module's RunVerification).
+    from neptune_migrate.verify.registry import verify_registry
+
+    report.runs.extend(verify_registry(reader, dest, runs, options.import_options.shard))
     report.finished_at = datetime.now(timezone.utc).isoformat()
     return report
 

@@ -60,7 +60,9 @@ def _record(k: RunKey, kind: str, i: int, *, name: str | None = None, descriptio
     )
 
 
-def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5) -> RegistryDump:
+def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
+                        name: str = "classifier") -> RegistryDump:
+    """The dump above; `name` is both models' name (registered model names are global to a server)."""
     def k(run_id: str) -> RunKey:
         return RunKey(project, SourceRunId(run_id))
 
@@ -69,7 +71,7 @@ def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5) 
             run.add_points("float", float_points("train/loss", [0.0, 1.0, 2.0], [0.9, 0.5, 0.2]))
             run.commit(_record(k("REG-7"), "run", 0, name="training"))
         with dump.begin_run(k("REG-CLS")) as run:
-            run.commit(_record(k("REG-CLS"), "model", 1, name="classifier", description="an image classifier",
+            run.commit(_record(k("REG-CLS"), "model", 1, name=name, description="an image classifier",
                                tags=frozenset({"vision", "prod"}), registry=RegistryInfo(model_id="REG-CLS"),
                                fields={"info/framework": Field("string", "torch")}))
         for n in range(1, versions + 1):
@@ -90,7 +92,7 @@ def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5) 
                                    tags=frozenset({f"v{n}-tag"}), files=tuple(files), registry=info,
                                    fields={"validation/acc": Field("float", 0.9 + n / 100)}))
         with dump.begin_run(k("REG-DUP")) as run:
-            run.commit(_record(k("REG-DUP"), "model", 20, name="classifier",
+            run.commit(_record(k("REG-DUP"), "model", 20, name=name,
                                registry=RegistryInfo(model_id="REG-DUP")))
         with dump.begin_run(k("REG-DUP-1")) as run:
             sha, size = run.store_bytes(version_bytes("REG-DUP", 1))

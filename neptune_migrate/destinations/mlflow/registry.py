@@ -13,9 +13,10 @@ again. mlflow is imported lazily.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +105,11 @@ class MlflowRegistry:
 
     @property
     def logged_models(self) -> bool:
-        """The installed MLflow has MLflow 3 logged models (files are the version's own)."""
-        return hasattr(self.client, "create_logged_model")
+        """The installed MLflow has MLflow 3 logged models (files are the version's own). Asked of
+        the class: building a client would create a SQLite store, which a dry run must not."""
+        from mlflow import MlflowClient
+
+        return hasattr(MlflowClient, "create_logged_model")
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -154,8 +158,8 @@ class MlflowRegistry:
         out: list[Any] = []
         token = None
         while True:
-            page = self._req("search_model_versions", lambda t=token: self.client.search_model_versions(
-                query, max_results=1000, page_token=t))
+            page = self._req("search_model_versions", partial(self.client.search_model_versions,
+                query, max_results=1000, page_token=token))
             out.extend(page)
             token = page.token
             if not token:
@@ -220,7 +224,7 @@ class MlflowRegistry:
             name = model.name
             for candidate in (model.name, f"{model.name}-{model.model_id}"):
                 name = candidate
-                other = self._req("get_registered_model", lambda c=candidate: self._get_or_none(c))
+                other = self._req("get_registered_model", partial(self._get_or_none, candidate))
                 if other is None:
                     break
                 if other.tags.get(TAG_MODEL_ID) == model.model_id and other.tags.get(TAG_PROJECT) == model.project:
@@ -245,7 +249,7 @@ class MlflowRegistry:
         for k, v in tags.items():
             if rm.tags.get(k) != v:
                 self._req("set_registered_model_tag",
-                          lambda k=k, v=v: self.client.set_registered_model_tag(name, k, v))
+                          partial(self.client.set_registered_model_tag, name, k, v))
         if (rm.description or None) != (model.description or None):
             self._req("update_registered_model",
                       lambda: self.client.update_registered_model(name, description=model.description or ""))
@@ -327,8 +331,8 @@ class MlflowRegistry:
         else:  # half-made: complete its tags and description, never create a second one
             for k, v in tags.items():
                 if mv.tags.get(k) != v:
-                    self._req("set_model_version_tag", lambda k=k, v=v: self.client.set_model_version_tag(
-                        name, mv.version, k, v))
+                    self._req("set_model_version_tag", partial(
+                        self.client.set_model_version_tag, name, mv.version, k, v))
             if (mv.description or None) != (version.description or None):
                 self._req("update_model_version", lambda: self.client.update_model_version(
                     name, mv.version, description=version.description or ""))
@@ -345,7 +349,7 @@ class MlflowRegistry:
                 raise PermanentError(msg)
             if str(current.get(alias)) != number:
                 self._req("set_registered_model_alias",
-                          lambda a=alias, n=number: self.client.set_registered_model_alias(name, a, n))
+                          partial(self.client.set_registered_model_alias, name, alias, number))
 
 
 def _logged_model_name(version_id: str) -> str:
