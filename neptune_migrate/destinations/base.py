@@ -280,7 +280,9 @@ class RegistryWriter(Protocol):
         ...
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
-        """Point each alias (`production`, ...) at the version with the given Neptune id."""
+        """Point each alias (`production`, ...) at the version with the given Neptune id. Called
+        once per model after its versions, also with no alias: the model's last write (a
+        destination that writes a model as one unit finishes it here)."""
         ...
 
 

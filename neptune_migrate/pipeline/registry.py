@@ -234,8 +234,7 @@ def _import_model(dest: RetryingDestination, model: RegistryModel, result: Regis
             ledger.append({"key": f"registry:{vkey}", "status": status, "model": name,
                            "destination_version": made.number})
     holders = holders_of(model)
-    if holders:
-        dest.set_aliases(model, name, holders)
+    dest.set_aliases(model, name, holders)  # the model's last write, also without aliases
     for alias, vid in sorted(holders.items()):
         done = found is not None and found.aliases.get(alias) == vid
         out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",

@@ -340,6 +340,8 @@ class MlflowRegistry:
                                description=version.description or None, tags=tags)
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        if not holders:
+            return
         numbers = {v.tags.get(TAG_VERSION_ID): str(v.version) for v in self._versions(name)}
         current = self._req("get_registered_model", lambda: self.client.get_registered_model(name)).aliases or {}
         for alias, vid in sorted(holders.items()):
