@@ -125,7 +125,7 @@ class ImportReport:
     def failed(self) -> bool:
         return any(r.status in ("failed", "would_fail", "conflict", "would_conflict") or r.has_error_loss
                    for r in self.runs) or any(
-            r.status in ("failed", "would_fail") or any(lo.get("error") for lo in r.losses or [])
+            r.status in ("failed", "would_fail") or any(lo.get("error") for lo in r.losses)
             for r in self.registry)
 
     @property
@@ -163,7 +163,8 @@ class ImportReport:
                 "step_changes": sum(len(r.step_changes) for r in self.runs),
             },
             "losses": self.losses_by_kind(),
-            "categories": count_categories(lo for r in self.runs for lo in r.losses),
+            "categories": count_categories([*(lo for r in self.runs for lo in r.losses),
+                                            *(lo for g in self.registry for lo in g.losses)]),
             "runs": [vars(r) for r in self.runs],
             "registry": [r.to_json() for r in self.registry],
         }

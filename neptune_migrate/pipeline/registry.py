@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from neptune_migrate.destinations.base import RegistryModel, RegistryVersion, VersionSnapshot
 from neptune_migrate.destinations.retrying import RetryingDestination
@@ -76,11 +77,11 @@ class RegistryResult:
     destination: str | None = None
     """The destination's name for it (model name, version number, alias target)."""
     message: str = ""
-    losses: list[dict[str, object]] | None = None
+    losses: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {"key": self.key, "status": self.status, "destination": self.destination,
-                "message": self.message, "losses": self.losses or []}
+                "message": self.message, "losses": self.losses}
 
 
 def _run_id(dest: RetryingDestination, key: RunKey | None) -> DestinationRunId | None:

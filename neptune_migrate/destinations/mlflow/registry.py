@@ -66,6 +66,8 @@ def file_path(version: RegistryVersion, index: int) -> str:
 
 def model_tags(model: RegistryModel) -> dict[str, str]:
     tags = {TAG_MODEL_ID: model.model_id, TAG_PROJECT: model.project}
+    if model.carrier_run_id is not None:
+        tags[TAG_CARRIER_RUN] = model.carrier_run_id
     if model.tags:
         tags[TAG_TAGS] = json.dumps(sorted(model.tags), ensure_ascii=False)
     return tags
@@ -117,9 +119,8 @@ class MlflowRegistry:
         losses: list[Loss] = []
         if model.record_key is not None:
             losses.append(Loss("registry_model_data", f"{model.project}/{model.model_id}", 1,
-                               "the model's own fields and files stay on its imported run "
-                               f"(tag {TAG_CARRIER_RUN} is not set on registered models; search "
-                               f"runs by neptune.run_id = {model.model_id})"))
+                               "a registered model holds no fields or files: the model's own stay on "
+                               f"its imported run (the registered model's tag {TAG_CARRIER_RUN})"))
         for v in model.versions:
             if v.source_run is not None and v.source_run_id is None:
                 losses.append(Loss("version_source_run_not_imported", f"{model.project}/{v.version_id}", 1,

@@ -23,7 +23,7 @@ def test_registry_facts_become_params_of_each_version_run_and_verify(tmp_path: P
     report = import_runs(d.reader, dest, OPTS)
     assert not report.failed, report.to_json()
     model = next(r for r in report.registry if r.key == f"model:{d.project}/REG-CLS")
-    assert [(lo["kind"], lo["category"], lo["count"]) for lo in model.losses or []] == [
+    assert [(lo["kind"], lo["category"], lo["count"]) for lo in model.losses] == [
         ("registry_as_params", "changed_form", 4)]
     ends = {}
     from aim import Repo

@@ -105,7 +105,7 @@ def test_registry_is_built_in_neptunes_order_and_reads_back_equal(
     assert dup.tags["neptune.model_id"] == "REG-DUP"
     assert {a: str(v) for a, v in dup.aliases.items()} == {"staging": "1"}
     renamed = next(r for r in report.registry if r.key == f"model:{p}/REG-DUP")
-    assert next(lo["kind"] for lo in renamed.losses or []) == "model_renamed"
+    assert next(lo["kind"] for lo in renamed.losses) == "model_renamed"
 
     again = import_runs(d.reader, dest, OPTS)
     assert set(_statuses(again).values()) == {"skipped"}

@@ -41,7 +41,7 @@ def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(
     assert st[f"version:{d.project}/REG-CLS-3"] == "created"
     assert st[f"alias:{d.project}/REG-CLS@production"] == "set"
     model = next(r for r in report.registry if r.key == f"model:{d.project}/REG-CLS")
-    assert [(lo["kind"], lo["count"], lo["category"]) for lo in model.losses or []] == [
+    assert [(lo["kind"], lo["count"], lo["category"]) for lo in model.losses] == [
         ("registry_link_after_sync", 3, "changed_form")]
     rid = dest._registry.run_id(_model(d.reader, dest))
     files = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
