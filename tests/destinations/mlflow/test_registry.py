@@ -211,3 +211,33 @@ def test_verify_names_tampering_and_a_rerun_completes_a_half_made_version(
     assert _versions(client, name)[2].tags["neptune.stage"] == "staging"
     after = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
     assert {(f.kind, f.item) for f in after.findings} == {("differs", "file:REG-CLS-2/model/binary/model.bin")}
+
+
+@pytest.mark.slow
+def test_exporter_registry_fixture_end_to_end_through_the_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The neptune-exporter model_registry sample: export, import, verify with the real console entry
+    point; the registered model, its production alias and the version's file bytes read back."""
+    pytest.importorskip("mlflow")
+    src = Path(__file__).parents[3] / "fixtures/neptune-exporter/generated/model_registry"
+    dump, uri = tmp_path / "dump", f"sqlite:///{tmp_path}/mlflow.db"
+    cli("export", str(src / "model_data"), "--from", "neptune-exporter", "--files-path", str(src / "model_files"),
+        "--out", str(dump), check_rc=0)
+    plan = cli("import", str(dump), "--to", "mlflow", "--tracking-uri", uri, "--dry-run", check_rc=0)
+    assert "registry: aliases would_set 1, models would_create 1, versions would_create 1" in plan.stderr
+    done = cli("import", str(dump), "--to", "mlflow", "--tracking-uri", uri, check_rc=0)
+    assert "registry: aliases set 1, models created 1, versions created 1" in done.stderr
+    cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, check_rc=0)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    rm = client.get_registered_model("resnet-model")
+    assert rm.tags["neptune.model_id"] == "PROJ-MOD" and json.loads(rm.tags["neptune.tags"]) == ["prod"]
+    (mv,) = _versions(client, "resnet-model")
+    assert {a: str(v) for a, v in rm.aliases.items()} == {"production": "1"}
+    assert mv.tags["neptune.version_id"] == "PROJ-MOD-1" and mv.tags["neptune.stage"] == "production"
+    files = _files(MlflowBackend("sqlite", uri, None, tmp_path / "mlflow.db", tmp_path), mv, tmp_path / "dl")
+    (blob,) = (src / "model_files").glob("*/model_versions/my-ws/my-proj/PROJ-MOD-1/model/binary")
+    assert list(files.values()) == [blob.read_bytes()]
+    client.delete_registered_model_alias("resnet-model", "production")
+    tampered = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, check_rc=1)
+    assert "alias:production" in tampered.stdout + tampered.stderr
