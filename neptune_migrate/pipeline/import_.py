@@ -45,7 +45,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
-from neptune_migrate.pipeline.registry import RegistryResult, import_registry
+from neptune_migrate.pipeline.registry import RegistryResult, import_registry, registry_runs
 from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName, plan_run
 from neptune_migrate.retry import RetryPolicy
@@ -484,8 +484,11 @@ def import_runs(
     report.runs.extend(results)
     report.runs.sort(key=lambda r: r.key)
     # After the runs: carrier and source runs exist, so versions can link to them.
-    report.registry = import_registry(reader, dest, runs, dry_run=options.dry_run, shard=options.shard,
-                                      ledger=None if options.dry_run else ledger)
+    # With a shard, the models it owns are built from the versions of every shard.
+    if dest.capabilities.registry != "none":
+        models = runs if options.shard is None else registry_runs(reader, options.selection)
+        report.registry = import_registry(reader, dest, models, dry_run=options.dry_run, shard=options.shard,
+                                          ledger=None if options.dry_run else ledger)
     report.retries = dest.retries
     report.finished_at = datetime.now(timezone.utc).isoformat()
     return report

@@ -21,10 +21,11 @@ from neptune_migrate.destinations.base import RegistryModel, RegistryVersion, Ve
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import MigrateError, one_line, redact
-from neptune_migrate.model import DestinationRunId, Loss, LossCategory, RunKey, RunRecord
+from neptune_migrate.model import DestinationRunId, Loss, LossCategory, RunKey, RunRecord, SourceRunId
 from neptune_migrate.pipeline.ledger import Ledger
 from neptune_migrate.pipeline.shard import Shard
-from neptune_migrate.registry import ModelGroup, group_models
+from neptune_migrate.registry import REGISTRY_KINDS, ModelGroup, group_models
+from neptune_migrate.sources.base import RunSelection
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ class RegistryResult:
     key: str
     """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
     status: str
-    """created, completed, updated, skipped, set, failed; in a dry run would_create, would_complete,
-    would_skip, would_set, would_fail."""
+    """created, completed, updated, skipped, set, failed, deferred (a shard's model whose version runs
+    other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
+    would_set, would_fail."""
     destination: str | None = None
     """The destination's name for it (model name, version number, alias target)."""
     message: str = ""
@@ -140,12 +142,18 @@ def build_model(dest: RetryingDestination, reader: DumpReader, group: ModelGroup
 
 
 def owned_groups(runs: Iterable[DumpRun], shard: Shard | None) -> list[ModelGroup]:
-    """Models among the (already selected) runs; with a shard, only the models it owns (by the
-    model's own key), so two shards never build the same model."""
+    """Models among `runs` (selected, of every shard); with a shard, only the models it owns (by the
+    model's own key), so two shards never build the same model, and each builds its models whole."""
     groups = group_models(r.record for r in runs)
     if shard is None:
         return groups
-    return [g for g in groups if shard.owns(RunKey(g.project, g.model_id))]  # type: ignore[arg-type]
+    return [g for g in groups if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))]
+
+
+def registry_runs(reader: DumpReader, selection: RunSelection) -> list[DumpRun]:
+    """The selected model and version records of the whole dump (every shard's)."""
+    return [r for r in reader.scan() if isinstance(r, DumpRun) and r.record.kind in REGISTRY_KINDS
+            and selection.matches_record(r.record)]
 
 
 def holders_of(model: RegistryModel) -> dict[str, str]:
@@ -175,6 +183,14 @@ def import_registry(
         out.append(result)
         try:
             model, losses = build_model(dest, reader, group, names[group.project, group.model_id])
+            waiting = [v.version_id for v in model.versions if v.carrier_run_id is None]
+            if shard is not None and waiting and not dry_run:
+                # Their runs belong to other shards that have not imported them yet: building now
+                # would create versions without their run link (MLflow cannot add it later).
+                result.status = "deferred"
+                result.message = (f"runs of {len(waiting)} version(s) ({', '.join(waiting[:5])}) are not imported "
+                                  "yet (other shards): import this shard again once every shard finished")
+                continue
             losses += [lo for lo in renamed if lo.path == f"{group.project}/{group.model_id}"]
             losses += dest.plan_model(model)
             result.losses = [lo.to_json() for lo in losses]

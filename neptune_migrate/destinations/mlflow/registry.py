@@ -324,7 +324,9 @@ class MlflowRegistry:
                         return again
                 kwargs: dict[str, Any] = {"run_id": run_id, "tags": tags,
                                           "description": version.description or None}
-                if model_id is not None:
+                if model_id is not None and run_id is not None:
+                    # Without a run, MLflow looks the logged model up through the process-wide
+                    # tracking URI (not this client's): a local store fails. The source names it.
                     kwargs["model_id"] = model_id
                 return self.client.create_model_version(name, source, **kwargs)
 

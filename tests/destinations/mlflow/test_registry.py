@@ -241,3 +241,33 @@ def test_exporter_registry_fixture_end_to_end_through_the_cli(cli, tmp_path: Pat
     client.delete_registered_model_alias("resnet-model", "production")
     tampered = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", uri, check_rc=1)
     assert "alias:production" in tampered.stdout + tampered.stderr
+
+
+@pytest.mark.slow
+def test_shards_build_each_model_once_and_whole(mlflow_sqlite: MlflowBackend, tmp_path: Path) -> None:
+    """With --shard K/N the shard owning a model's key builds it from the versions of every shard."""
+    from neptune_migrate.pipeline.shard import parse
+
+    d, name = _dump(tmp_path, mlflow_sqlite, "shards", versions=4)
+    dest = _dest(mlflow_sqlite)
+    built: dict[str, int] = {}
+    # the second round builds what the first deferred (a model whose version runs another shard
+    # had not imported yet), and skips the rest
+    for k in (1, 2, 1, 2):
+        report = import_runs(d.reader, dest, ImportOptions(retry=FAST, shard=parse(f"{k}/2")))
+        assert not report.failed, [(r.key, r.status, r.message) for r in [*report.runs, *report.registry]
+                                   if r.status not in ("created", "set", "skipped")]
+        for r in report.registry:
+            if r.key.startswith("model:") and r.status == "created":
+                built[r.key] = built.get(r.key, 0) + 1
+    assert built == {f"model:{d.project}/REG-CLS": 1, f"model:{d.project}/REG-DUP": 1}
+    versions = _versions(_client(mlflow_sqlite), name)
+    assert [v.tags["neptune.version_id"] for v in versions] == VERSIONS[:4]
+    assert all(v.run_id for v in versions)  # deferred until the runs existed: every version linked
+    seen = []
+    for k in (1, 2):
+        check = verify_runs(d.reader, dest, VerifyOptions(import_options=ImportOptions(retry=FAST,
+                                                                                      shard=parse(f"{k}/2"))))
+        assert check.findings == []
+        seen += [r.key for r in check.runs if r.key.startswith("model:")]
+    assert sorted(seen) == [f"model:{d.project}/REG-CLS", f"model:{d.project}/REG-DUP"]
