@@ -198,7 +198,8 @@ class RegistryVersion:
     source_run_id: DestinationRunId | None
     """That run's destination id, when it was imported."""
     files: tuple[tuple[FileEntry, Path], ...] = ()
-    """The version's files with their blob in the dump (checked before they are handed over)."""
+    """The version's files with their blob in the dump (hashed by the registry step right before
+    `ensure_version`; a corrupt blob fails the model)."""
     aliases: tuple[str, ...] = ()
     """Stage aliases this version holds (it is the newest version of those stages)."""
 

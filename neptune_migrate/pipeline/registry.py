@@ -106,7 +106,7 @@ def _version(dest: RetryingDestination, reader: DumpReader, record: RunRecord, p
                                f"{fe.name}: not in the dump, so not in the registered version",
                                category=LossCategory.LOST if fe.sha256 else LossCategory.NOT_IN_SOURCE))
             continue
-        files.append((fe, reader.verified_blob(fe.sha256)))
+        files.append((fe, reader.blob_path(fe.sha256)))  # hashed right before it is handed over
     source = info.source_run
     return RegistryVersion(
         version_id=vid, number=info.version, position=position, stage=info.stage,
@@ -194,7 +194,7 @@ def import_registry(
             losses += [lo for lo in renamed if lo.path == f"{group.project}/{group.model_id}"]
             losses += dest.plan_model(model)
             result.losses = [lo.to_json() for lo in losses]
-            out.extend(_import_model(dest, model, result, dry_run=dry_run, ledger=ledger))
+            out.extend(_import_model(reader, dest, model, result, dry_run=dry_run, ledger=ledger))
         except Exception as exc:  # one model's failure must not stop the others
             if not isinstance(exc, MigrateError):
                 log.debug("registry import of %s failed", mkey, exc_info=True)
@@ -205,8 +205,8 @@ def import_registry(
     return out
 
 
-def _import_model(dest: RetryingDestination, model: RegistryModel, result: RegistryResult, *,
-                  dry_run: bool, ledger: Ledger | None) -> list[RegistryResult]:
+def _import_model(reader: DumpReader, dest: RetryingDestination, model: RegistryModel, result: RegistryResult,
+                  *, dry_run: bool, ledger: Ledger | None) -> list[RegistryResult]:
     found = dest.read_model(model, hashes=False)
     expected = dest.expected_model(model)
     by_id: dict[str, VersionSnapshot] = {v.version_id: v for v in (found.versions if found else [])}
@@ -244,6 +244,8 @@ def _import_model(dest: RetryingDestination, model: RegistryModel, result: Regis
         if have is not None and _version_done(have, want):
             out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry"))
             continue
+        for fe, _ in v.files:  # a corrupt blob fails the model before anything of it is written
+            reader.verified_blob(fe.sha256 or "")
         made = dest.ensure_version(model, name, v, have)
         status = "created" if have is None else "completed"
         out.append(RegistryResult(vkey, status, made.number))
