@@ -931,6 +931,9 @@ def _print_import_summary(report: Any, doc: dict[str, Any]) -> None:
     for r in report.runs:
         _print_items(r.key, r.losses)
         items.extend(r.losses)
+    for g in report.registry:  # models, versions and aliases of the registry step (after the runs)
+        _print_items(g.key, g.losses)
+        items.extend(g.losses)
     if report.store:
         console.print(f"store: {_esc(report.store)}", soft_wrap=True)
     counts = ", ".join(f"{k} {v}" for k, v in doc["counts"].items())
@@ -939,6 +942,16 @@ def _print_import_summary(report: Any, doc: dict[str, Any]) -> None:
                   f"points {t['points']:,}, files {t['files']}, requests ~{t['requests']:,}")
     console.print(f"renamed keys {t['renamed_keys']}, collisions {t['collisions']}, "
                   f"step conversions {t['step_changes']}")
+    if report.registry:
+        from collections import Counter
+
+        kinds = Counter((g.key.split(":", 1)[0], g.status) for g in report.registry)
+        plural = {"model": "models", "version": "versions", "alias": "aliases"}
+        console.print("registry: " + ", ".join(f"{plural.get(what, what)} {status} {n}"
+                                               for (what, status), n in sorted(kinds.items())))
+        for g in report.registry:
+            if g.status in ("failed", "would_fail") or (g.message and g.key.startswith("model:")):
+                console.print(f"  {_esc(g.key)}: {g.status} {_esc(g.message)}", soft_wrap=True)
     console.print(category_line(doc["categories"], _kinds_by_category(items)))
     if report.conflicts:
         console.print(f"[red]conflict:[/] {len(report.conflicts)} run(s) in the destination were imported from "

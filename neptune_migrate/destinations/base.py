@@ -25,6 +25,7 @@ from neptune_migrate.model import (
     RunKey,
     RunRecord,
     SeriesKind,
+    StageChange,
 )
 
 T = TypeVar("T")
@@ -83,6 +84,9 @@ class Capabilities:
     request_retry: bool = False
     """The destination retries each request itself through the `RequestRetry` it is given with
     `use_request_retry` (see `RetriesRequests`); its methods are then not retried as a whole."""
+    registry: Literal["none", "native", "run_params"] = "none"
+    """Model registry (see `RegistryWriter`): `native` builds registered models and versions,
+    `run_params` records the registry facts on each version's run (Aim), `none`: no registry step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +173,118 @@ class RunSnapshot:
     """Destination file path -> size and hash."""
     extra: dict[str, str] = field(default_factory=dict)
     """Anything else a destination reads back (e.g. provenance tags)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryVersion:
+    """One Neptune model version as the registry step hands it to a destination (neutral terms)."""
+
+    version_id: str
+    """Neptune id (`PROJ-MOD-3`): the version's identity in the destination (a tag or property)."""
+    number: int | None
+    """Neptune's version number, `None` when the source does not hold it."""
+    position: int
+    """1-based place in Neptune's order among the model's versions."""
+    stage: str | None
+    stage_history: tuple[StageChange, ...]
+    description: str | None
+    tags: frozenset[str]
+    record_key: RunKey
+    """The dump record of the version (imported as a run: its carrier run)."""
+    carrier_run_id: DestinationRunId | None
+    """The destination run holding the version record's own data, when it was imported."""
+    source_run: RunKey | None
+    """The run the version was made from, where the source knows it."""
+    source_run_id: DestinationRunId | None
+    """That run's destination id, when it was imported."""
+    files: tuple[tuple[FileEntry, Path], ...] = ()
+    """The version's files with their blob in the dump (hashed by the registry step right before
+    `ensure_version`; a corrupt blob fails the model)."""
+    aliases: tuple[str, ...] = ()
+    """Stage aliases this version holds (it is the newest version of those stages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryModel:
+    """One Neptune model with its versions in Neptune's order, ready for a destination."""
+
+    project: str
+    model_id: str
+    name: str
+    """Destination name chosen by the registry step (collisions in the dump already resolved)."""
+    description: str | None
+    tags: frozenset[str]
+    record_key: RunKey | None
+    """The model's own dump record (`None` when the dump holds only its versions)."""
+    carrier_run_id: DestinationRunId | None
+    versions: tuple[RegistryVersion, ...] = ()
+
+
+@dataclass
+class VersionSnapshot:
+    """A model version read back from the destination."""
+
+    version_id: str
+    """The Neptune version id recorded on it."""
+    number: str
+    """The destination's own version number or name (`3` in MLflow, `v2` in W&B)."""
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileDigest] = field(default_factory=dict)
+    """Relative file path -> size and sha256 (sha256 only when read with hashes)."""
+
+
+@dataclass
+class ModelSnapshot:
+    """A registered model read back from the destination (or, from `expected_model`, as it should be)."""
+
+    name: str
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    versions: list[VersionSnapshot] = field(default_factory=list)
+    """In the destination's order (oldest first)."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Alias -> Neptune version id it names."""
+
+
+class RegistryWriter(Protocol):
+    """Optional seam of a destination declaring `Capabilities.registry` (`native` or `run_params`).
+
+    The registry step (`pipeline/registry.py`) runs after the runs, so carrier and source runs
+    exist; it calls these in order, one model at a time and one version at a time, in Neptune's
+    order. Every method may be called again after it raised (retried, or a whole import re-run
+    after a crash): a model or version already there is found by its Neptune id, completed where
+    half-made, never created twice.
+    """
+
+    def plan_model(self, model: RegistryModel) -> list[Loss]:
+        """Pure: what this destination cannot carry of the model (reported, never silent)."""
+        ...
+
+    def read_model(self, model: RegistryModel, *, hashes: bool) -> ModelSnapshot | None:
+        """Read only: the model found by its Neptune id, with its versions, tags and aliases
+        (`hashes`: download the versions' files for sha256). None when it is not there."""
+        ...
+
+    def expected_model(self, model: RegistryModel) -> ModelSnapshot:
+        """Pure: what `read_model` returns after a faithful import (destination terms)."""
+        ...
+
+    def ensure_model(self, model: RegistryModel) -> str:
+        """Create the model or bring its description and tags up to date; its destination name."""
+        ...
+
+    def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
+                       found: VersionSnapshot | None) -> VersionSnapshot:
+        """Create `version` (files, tags, source run link) under model `name`, or complete the
+        half-made `found`; sequential: never called for a later version before this one returned."""
+        ...
+
+    def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        """Point each alias (`production`, ...) at the version with the given Neptune id. Called
+        once per model after its versions, also with no alias: the model's last write (a
+        destination that writes a model as one unit finishes it here)."""
+        ...
 
 
 class RequestRetry(Protocol):

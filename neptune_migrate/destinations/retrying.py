@@ -18,9 +18,14 @@ from neptune_migrate.destinations.base import (
     Capabilities,
     Destination,
     DestinationRun,
+    ModelSnapshot,
     PreparedRun,
+    RegistryModel,
+    RegistryVersion,
+    RegistryWriter,
     RetriesRequests,
     RunSnapshot,
+    VersionSnapshot,
 )
 from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
 from neptune_migrate.retry import OutageBudget, Retrier, RetryPolicy
@@ -132,6 +137,32 @@ class RetryingDestination:
 
     def close(self) -> None:
         self.inner.close()
+
+    # -- the optional registry seam (`Capabilities.registry`), retried the same way ---------------
+
+    @property
+    def registry(self) -> RegistryWriter:
+        """The inner destination as a `RegistryWriter` (only when its capabilities declare one)."""
+        return cast("RegistryWriter", self.inner)
+
+    def plan_model(self, model: RegistryModel) -> list[Loss]:
+        return self.registry.plan_model(model)
+
+    def expected_model(self, model: RegistryModel) -> ModelSnapshot:
+        return self.registry.expected_model(model)
+
+    def read_model(self, model: RegistryModel, *, hashes: bool) -> ModelSnapshot | None:
+        return self._call("read_model", lambda: self.registry.read_model(model, hashes=hashes))
+
+    def ensure_model(self, model: RegistryModel) -> str:
+        return self._call("ensure_model", lambda: self.registry.ensure_model(model))
+
+    def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
+                       found: VersionSnapshot | None) -> VersionSnapshot:
+        return self._call("ensure_version", lambda: self.registry.ensure_version(model, name, version, found))
+
+    def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        self._call("set_aliases", lambda: self.registry.set_aliases(model, name, holders))
 
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
+from neptune_migrate.pipeline.registry import RegistryResult, import_registry, registry_runs
 from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName, plan_run
 from neptune_migrate.retry import RetryPolicy
@@ -114,6 +115,8 @@ class ImportReport:
     """A line about the store when the import created or repaired it (or, in a dry run, would
     create it); None when it was there already."""
     runs: list[RunResult] = field(default_factory=list)
+    registry: list[RegistryResult] = field(default_factory=list)
+    """The registry step's models, versions and aliases (`pipeline/registry.py`), after the runs."""
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.runs if r.status == status)
@@ -121,7 +124,9 @@ class ImportReport:
     @property
     def failed(self) -> bool:
         return any(r.status in ("failed", "would_fail", "conflict", "would_conflict") or r.has_error_loss
-                   for r in self.runs)
+                   for r in self.runs) or any(
+            r.status in ("failed", "would_fail") or any(lo.get("error") for lo in r.losses)
+            for r in self.registry)
 
     @property
     def conflicts(self) -> list[str]:
@@ -158,8 +163,10 @@ class ImportReport:
                 "step_changes": sum(len(r.step_changes) for r in self.runs),
             },
             "losses": self.losses_by_kind(),
-            "categories": count_categories(lo for r in self.runs for lo in r.losses),
+            "categories": count_categories([*(lo for r in self.runs for lo in r.losses),
+                                            *(lo for g in self.registry for lo in g.losses)]),
             "runs": [vars(r) for r in self.runs],
+            "registry": [r.to_json() for r in self.registry],
         }
 
 
@@ -476,6 +483,12 @@ def import_runs(
                 list(pool.map(one, batch))
     report.runs.extend(results)
     report.runs.sort(key=lambda r: r.key)
+    # After the runs: carrier and source runs exist, so versions can link to them.
+    # With a shard, the models it owns are built from the versions of every shard.
+    if dest.capabilities.registry != "none":
+        models = runs if options.shard is None else registry_runs(reader, options.selection)
+        report.registry = import_registry(reader, dest, models, dry_run=options.dry_run, shard=options.shard,
+                                          ledger=None if options.dry_run else ledger)
     report.retries = dest.retries
     report.finished_at = datetime.now(timezone.utc).isoformat()
     return report

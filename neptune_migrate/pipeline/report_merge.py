@@ -123,7 +123,7 @@ def _merge_docs(kind: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
         if key in ("shard",):
             continue
         values = [d.get(key) for d in docs]
-        if key == "runs":
+        if key in ("runs", "registry"):  # registry: the import's models, versions and aliases
             merged[key] = sorted((r for v in values for r in (v or [])), key=lambda r: str(r.get("key")))
         elif key in _TIMES:
             present = [v for v in values if isinstance(v, str) and v]
@@ -192,7 +192,7 @@ def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None
         problems.append(f"missing shard(s): {', '.join(f'{n}/{count}' for n in missing)} (no report)")
     owner: dict[str, list[int]] = {}
     for r in shards:
-        for run in r.doc.get("runs", []):
+        for run in [*r.doc.get("runs", []), *r.doc.get("registry", [])]:
             owner.setdefault(str(run.get("key")), []).append(r.number)
     overlaps = {k: v for k, v in owner.items() if len(v) > 1}
     if overlaps:
@@ -204,8 +204,8 @@ def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None
     owned = sum(int(r.shard.get("owned_runs", 0)) for r in shards)
     if not missing and len(dump_runs) == 1 and owned != next(iter(dump_runs)):
         problems.append(f"the shards own {owned} run(s) together but the dump holds {next(iter(dump_runs))}")
-    for r in shards:
-        listed = len(r.doc.get("runs", []))
+    for r in shards:  # a verify report also lists the models its shard owns (`model:...`), not runs
+        listed = sum(1 for x in r.doc.get("runs", []) if not str(x.get("key", "")).startswith("model:"))
         mine = int(r.shard.get("owned_runs", listed))
         if listed > mine or (which == "import" and listed != mine):
             problems.append(f"shard {r.number}/{count} owns {mine} run(s) but its report lists {listed} ({r.path})")

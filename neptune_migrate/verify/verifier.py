@@ -261,6 +261,15 @@ def verify_runs(
         report.runs.append(result)
         if progress is not None:
             progress.run_done(result)
+    # The registry after the runs, one entry per model (imported here: verify.registry builds on
+    # this module's RunVerification).
+    from neptune_migrate.pipeline.registry import registry_runs
+    from neptune_migrate.verify.registry import verify_registry
+
+    io = options.import_options
+    if dest.capabilities.registry != "none":
+        models = runs if io.shard is None else registry_runs(reader, io.selection)
+        report.runs.extend(verify_registry(reader, dest, models, io.shard))
     report.finished_at = datetime.now(timezone.utc).isoformat()
     return report
 

@@ -33,13 +33,18 @@ import pyarrow as pa
 from neptune_migrate import __version__
 from neptune_migrate.destinations.aim import mapping as m
 from neptune_migrate.destinations.aim.errors import classify_error
+from neptune_migrate.destinations.aim.registry import AimRegistry
 from neptune_migrate.destinations.base import (
     Capabilities,
     DestinationOptions,
     DestinationRun,
     FileDigest,
+    ModelSnapshot,
     PreparedRun,
+    RegistryModel,
+    RegistryVersion,
     RunSnapshot,
+    VersionSnapshot,
 )
 from neptune_migrate.destinations.probe import probe_tcp
 from neptune_migrate.dump.layout import fsync_dir
@@ -50,7 +55,7 @@ from neptune_migrate.errors import MissingDependencyError, PermanentError, Usage
 from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, RunKey, SeriesKind
 
 if TYPE_CHECKING:
-    from neptune_migrate.destinations.base import Destination
+    from neptune_migrate.destinations.base import Destination, RegistryWriter
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +164,7 @@ class AimDestination:
             points_per_second=3_000.0,
             parallel_runs=True,
             sanitize_key=m.sanitize_key,
+            registry="run_params",
         )
         self._repo: Any = None
         self._lock = threading.RLock()
@@ -668,6 +674,64 @@ class AimDestination:
     def classify_error(self, error: Exception) -> ErrorKind:
         return classify_error(error)
 
+    # -- the model registry as run params (`RegistryWriter`, in registry.py) -----------------------
+
+    def read_top_param(self, run_id: DestinationRunId, name: str) -> Any:
+        """One top-level param of a run (None when the run or the param is not there)."""
+        if not self._exists(run_id):
+            return None
+        try:
+            return self._run_meta(run_id).collect(("attrs", name))
+        except KeyError:
+            return None
+
+    def set_top_param(self, run_id: DestinationRunId, name: str, value: Any) -> None:
+        """Set one top-level param of a finished run, keeping its end time (Aim stamps the close)."""
+        if self.read_top_param(run_id, name) == value:
+            return
+        try:  # read before the run is reopened: resuming clears it
+            end = self._run_meta(run_id)["end_time"]
+        except KeyError:
+            end = None
+        quiet = logging.getLogger("aim.sdk.lock_manager")
+        level = quiet.level
+        with self._lock:
+            quiet.setLevel(logging.ERROR)  # "force-releasing locks": the run is finished, nobody writes it
+            try:
+                arun = _aim().Run(run_hash=run_id, repo=self.repo, force_resume=True,
+                                  system_tracking_interval=None, capture_terminal_logs=False,
+                                  log_system_params=False)
+            finally:
+                quiet.setLevel(level)
+            tree = arun._resources.meta_run_tree
+            arun[name] = value
+            if end is not None:
+                arun._resources.set_run_end_time = lambda: tree.__setitem__("end_time", end)
+            arun.close()
+        self._index_dirty = True
+        if not self.remote:
+            self._try_index(run_id)
+
+    def plan_model(self, model: RegistryModel) -> list[Loss]:
+        """Aim has no registry: the facts become run params (changed form)."""
+        return AimRegistry(self).plan_model(model)
+
+    def expected_model(self, model: RegistryModel) -> ModelSnapshot:
+        return AimRegistry(self).expected_model(model)
+
+    def read_model(self, model: RegistryModel, *, hashes: bool) -> ModelSnapshot | None:
+        return AimRegistry(self).read_model(model, hashes=hashes)
+
+    def ensure_model(self, model: RegistryModel) -> str:
+        return AimRegistry(self).ensure_model(model)
+
+    def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
+                       found: VersionSnapshot | None) -> VersionSnapshot:
+        return AimRegistry(self).ensure_version(model, name, version, found)
+
+    def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        AimRegistry(self).set_aliases(model, name, holders)
+
     def close(self) -> None:
         with self._lock:
             for run in self._open.values():
@@ -682,3 +746,4 @@ class AimDestination:
 
 if TYPE_CHECKING:
     _: type[Destination] = AimDestination
+    _r: type[RegistryWriter] = AimDestination

@@ -26,7 +26,9 @@ NEPTUNE = "neptune"
 """Top-level Aim param holding the source key, system fields, fork and provenance."""
 TOOL = "neptune_migrate"
 """Top-level Aim param holding the import status, dump digest and tool version."""
-RESERVED_TOP = frozenset({NEPTUNE, TOOL})
+REGISTRY = "neptune_registry"
+"""Top-level Aim param holding a model's or version's registry facts (Aim has no registry)."""
+RESERVED_TOP = frozenset({NEPTUNE, TOOL, REGISTRY})
 STATUS_COMPLETE = "complete"
 STATUS_IN_PROGRESS = "in_progress"
 

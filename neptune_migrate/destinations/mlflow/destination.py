@@ -45,13 +45,18 @@ from neptune_migrate.destinations.base import (
     DestinationOptions,
     DestinationRun,
     FileDigest,
+    ModelSnapshot,
     PreparedRun,
+    RegistryModel,
+    RegistryVersion,
     RequestRetry,
     RunSnapshot,
+    VersionSnapshot,
 )
 from neptune_migrate.destinations.mlflow import bulk, http
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.destinations.mlflow.errors import classify_error
+from neptune_migrate.destinations.mlflow.registry import MlflowRegistry
 from neptune_migrate.destinations.probe import probe_http, probe_tcp
 from neptune_migrate.dump.layout import fsync_dir
 from neptune_migrate.dump.lock import FileLock
@@ -67,7 +72,7 @@ from neptune_migrate.model import (
 )
 
 if TYPE_CHECKING:
-    from neptune_migrate.destinations.base import Destination
+    from neptune_migrate.destinations.base import Destination, RegistryWriter
 
 T = TypeVar("T")
 
@@ -359,6 +364,7 @@ class MlflowDestination:
         parallel_runs=True,
         sanitize_key=m.sanitize_key,
         request_retry=True,
+        registry="native",
     )
 
     def __init__(
@@ -1131,6 +1137,37 @@ class MlflowDestination:
         into.mkdir(parents=True, exist_ok=True)
         return self._download(run_id, path, into)
 
+    # -- the model registry (`RegistryWriter`, in registry.py) ------------------------------------
+
+    @property
+    def _registry(self) -> MlflowRegistry:
+        return MlflowRegistry(self)
+
+    def plan_model(self, model: RegistryModel) -> list[Loss]:
+        """What the registry cannot carry of the model (see `registry.MlflowRegistry`)."""
+        return self._registry.plan_model(model)
+
+    def expected_model(self, model: RegistryModel) -> ModelSnapshot:
+        """The registered model as `read_model` returns it after a faithful import."""
+        return self._registry.expected_model(model)
+
+    def read_model(self, model: RegistryModel, *, hashes: bool) -> ModelSnapshot | None:
+        """The registered model tagged with the Neptune model id, its versions and aliases."""
+        return self._registry.read_model(model, hashes=hashes)
+
+    def ensure_model(self, model: RegistryModel) -> str:
+        """Create the registered model, or update its description and tags."""
+        return self._registry.ensure_model(model)
+
+    def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
+                       found: VersionSnapshot | None) -> VersionSnapshot:
+        """Create the model version (logged model with the files first), or complete it."""
+        return self._registry.ensure_version(model, name, version, found)
+
+    def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        """Point the stage aliases at their versions."""
+        self._registry.set_aliases(model, name, holders)
+
 
 def _json_bytes(doc: Any) -> bytes:
     return (json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode("utf-8")
@@ -1138,3 +1175,4 @@ def _json_bytes(doc: Any) -> bytes:
 
 if TYPE_CHECKING:
     _: type[Destination] = MlflowDestination
+    _r: type[RegistryWriter] = MlflowDestination

@@ -37,13 +37,18 @@ from neptune_migrate.destinations.base import (
     Capabilities,
     DestinationRun,
     FileDigest,
+    ModelSnapshot,
     PreparedRun,
+    RegistryModel,
+    RegistryVersion,
     RunSnapshot,
+    VersionSnapshot,
 )
 from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.errors import classify_error
 from neptune_migrate.destinations.wandb.records import LoggedRun, read_marker, read_run
+from neptune_migrate.destinations.wandb.registry import WandbRegistry
 from neptune_migrate.dump.schema import FORMAT_VERSION
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
@@ -51,7 +56,7 @@ from neptune_migrate.model import DestinationRunId, ErrorKind, FileEntry, Loss, 
 
 if TYPE_CHECKING:
     from neptune_migrate.destinations import DestinationOptions
-    from neptune_migrate.destinations.base import Destination
+    from neptune_migrate.destinations.base import Destination, RegistryWriter
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +252,10 @@ class WandbDestination:
             points_per_second=25_000.0,
             parallel_runs=False,
             sanitize_key=m.sanitize_key,
+            registry="native",
         )
         self._active: dict[str, _Active] = {}
+        self._registry = WandbRegistry(self)
         self._projects: dict[str, str] = {}
         self._cache: tuple[str, tuple[float, int], LoggedRun] | None = None
         self._api: Any = None
@@ -749,11 +756,47 @@ class WandbDestination:
             raise
         return into / path
 
+    # -- the model registry (`RegistryWriter`, in registry.py) ------------------------------------
+
+    def wandb_module(self) -> Any:
+        """wandb, imported on first use (with the one-line hint when it is missing)."""
+        return _wandb()
+
+    def settings(self) -> Any:
+        """The `wandb.Settings` of runs this tool writes (no console, stats, git or code capture)."""
+        return _wandb().Settings(
+            mode=self.mode, silent=True, console="off", save_code=False, disable_git=True,
+            disable_job_creation=True, x_disable_stats=True, x_disable_meta=True,
+            x_disable_machine_info=True, x_save_requirements=False,
+        )
+
+    def plan_model(self, model: RegistryModel) -> list[Loss]:
+        """What the W&B registry cannot carry (offline: the link into the registry)."""
+        return self._registry.plan_model(model)
+
+    def expected_model(self, model: RegistryModel) -> ModelSnapshot:
+        return self._registry.expected_model(model)
+
+    def read_model(self, model: RegistryModel, *, hashes: bool) -> ModelSnapshot | None:
+        return self._registry.read_model(model, hashes=hashes)
+
+    def ensure_model(self, model: RegistryModel) -> str:
+        self._close_active()
+        return self._registry.ensure_model(model)
+
+    def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
+                       found: VersionSnapshot | None) -> VersionSnapshot:
+        return self._registry.ensure_version(model, name, version, found)
+
+    def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
+        self._registry.set_aliases(model, name, holders)
+
     def classify_error(self, error: Exception) -> ErrorKind:
         return classify_error(error)
 
     def close(self) -> None:
         self._close_active()
+        self._registry.close()
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -847,3 +890,4 @@ def _all_images(rows: list[dict[str, Any]]) -> bool:
 
 if TYPE_CHECKING:
     _: type[Destination] = WandbDestination
+    _r: type[RegistryWriter] = WandbDestination

@@ -1,0 +1,269 @@
+"""The registry step: after the runs, rebuild Neptune's model registry in the destination.
+
+Every model and version record is imported as a run first (nothing is lost, and the run path is
+idempotent already); this step then builds the registry from `registry.group_models`: one
+registered model per Neptune model, its versions created one at a time in Neptune's order (the
+destination numbers them itself), then the stage aliases. The destination is the truth: a model or
+version is looked up by its Neptune id before anything is created, so a re-run creates nothing and
+a crash between two versions resumes at the next one. Every call goes through
+`RetryingDestination`; each finished model and version is appended to the ledger after the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from neptune_migrate.destinations.base import RegistryModel, RegistryVersion, VersionSnapshot
+from neptune_migrate.destinations.retrying import RetryingDestination
+from neptune_migrate.dump.reader import DumpReader, DumpRun
+from neptune_migrate.errors import MigrateError, one_line, redact
+from neptune_migrate.model import DestinationRunId, Loss, LossCategory, RunKey, RunRecord, SourceRunId
+from neptune_migrate.pipeline.ledger import Ledger
+from neptune_migrate.pipeline.shard import Shard
+from neptune_migrate.registry import REGISTRY_KINDS, ModelGroup, group_models
+from neptune_migrate.sources.base import RunSelection
+
+log = logging.getLogger(__name__)
+
+ALIAS_OF_STAGE = {"production": "production", "staging": "staging", "archived": "archived"}
+"""Neptune stage -> alias given to the newest version in it (`none` gets no alias)."""
+_RESERVED_ALIAS = re.compile(r"^(v\d+|latest)$", re.IGNORECASE)
+_NAME_UNSAFE = re.compile(r"[/:\\]")
+
+
+def model_key(model_id: str) -> str:
+    """The model's key within its project (`PROJ-MOD` -> `MOD`); the id itself when it has no prefix."""
+    head, sep, tail = model_id.partition("-")
+    return tail if sep and head and tail else model_id
+
+
+def base_name(group: ModelGroup) -> str:
+    """The model's Neptune name, else its key; `/`, `:` and `\\` (refused by registries) become `_`."""
+    name = (group.model.system.name if group.model is not None else None) or model_key(group.model_id)
+    return _NAME_UNSAFE.sub("_", name).strip() or model_key(group.model_id)
+
+
+def registry_names(groups: list[ModelGroup]) -> tuple[dict[tuple[str, str], str], list[Loss]]:
+    """Destination name per (project, model id), unique: the first model (by project, then id) of a
+    name keeps it, the others get `<name>-<model id>`. Every renamed model is reported."""
+    names: dict[tuple[str, str], str] = {}
+    losses: list[Loss] = []
+    taken: dict[str, tuple[str, str]] = {}
+    for g in sorted(groups, key=lambda g: (g.project, g.model_id)):
+        want = base_name(g)
+        name = want
+        if name.lower() in taken:
+            name = f"{want}-{g.model_id}"
+            first = taken[want.lower()]
+            losses.append(Loss("model_renamed", f"{g.project}/{g.model_id}", 1,
+                               f"name {want!r} is also {first[0]}/{first[1]}'s; registered as {name!r}"))
+        taken[name.lower()] = (g.project, g.model_id)
+        names[g.project, g.model_id] = name
+    return names, losses
+
+
+@dataclass
+class RegistryResult:
+    """One line of the registry part of the import report: a model, a version or an alias."""
+
+    key: str
+    """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
+    status: str
+    """created, completed, updated, skipped, set, failed, deferred (a shard's model whose version runs
+    other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
+    would_set, would_fail."""
+    destination: str | None = None
+    """The destination's name for it (model name, version number, alias target)."""
+    message: str = ""
+    losses: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": self.key, "status": self.status, "destination": self.destination,
+                "message": self.message, "losses": self.losses}
+
+
+def _run_id(dest: RetryingDestination, key: RunKey | None) -> DestinationRunId | None:
+    if key is None:
+        return None
+    found = dest.find_run(key)
+    return found.run_id if found is not None and found.complete else None
+
+
+def _version(dest: RetryingDestination, reader: DumpReader, record: RunRecord, position: int,
+             aliases: tuple[str, ...]) -> tuple[RegistryVersion, list[Loss]]:
+    info = record.registry
+    assert info is not None
+    vid = info.version_id or record.key.run_id
+    files = []
+    losses: list[Loss] = []
+    for fe in record.files:
+        if fe.sha256 is None or not reader.blob_path(fe.sha256).is_file():
+            losses.append(Loss("version_file_missing", f"{vid}:{fe.attribute_path}", 1,
+                               f"{fe.name}: not in the dump, so not in the registered version",
+                               category=LossCategory.LOST if fe.sha256 else LossCategory.NOT_IN_SOURCE))
+            continue
+        files.append((fe, reader.blob_path(fe.sha256)))  # hashed right before it is handed over
+    source = info.source_run
+    return RegistryVersion(
+        version_id=vid, number=info.version, position=position, stage=info.stage,
+        stage_history=info.stage_history, description=record.system.description,
+        tags=record.system.tags, record_key=record.key, carrier_run_id=_run_id(dest, record.key),
+        source_run=source, source_run_id=_run_id(dest, source), files=tuple(files), aliases=aliases,
+    ), losses
+
+
+def build_model(dest: RetryingDestination, reader: DumpReader, group: ModelGroup,
+                name: str) -> tuple[RegistryModel, list[Loss]]:
+    """The neutral model handed to the destination: versions in Neptune's order, carrier and
+    source runs resolved in the destination, aliases given to the newest version of each stage."""
+    holders = {id(v): stage for stage, v in group.stage_holders().items()}
+    losses: list[Loss] = []
+    versions = []
+    for i, record in enumerate(group.versions, start=1):
+        stage = holders.get(id(record))
+        alias = ALIAS_OF_STAGE.get(stage or "")
+        aliases = (alias,) if alias is not None and not _RESERVED_ALIAS.match(alias) else ()
+        version, lost = _version(dest, reader, record, i, aliases)
+        versions.append(version)
+        losses.extend(lost)
+    m = group.model
+    return RegistryModel(
+        project=group.project, model_id=group.model_id, name=name,
+        description=m.system.description if m is not None else None,
+        tags=m.system.tags if m is not None else frozenset(),
+        record_key=m.key if m is not None else None,
+        carrier_run_id=_run_id(dest, m.key) if m is not None else None,
+        versions=tuple(versions),
+    ), losses
+
+
+def owned_groups(runs: Iterable[DumpRun], shard: Shard | None) -> list[ModelGroup]:
+    """Models among `runs` (selected, of every shard); with a shard, only the models it owns (by the
+    model's own key), so two shards never build the same model, and each builds its models whole."""
+    groups = group_models(r.record for r in runs)
+    if shard is None:
+        return groups
+    return [g for g in groups if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))]
+
+
+def registry_runs(reader: DumpReader, selection: RunSelection) -> list[DumpRun]:
+    """The selected model and version records of the whole dump (every shard's)."""
+    return [r for r in reader.scan() if isinstance(r, DumpRun) and r.record.kind in REGISTRY_KINDS
+            and selection.matches_record(r.record)]
+
+
+def holders_of(model: RegistryModel) -> dict[str, str]:
+    """Alias -> Neptune version id."""
+    return {alias: v.version_id for v in model.versions for alias in v.aliases}
+
+
+def import_registry(
+    reader: DumpReader,
+    dest: RetryingDestination,
+    runs: Iterable[DumpRun],
+    *,
+    dry_run: bool,
+    shard: Shard | None = None,
+    ledger: Ledger | None = None,
+) -> list[RegistryResult]:
+    """Build (or, with `dry_run`, plan) the registry of the selected models; one result per model,
+    version and alias. A failing model is reported and the next one is tried."""
+    if dest.capabilities.registry == "none":
+        return []
+    groups = owned_groups(runs, shard)
+    names, renamed = registry_names(groups)
+    out: list[RegistryResult] = []
+    for group in groups:
+        mkey = f"model:{group.project}/{group.model_id}"
+        result = RegistryResult(key=mkey, status="would_fail" if dry_run else "failed")
+        out.append(result)
+        try:
+            model, losses = build_model(dest, reader, group, names[group.project, group.model_id])
+            waiting = [v.version_id for v in model.versions if v.carrier_run_id is None]
+            if shard is not None and waiting and not dry_run:
+                # Their runs belong to other shards that have not imported them yet: building now
+                # would create versions without their run link (MLflow cannot add it later).
+                result.status = "deferred"
+                result.message = (f"runs of {len(waiting)} version(s) ({', '.join(waiting[:5])}) are not imported "
+                                  "yet (other shards): import this shard again once every shard finished")
+                continue
+            losses += [lo for lo in renamed if lo.path == f"{group.project}/{group.model_id}"]
+            losses += dest.plan_model(model)
+            result.losses = [lo.to_json() for lo in losses]
+            out.extend(_import_model(reader, dest, model, result, dry_run=dry_run, ledger=ledger))
+        except Exception as exc:  # one model's failure must not stop the others
+            if not isinstance(exc, MigrateError):
+                log.debug("registry import of %s failed", mkey, exc_info=True)
+            result.status = "would_fail" if dry_run else "failed"
+            result.message = redact(one_line(exc))
+            if ledger is not None and not dry_run:
+                ledger.append({"key": f"registry:{mkey}", "status": "failed", "message": result.message})
+    return out
+
+
+def _import_model(reader: DumpReader, dest: RetryingDestination, model: RegistryModel, result: RegistryResult,
+                  *, dry_run: bool, ledger: Ledger | None) -> list[RegistryResult]:
+    found = dest.read_model(model, hashes=False)
+    expected = dest.expected_model(model)
+    by_id: dict[str, VersionSnapshot] = {v.version_id: v for v in (found.versions if found else [])}
+    out: list[RegistryResult] = []
+    if dry_run:
+        if found is None:
+            result.status, result.destination = "would_create", expected.name
+        else:
+            same = found.description == expected.description and found.tags == expected.tags
+            result.status, result.destination = ("would_skip" if same else "would_update"), found.name
+        for v, want in zip(model.versions, expected.versions, strict=True):
+            have = by_id.get(v.version_id)
+            status = "would_create" if have is None else (
+                "would_skip" if _version_done(have, want) else "would_complete")
+            out.append(RegistryResult(f"version:{model.project}/{v.version_id}", status,
+                                      None if have is None else have.number))
+        for alias, vid in sorted(holders_of(model).items()):
+            done = found is not None and found.aliases.get(alias) == vid
+            out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
+                                      "would_skip" if done else "would_set", vid))
+        return out
+    name = dest.ensure_model(model)
+    if found is None:
+        result.status = "created"
+    elif found.description == expected.description and found.tags == expected.tags:
+        result.status = "skipped"
+    else:
+        result.status = "updated"
+    result.destination = name
+    if name != expected.name:
+        result.message = f"registered as {name!r}: {expected.name!r} belongs to another model"
+    for v, want in zip(model.versions, expected.versions, strict=True):
+        vkey = f"version:{model.project}/{v.version_id}"
+        have = by_id.get(v.version_id)
+        if have is not None and _version_done(have, want):
+            out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry"))
+            continue
+        for fe, _ in v.files:  # a corrupt blob fails the model before anything of it is written
+            reader.verified_blob(fe.sha256 or "")
+        made = dest.ensure_version(model, name, v, have)
+        status = "created" if have is None else "completed"
+        out.append(RegistryResult(vkey, status, made.number))
+        if ledger is not None:
+            ledger.append({"key": f"registry:{vkey}", "status": status, "model": name,
+                           "destination_version": made.number})
+    holders = holders_of(model)
+    dest.set_aliases(model, name, holders)  # the model's last write, also without aliases
+    for alias, vid in sorted(holders.items()):
+        done = found is not None and found.aliases.get(alias) == vid
+        out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
+                                  "skipped" if done else "set", vid))
+    if ledger is not None:
+        ledger.append({"key": f"registry:{result.key}", "status": result.status, "model": name})
+    return out
+
+
+def _version_done(have: VersionSnapshot, want: VersionSnapshot) -> bool:
+    """Every tag the import sets is there with its value, and the description is right."""
+    return (all(have.tags.get(k) == v for k, v in want.tags.items())
+            and (want.description or None) == (have.description or None))

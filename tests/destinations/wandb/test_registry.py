@@ -1,0 +1,84 @@
+"""Neptune's model registry into W&B (issue 18), offline: the real SDK writes one registry run per
+model with a `model` artifact per version (Neptune's order, stage aliases), read back from the run
+file with our own reader; the link into the registry is kept as intent (the SDK cannot link offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neptune_migrate.destinations.base import RegistryModel
+from neptune_migrate.destinations.retrying import RetryingDestination
+from neptune_migrate.destinations.wandb import WandbDestination
+from neptune_migrate.destinations.wandb.records import iter_records
+from neptune_migrate.dump.reader import DumpReader, DumpRun
+from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
+from neptune_migrate.pipeline.registry import build_model, owned_groups, registry_names
+from neptune_migrate.retry import FAST
+from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
+from tests.destinations.registry_dump import STAGES, build_registry_dump, version_bytes
+
+OPTS = ImportOptions(retry=FAST)
+
+
+def _artifacts(path: Path) -> list[tuple[str, dict[str, object], list[str], dict[str, int]]]:
+    """(description, metadata, aliases, {file: size}) of every model artifact record, in file order."""
+    out = []
+    for rec in iter_records(path):
+        if rec.WhichOneof("record_type") == "artifact" and rec.artifact.type == "model":
+            a = rec.artifact
+            out.append((a.description, json.loads(a.metadata), list(a.aliases),
+                        {c.path: int(c.size) for c in a.manifest.contents}))
+    return out
+
+
+def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(tmp_path: Path) -> None:
+    d = build_registry_dump(tmp_path / "dump", versions=3)
+    dest = WandbDestination(mode="offline", directory=tmp_path / "wb")
+    report = import_runs(d.reader, dest, OPTS)
+    assert not report.failed, report.to_json()
+    st = {r.key: r.status for r in report.registry}
+    assert st[f"version:{d.project}/REG-CLS-3"] == "created"
+    assert st[f"alias:{d.project}/REG-CLS@production"] == "set"
+    model = next(r for r in report.registry if r.key == f"model:{d.project}/REG-CLS")
+    assert [(lo["kind"], lo["count"], lo["category"]) for lo in model.losses] == [
+        ("registry_link_after_sync", 3, "changed_form")]
+    rid = dest._registry.run_id(_model(d.reader, dest))
+    files = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
+    assert len(files) == 1
+    arts = _artifacts(files[0])
+    assert [meta["neptune_version_id"] for _, meta, _, _ in arts] == ["REG-CLS-1", "REG-CLS-2", "REG-CLS-3"]
+    assert [desc for desc, _, _, _ in arts] == ["version 1", "version 2", "version 3"]
+    assert [meta["neptune_stage"] for _, meta, _, _ in arts] == [STAGES[n] for n in (1, 2, 3)]
+    assert [sorted(a) for _, _, a, _ in arts] == [["archived", "latest"], ["latest", "production"],
+                                                  ["latest", "staging"]]
+    assert arts[1][3] == {"model/binary/model.bin": len(version_bytes("REG-CLS", 2)),
+                          "model/config/config.json": 14}
+    assert arts[0][1]["link_target"] == "wandb-registry-model/classifier"
+    # the bytes W&B will upload are staged inside the offline folder, equal to the dump's
+    staged = list((tmp_path / "wb" / "neptune-migrate-staging").rglob("*"))
+    contents = {f.read_bytes() for f in staged if f.is_file()}
+    assert {version_bytes("REG-CLS", n) for n in (1, 2, 3)} <= contents
+
+    again = import_runs(d.reader, dest, OPTS)
+    assert {r.status for r in again.registry} == {"skipped"}
+    assert len(sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}"))) == 1
+    check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert check.findings == [], [str(f) for f in check.findings]
+
+    # tamper with the staged bytes W&B would upload: verify names the file
+    for f in staged:
+        if f.is_file() and f.read_bytes() == version_bytes("REG-CLS", 3):
+            f.write_bytes(b"other bytes")
+    tampered = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert [(f.kind, f.item) for f in tampered.findings] == [("differs", "file:REG-CLS-3/model/binary/model.bin")]
+
+
+def _model(reader: DumpReader, dest: WandbDestination) -> RegistryModel:
+    """The neutral model the registry step hands to W&B (to find its registry run)."""
+    runs = [r for r in reader.scan() if isinstance(r, DumpRun)]
+    groups = owned_groups(runs, None)
+    names, _ = registry_names(groups)
+    group = next(g for g in groups if g.model_id == "REG-CLS")
+    model, _ = build_model(RetryingDestination(dest, FAST), reader, group, names[group.project, group.model_id])
+    return model
