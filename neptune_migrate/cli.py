@@ -398,8 +398,9 @@ ModelsFromRunsOpt = Annotated[
 ]
 NoModelsOpt = Annotated[
     bool,
-    typer.Option("--no-models", help="neptune2-api: leave the model registry (models and model versions) out; "
-                 "by default it is exported with the runs (the run filters apply to runs only)."),
+    typer.Option("--no-models", help="Leave the model registry (models and model versions, also "
+                 "those --models-from-runs makes) out; by default it is exported with the runs (the run "
+                 "filters apply to runs only)."),
 ]
 AfterOpt = Annotated[str | None, typer.Option("--created-after", help="Only runs created at or after (ISO).")]
 BeforeOpt = Annotated[str | None, typer.Option("--created-before", help="Only runs created before (ISO).")]
@@ -645,6 +646,10 @@ def export_cmd(
                 console.print(f"since-last: runs created or modified since {since.isoformat()} "
                               f"(last export listed at {mark.isoformat() if mark else '?'}, minus the overlap)")
                 selection = replace(selection, modified_after=since)
+                if not no_models and not watermark.registry_included(layout, mark_id):
+                    console.print("since-last: the last export did not include the model registry: "
+                                  "listing it in full")
+                    selection = replace(selection, registry_in_full=True)
     if dry_run:
         _export_dry_run(source, selection, as_json=as_json, shard=shard)
         return
@@ -666,11 +671,13 @@ def export_cmd(
             source, writer, selection,
             location=str(getattr(source, "location", from_)) if path is None else str(path.resolve()),
             force=force, on_run=on_run, source_root=path, shard=shard, models_from_runs=models_from_runs,
+            models=not no_models,
         )
         if live and not summary.count("failed"):
             from neptune_migrate.pipeline import watermark
 
-            watermark.record(writer, mark_id, listed_at, len(summary.runs))
+            refused = any("refused the model registry listing" in w for w in summary.warnings)
+            watermark.record(writer, mark_id, listed_at, len(summary.runs), models=not no_models and not refused)
         doc = summary.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1445,7 +1452,7 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
     with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
         result = export_runs(source, writer, selection, location=_source_location(source, source_options),
                              on_run=on_run, source_root=_source_root(source, source_options), shard=shard,
-                             models_from_runs=models_from_runs)
+                             models_from_runs=models_from_runs, models=source_options.models)
         doc = result.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1596,7 +1603,7 @@ def _run_plan(
                 exported = export_runs(source, writer, only_new,
                                        location=_source_location(source, source_options),
                                        source_root=_source_root(source, source_options),
-                                       models_from_runs=models_from_runs)
+                                       models_from_runs=models_from_runs, models=source_options.models)
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,

@@ -121,10 +121,101 @@ def test_listings_ask_for_one_type_and_never_mix(server: FakeNeptune2, tmp_path:
     # --no-models: runs only
     _, _ = export(server, tmp_path / "b", models=False)
     assert sorted(records(tmp_path / "b")) == ["PROJ-1", "PROJ-2", "PROJ-3"]
-    # a server that answers a model listing with a run is refused, not mixed in
-    source = Neptune2ApiSource(SourceOptions(path=Path(), api_token=server.api_token()))
+
+
+@pytest.mark.parametrize("omit_type", [False, True])
+def test_a_run_in_a_model_listing_is_refused_not_mixed_in(server: FakeNeptune2, tmp_path: Path,
+                                                          omit_type: bool) -> None:
+    """A server that answers a model listing with runs too: the export stops with a clear error instead
+    of exporting runs as models; without `type` in the entries, their shape tells (runs have sys/failed)."""
+    small_project(server)
+    small_registry(server)
+    server.mix_into = {"model": "run"}
+    server.omit_type = omit_type
     with pytest.raises(SourceFormatError, match="listed a run where it was asked for models only"):
-        source._keep("ws/proj", {"experimentId": "u", "type": "run", "attributes": []}, "model")
+        export(server, tmp_path / "d")
+    # without the broken answer, entries without `type` are told apart by their shape
+    server.mix_into = {}
+    summary, source = export(server, tmp_path / "e")
+    assert summary.count("failed") == 0
+    assert {k: r.kind for k, r in records(tmp_path / "e").items() if r.kind != "run"} == {
+        "PROJ-CLF": "model", "PROJ-DET": "model", "PROJ-CLF-1": "model_version", "PROJ-CLF-2": "model_version",
+        "PROJ-CLF-3": "model_version", "PROJ-CLF-4": "model_version", "PROJ-DET-1": "model_version"}
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_a_refused_registry_listing_is_a_warning_and_the_runs_are_exported(
+        server: FakeNeptune2, tmp_path: Path, status: int) -> None:
+    small_project(server)
+    small_registry(server)
+    server.refuse_types = {"model": status}
+    summary, _ = export(server, tmp_path / "d")
+    assert summary.count("failed") == 0
+    recs = records(tmp_path / "d")
+    assert sorted(recs) == ["PROJ-1", "PROJ-2", "PROJ-3"] and {r.kind for r in recs.values()} == {"run"}
+    assert summary.warnings == [
+        f"ws/proj: the server refused the model registry listing (HTTP {status}); registry not exported"]
+
+
+def run_export_cli(capsys: pytest.CaptureFixture[str], server: FakeNeptune2, dump: Path,
+                   *args: str) -> tuple[int, str]:
+    from neptune_migrate import cli
+
+    capsys.readouterr()
+    old, environ = sys.argv, dict(os.environ)
+    sys.argv = ["neptune-migrate", "export", "--from", "neptune2-api", "--api-token", server.api_token(),
+                "--project", "ws/proj", "--out", str(dump), *args]
+    try:
+        cli.main()
+        rc = 0
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    finally:
+        sys.argv = old
+        os.environ.clear()
+        os.environ.update(environ)
+    return rc, " ".join(capsys.readouterr().err.split())
+
+
+def test_since_last_lists_the_registry_an_older_export_left_out(server: FakeNeptune2, capsys,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
+    small_project(server)
+    served = small_registry(server)
+    dump = tmp_path / "d"
+    rc, err = run_export_cli(capsys, server, dump, "--no-models")
+    assert rc == 0, err
+    assert {r.kind for r in records(dump).values()} == {"run"}
+    manifest = json.loads((dump / "manifest.json").read_text())
+    [entry] = manifest["live_watermarks"].values()
+    assert entry["models"] is False
+    # the registry was last modified in 2024, long before the watermark: it is listed in full anyway
+    rc, err = run_export_cli(capsys, server, dump, "--since-last")
+    assert rc == 0, err
+    assert "the last export did not include the model registry: listing it in full" in err
+    recs = records(dump)
+    assert sorted(k for k, r in recs.items() if r.kind != "run") == sorted(f"PROJ-{k}" for k in served)
+    [entry] = json.loads((dump / "manifest.json").read_text())["live_watermarks"].values()
+    assert entry["models"] is True
+    # from now on the registry listing is narrowed like the runs'
+    rc, err = run_export_cli(capsys, server, dump, "--since-last")
+    assert rc == 0, err
+    assert "listing it in full" not in err
+
+
+def test_since_last_on_a_dump_of_the_previous_release_lists_the_registry(server: FakeNeptune2, capsys,  # type: ignore[no-untyped-def]
+                                                                          tmp_path: Path) -> None:
+    small_project(server)
+    small_registry(server)
+    dump = tmp_path / "d"
+    rc, err = run_export_cli(capsys, server, dump, "--no-models")
+    assert rc == 0, err
+    manifest = json.loads((dump / "manifest.json").read_text())
+    for entry in manifest["live_watermarks"].values():
+        del entry["models"]  # as the previous release wrote it
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    rc, err = run_export_cli(capsys, server, dump, "--since-last")
+    assert rc == 0, err
+    assert sum(1 for r in records(dump).values() if r.kind != "run") == 7
 
 
 @pytest.mark.filterwarnings("ignore:Neptune's model registry has been deprecated")
