@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
-from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
+from neptune_migrate.errors import DumpFormatError, MigrateError, MissingDependencyError, chain_text, one_line, redact
 from neptune_migrate.model import (
     FileEntry,
     Loss,
@@ -293,7 +293,8 @@ def _export_one(
         if root is not None:
             record = relative_record(record, root)
         record = annotate(record)  # models and versions carry their registry facts (format 1.3)
-        sticky = old is not None and old.registry is not None and old.registry.origin == "model_to_run"
+        previous = old if not force else _committed_metadata(writer, key)
+        sticky = _was_converted(previous)
         if models_from_runs or sticky:
             record = _converted(record, writer, rule)
         elif lookalikes is not None and model_to_run_kind(record) is not None and str(key) not in lookalikes:
@@ -301,8 +302,8 @@ def _export_one(
         if not rule.record_matches(record):
             return RunOutcome(key=str(key), status="filtered")
         message = ""
-        if old is not None and old.kind != record.kind:
-            message = f"the dump held it as a {old.kind}: replaced it with this {record.kind} record"
+        if previous is not None and previous.kind != record.kind:
+            message = f"the dump held it as a {previous.kind}: replaced it with this {record.kind} record"
             record = replace(record, losses=(*record.losses, Loss(
                 "kind_changed", None, 1, message, LossCategory.CHANGED_FORM)))
         elif old is not None and getattr(source, "live", False):
@@ -323,6 +324,23 @@ def _export_one(
     outcome = _outcome(record)
     outcome.message = message
     return outcome
+
+
+def _committed_metadata(writer: DumpWriter, key: RunKey) -> RunRecord | None:
+    """The dump's record of `key` from its `run.json` only (no checksums: for what it says, not its data)."""
+    from neptune_migrate.dump.reader import load_run_doc
+    from neptune_migrate.dump.schema import record_from_json
+
+    run_dir = writer.layout.run_dir(key)
+    try:
+        return record_from_json(load_run_doc(run_dir))
+    except (OSError, DumpFormatError):
+        return None
+
+
+def _was_converted(record: RunRecord | None) -> bool:
+    """Whether the dump's record was made from a `model_to_run.py` run: such a conversion sticks."""
+    return record is not None and record.registry is not None and record.registry.origin == "model_to_run"
 
 
 @dataclass

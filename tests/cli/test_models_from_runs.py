@@ -187,3 +187,71 @@ def test_runs_copied_by_runs_migrator_stay_runs(tmp_path: Path, capsys) -> None:
     as_version = replace(copied, system=replace(copied.system, tags=frozenset({"model_version"})))
     assert model_to_run_kind(as_version) is None  # before: a version "PROJ" of model "PROJ" via the -N id
     assert group_models([as_version]) == []
+
+
+def test_a_conversion_sticks_when_the_flag_is_left_out(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The registry in the dump follows what was converted, not the flags of the last export: a run read
+    again without --models-from-runs (here every run, with --force) stays the registry record it became."""
+    dump = tmp_path / "dump"
+    rc, _, err = run_cli(capsys, "export", *SOURCES["offline"], "--out", str(dump), "--models-from-runs")
+    assert rc == 0, err
+    before = {r.key.run_id: (r.kind, r.registry) for r in records(dump)}
+    rc, _, err = run_cli(capsys, "export", *SOURCES["offline"], "--out", str(dump), "--force")
+    assert rc == 0, err
+    after = {r.key.run_id: (r.kind, r.registry) for r in records(dump)}
+    assert after == before
+    assert sorted(k for k, _ in after.values()) == ["model", "model_version", "model_version", "model_version", "run"]
+    [group] = group_models(records(dump))
+    assert [v.registry.version_id for v in group.versions if v.registry] == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3"]
+
+
+def test_runs_already_in_the_dump_are_converted_in_place(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--models-from-runs on a dump that holds the runs: each committed run's record is rewritten, its series
+    and files are the dump's (the source is not read again), and the outcome says so."""
+    dump = tmp_path / "dump"
+    rc, _, err = run_cli(capsys, "export", *SOURCES["exporter"], "--out", str(dump))
+    assert rc == 0, err
+    series_before = {r.key.run_id: r.series for r in records(dump)}
+    rc, out, err = run_cli(capsys, "export", *SOURCES["exporter"], "--out", str(dump), "--models-from-runs")
+    assert rc == 0, err
+    text = " ".join((out + err).split())
+    assert text.count("the dump held it as a run: turned it into a registry record") == 4
+    recs = records(dump)  # DumpReader checks every run.json digest and part checksum
+    assert {r.key.run_id: r.series for r in recs} == series_before
+    olds = by_old_id(recs)
+    assert {k: r.kind for k, r in olds.items()} == {"PROJ-CLF": "model", "PROJ-CLF-1": "model_version",
+                                                     "PROJ-CLF-2": "model_version", "PROJ-CLF-3": "model_version"}
+    assert all(any(lo.kind == "kind_changed" for lo in r.losses) for r in olds.values())
+    reader = DumpReader(dump)
+    run = reader.get_run(olds["PROJ-CLF-2"].key)
+    assert run is not None
+    v = CONTENT["versions"][1]
+    t = reader.read_series(run, "float", "val/acc")
+    assert list(zip(t["step"].to_pylist(), t["value"].to_pylist(), strict=True)) == [(s, val) for s, val, _ in v["series"]]
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_run_filters_select_runs_and_no_models_drops_the_registry(source: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """One rule for every source: --tag / --created-* select runs; registry records go by project, or not at
+    all with --no-models (before: --tag vision kept the model and dropped its versions)."""
+    dump = tmp_path / "tag"
+    rc, _, err = run_cli(capsys, "export", *SOURCES[source], "--out", str(dump), "--models-from-runs",
+                         "--tag", "vision", "--created-after", "2030-01-01T00:00:00+00:00")
+    assert rc == 0, err
+    kinds = sorted(r.kind for r in records(dump))
+    assert kinds == ["model", "model_version", "model_version", "model_version"]  # the plain run is filtered
+    dump = tmp_path / "none"
+    rc, _, err = run_cli(capsys, "export", *SOURCES[source], "--out", str(dump), "--models-from-runs", "--no-models")
+    assert rc == 0, err
+    assert [r.system.name for r in records(dump)] == [CONTENT["plain_run"]["name"]]
+
+
+def test_no_models_leaves_out_exporter_model_data(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = FIXTURES / "neptune-exporter" / "generated" / "model_registry" / "model_data"
+    rc, _, err = run_cli(capsys, "export", "--from", "neptune-exporter", str(data), "--out", str(tmp_path / "a"))
+    assert rc == 0, err
+    assert {r.kind for r in records(tmp_path / "a")} >= {"model", "model_version"}
+    rc, _, err = run_cli(capsys, "export", "--from", "neptune-exporter", str(data), "--out", str(tmp_path / "b"),
+                         "--no-models")
+    assert rc == 0, err
+    assert not (tmp_path / "b" / "runs").exists() or all(r.kind == "run" for r in records(tmp_path / "b"))
