@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,14 @@ def server() -> Iterator[FakeNeptune2]:
         fake.stop()
 
 
-def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None,
-           **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
+def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None, *,
+           models_from_runs: bool = False, **options: Any) -> tuple[ExportSummary, Neptune2ApiSource]:
     opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=dump / "_state", **options)
     source = Neptune2ApiSource(opts)
     source.retrier.sleep = lambda seconds: time.sleep(min(seconds, 0.01))
     with DumpWriter(dump) as writer:
-        summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake")
+        summary = export_runs(source, writer, selection or RunSelection(projects=("ws/proj",)), location="fake",
+                              models_from_runs=models_from_runs)
     return summary, source
 
 
@@ -261,3 +263,72 @@ def test_dry_run_counts_models_and_versions(server: FakeNeptune2, capsys, tmp_pa
     assert doc["runs"] == 3
     assert doc["details"]["models"] == 2 and doc["details"]["model_versions"] == 5
     assert not (tmp_path / "d").exists()
+
+
+def model_to_run_copy(server: FakeNeptune2, old_id: str, model_id: str, stage: str | None = None) -> FakeRun2:
+    """A run as Neptune's model_to_run.py makes it on the server from model / version `old_id`."""
+    kind = "model_version" if stage is not None else "model"
+    run = server.add_run("ws/proj", tags={kind, "vision"}, group_tags={model_id}, custom_run_id=old_id,
+                         name=f"copy of {old_id}")
+    run.fields["old_sys/id"] = ("string", old_id)
+    run.fields["old_sys/owner"] = ("string", "carol")
+    if stage is not None:
+        run.fields["old_sys/model_id"] = ("string", model_id)
+        run.fields["old_sys/stage"] = ("string", stage)
+    return run
+
+
+def test_a_model_held_natively_and_as_a_model_to_run_copy_is_exported_once(server: FakeNeptune2,
+                                                                            tmp_path: Path) -> None:
+    """On a 2.x server where model_to_run.py ran, the native registry record is kept; the script's run of the
+    same model / version stays a run and says why; a model only the runs hold still becomes a model."""
+    small_registry(server)
+    dup_model = model_to_run_copy(server, "PROJ-CLF", "PROJ-CLF")
+    dup_version = model_to_run_copy(server, "PROJ-CLF-3", "PROJ-CLF", "staging")
+    model_to_run_copy(server, "PROJ-OLD", "PROJ-OLD")
+    model_to_run_copy(server, "PROJ-OLD-1", "PROJ-OLD", "production")
+    dump = tmp_path / "d"
+    summary, _ = export(server, dump, models_from_runs=True)
+    assert summary.count("failed") == 0
+    recs = records(dump)
+    for dup in (dup_model, dup_version):
+        rec = recs[dup.sys_id]
+        assert rec.kind == "run" and rec.registry is None
+        [loss] = [lo for lo in rec.losses if lo.kind == "registry_duplicate"]
+        assert str(dup.fields["old_sys/id"][1]) in loss.detail
+    groups = {g.model_id: g for g in group_models(recs.values())}
+    clf = groups["PROJ-CLF"]
+    assert clf.model is not None and clf.model.key.run_id == "PROJ-CLF" and clf.model.registry is not None
+    assert clf.model.registry.origin == "registry" and clf.duplicates == []
+    assert [v.key.run_id for v in clf.versions] == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3", "PROJ-CLF-4"]
+    old = groups["PROJ-OLD"]
+    assert old.model is not None and old.model.registry is not None and old.model.registry.origin == "model_to_run"
+    assert [v.registry.version_id for v in old.versions if v.registry] == ["PROJ-OLD-1"]
+    # group_models alone (an older dump holding both): the native record wins, whatever the order
+    converted = replace(recs[dup_version.sys_id], losses=())
+    from neptune_migrate.registry import from_model_to_run
+
+    as_version = from_model_to_run(converted)
+    assert as_version is not None
+    for order in ([*recs.values(), as_version], [as_version, *recs.values()]):
+        [clf] = [g for g in group_models(order) if g.model_id == "PROJ-CLF"]
+        assert [v.key.run_id for v in clf.versions] == ["PROJ-CLF-1", "PROJ-CLF-2", "PROJ-CLF-3", "PROJ-CLF-4"]
+        assert [d.key.run_id for d in clf.duplicates] == [dup_version.sys_id]
+
+
+def test_models_from_runs_on_a_live_dump_converts_without_reading_again(server: FakeNeptune2,
+                                                                         tmp_path: Path) -> None:
+    model_to_run_copy(server, "PROJ-OLD", "PROJ-OLD")
+    model_to_run_copy(server, "PROJ-OLD-1", "PROJ-OLD", "production")
+    dump = tmp_path / "d"
+    summary, _ = export(server, dump)
+    assert summary.count("exported") == 2 and {r.kind for r in records(dump).values()} == {"run"}
+    assert len([p for _m, p, _q in server.log if p.endswith("/v1/attributes")]) == 2
+    n_before = len(server.log)
+    summary, _ = export(server, dump, models_from_runs=True)
+    assert [r.message for r in summary.runs] == ["the dump held it as a run: turned it into a registry record"] * 2
+    reads = [p for _m, p, _q in server.log[n_before:] if p.endswith("/v1/attributes")]
+    assert reads == []  # the converted records are the dump's copies: no attribute read
+    recs = records(dump)
+    assert sorted(r.kind for r in recs.values()) == ["model", "model_version"]
+    assert {r.system.owner for r in recs.values()} == {"carol"}
