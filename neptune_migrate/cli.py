@@ -469,7 +469,8 @@ def _divide_rate(rate: float | None, shard: Any) -> float | None:
     return divide_rate(rate, shard)
 
 
-def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = None) -> None:
+def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = None,
+                    models_from_runs: bool = False) -> None:
     """`export --dry-run`: the source's own counts, no series downloaded, nothing written."""
     from neptune_migrate.console import console
     from neptune_migrate.sources.base import Estimating
@@ -484,10 +485,18 @@ def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = 
     if shard is not None:
         console.print(f"(counts of the whole selection, from the server's listing: shard {shard.number}/{shard.count} "
                       f"takes about 1/{shard.count} of them, chosen by a stable hash of each run key)")
+    converted = int(est.details.get("model_to_run_runs", 0))
+    if models_from_runs:
+        console.print(f"--models-from-runs: {converted:,} of these run(s) would become model registry records "
+                      "(made by Neptune's model_to_run.py)")
+    elif converted:
+        console.print(f"{converted:,} run(s) look like models / model versions that Neptune's model_to_run.py "
+                      "turned into runs: pass --models-from-runs to export them as model registry records")
     summary = None
     if as_json:
         summary = {"command": "export", "dry_run": True, "runs": est.runs, "attributes": est.attributes,
-                   "points": est.points, "bytes": est.bytes, "details": est.details}
+                   "points": est.points, "bytes": est.bytes, "details": est.details,
+                   "models_from_runs": converted if models_from_runs else 0}
     _finish("export", Outcome(dry_run=True), strict=False, summary=summary)
 
 
@@ -651,7 +660,7 @@ def export_cmd(
                                   "listing it in full")
                     selection = replace(selection, registry_in_full=True)
     if dry_run:
-        _export_dry_run(source, selection, as_json=as_json, shard=shard)
+        _export_dry_run(source, selection, as_json=as_json, shard=shard, models_from_runs=models_from_runs)
         return
     listed_at = datetime.now(timezone.utc)
 

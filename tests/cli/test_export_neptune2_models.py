@@ -332,3 +332,19 @@ def test_models_from_runs_on_a_live_dump_converts_without_reading_again(server: 
     recs = records(dump)
     assert sorted(r.kind for r in recs.values()) == ["model", "model_version"]
     assert {r.system.owner for r in recs.values()} == {"carol"}
+
+
+def test_dry_run_counts_what_models_from_runs_would_convert(server: FakeNeptune2, capsys,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    small_project(server)
+    model_to_run_copy(server, "PROJ-OLD", "PROJ-OLD")
+    model_to_run_copy(server, "PROJ-OLD-1", "PROJ-OLD", "production")
+    plain = server.add_run("ws/proj", tags={"model"})  # a tag alone is not the script's mark
+    plain.fields["old_sys/id"] = ("string", "PROJ-9")
+    rc, err = run_export_cli(capsys, server, tmp_path / "d", "--dry-run", "--models-from-runs")
+    assert rc == 0, err
+    assert "--models-from-runs: 2 of these run(s) would become model registry records" in err
+    assert not (tmp_path / "d").exists()
+    rc, err = run_export_cli(capsys, server, tmp_path / "d", "--dry-run", "--json")
+    assert rc == 0, err
+    assert "2 run(s) look like models / model versions" in err and "pass --models-from-runs" in err

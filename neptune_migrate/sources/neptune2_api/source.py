@@ -54,6 +54,7 @@ from neptune_migrate.model import (
     SeriesKind,
     SourceRunId,
 )
+from neptune_migrate.registry import model_to_run_kind
 from neptune_migrate.retry import Retrier, RetryPolicy
 from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions, fingerprint_files
 from neptune_migrate.sources.live_budget import RequestBudget
@@ -231,7 +232,7 @@ class Neptune2ApiSource:
         self.select(selection)
         runs = attributes = points = size = 0
         details = {"files": 0, "float_points": 0, "string_points": 0, "file_points": 0, "models": 0,
-                   "model_versions": 0, "requests": 0}
+                   "model_versions": 0, "model_to_run_runs": 0, "requests": 0}
         for key in self.list_runs():
             kind = self.listed_kind(key)
             if kind != "run":
@@ -244,6 +245,9 @@ class Neptune2ApiSource:
                              experimentId=self._uuid(key))
             attrs = mapping.split_attributes(doc.get("attributes", []))
             runs += kind == "run"
+            if kind == "run" and model_to_run_kind(RunRecord(key=key, system=attrs.system, fields=attrs.fields,
+                                                             provenance=Provenance(self.name, ""))) is not None:
+                details["model_to_run_runs"] += 1  # what --models-from-runs would turn into registry records
             attributes += len(doc.get("attributes", []))
             for path, typ in attrs.series:
                 page = self._json(self._leaderboard(), mapping.SERIES_OPERATION[typ], f"{key}: {path} count",
