@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def test_a_run_in_a_model_listing_is_refused_not_mixed_in(server: FakeNeptune2, 
         export(server, tmp_path / "d")
     # without the broken answer, entries without `type` are told apart by their shape
     server.mix_into = {}
-    summary, source = export(server, tmp_path / "e")
+    summary, _ = export(server, tmp_path / "e")
     assert summary.count("failed") == 0
     assert {k: r.kind for k, r in records(tmp_path / "e").items() if r.kind != "run"} == {
         "PROJ-CLF": "model", "PROJ-DET": "model", "PROJ-CLF-1": "model_version", "PROJ-CLF-2": "model_version",

@@ -227,7 +227,8 @@ def test_runs_already_in_the_dump_are_converted_in_place(tmp_path: Path, capsys)
     assert run is not None
     v = CONTENT["versions"][1]
     t = reader.read_series(run, "float", "val/acc")
-    assert list(zip(t["step"].to_pylist(), t["value"].to_pylist(), strict=True)) == [(s, val) for s, val, _ in v["series"]]
+    got = list(zip(t["step"].to_pylist(), t["value"].to_pylist(), t["timestamp"].to_pylist(), strict=True))
+    assert got == [(s, val, when(ts)) for s, val, ts in v["series"]]
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
