@@ -398,8 +398,9 @@ ModelsFromRunsOpt = Annotated[
 ]
 NoModelsOpt = Annotated[
     bool,
-    typer.Option("--no-models", help="neptune2-api: leave the model registry (models and model versions) out; "
-                 "by default it is exported with the runs (the run filters apply to runs only)."),
+    typer.Option("--no-models", help="Leave the model registry (models and model versions, also "
+                 "those --models-from-runs makes) out; by default it is exported with the runs (the run "
+                 "filters apply to runs only)."),
 ]
 AfterOpt = Annotated[str | None, typer.Option("--created-after", help="Only runs created at or after (ISO).")]
 BeforeOpt = Annotated[str | None, typer.Option("--created-before", help="Only runs created before (ISO).")]
@@ -468,7 +469,8 @@ def _divide_rate(rate: float | None, shard: Any) -> float | None:
     return divide_rate(rate, shard)
 
 
-def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = None) -> None:
+def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = None,
+                    models_from_runs: bool = False) -> None:
     """`export --dry-run`: the source's own counts, no series downloaded, nothing written."""
     from neptune_migrate.console import console
     from neptune_migrate.sources.base import Estimating
@@ -483,10 +485,18 @@ def _export_dry_run(source: Any, selection: Any, *, as_json: bool, shard: Any = 
     if shard is not None:
         console.print(f"(counts of the whole selection, from the server's listing: shard {shard.number}/{shard.count} "
                       f"takes about 1/{shard.count} of them, chosen by a stable hash of each run key)")
+    converted = int(est.details.get("model_to_run_runs", 0))
+    if models_from_runs:
+        console.print(f"--models-from-runs: {converted:,} of these run(s) would become model registry records "
+                      "(made by Neptune's model_to_run.py)")
+    elif converted:
+        console.print(f"{converted:,} run(s) look like models / model versions that Neptune's model_to_run.py "
+                      "turned into runs: pass --models-from-runs to export them as model registry records")
     summary = None
     if as_json:
         summary = {"command": "export", "dry_run": True, "runs": est.runs, "attributes": est.attributes,
-                   "points": est.points, "bytes": est.bytes, "details": est.details}
+                   "points": est.points, "bytes": est.bytes, "details": est.details,
+                   "models_from_runs": converted if models_from_runs else 0}
     _finish("export", Outcome(dry_run=True), strict=False, summary=summary)
 
 
@@ -646,8 +656,12 @@ def export_cmd(
                 console.print(f"since-last: runs created or modified since {since.isoformat()} "
                               f"(last export listed at {mark.isoformat() if mark else '?'}, minus the overlap)")
                 selection = replace(selection, modified_after=since)
+                if not no_models and not watermark.registry_included(layout, mark_id):
+                    console.print("since-last: the last export did not include the model registry: "
+                                  "listing it in full")
+                    selection = replace(selection, registry_in_full=True)
     if dry_run:
-        _export_dry_run(source, selection, as_json=as_json, shard=shard)
+        _export_dry_run(source, selection, as_json=as_json, shard=shard, models_from_runs=models_from_runs)
         return
     listed_at = datetime.now(timezone.utc)
 
@@ -667,11 +681,13 @@ def export_cmd(
             source, writer, selection,
             location=str(getattr(source, "location", from_)) if path is None else str(path.resolve()),
             force=force, on_run=on_run, source_root=path, shard=shard, models_from_runs=models_from_runs,
+            models=not no_models,
         )
         if live and not summary.count("failed"):
             from neptune_migrate.pipeline import watermark
 
-            watermark.record(writer, mark_id, listed_at, len(summary.runs))
+            refused = any("refused the model registry listing" in w for w in summary.warnings)
+            watermark.record(writer, mark_id, listed_at, len(summary.runs), models=not no_models and not refused)
         doc = summary.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1459,7 +1475,7 @@ def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path
     with DumpWriter(dump_path, shard.label if shard is not None else None) as writer:
         result = export_runs(source, writer, selection, location=_source_location(source, source_options),
                              on_run=on_run, source_root=_source_root(source, source_options), shard=shard,
-                             models_from_runs=models_from_runs)
+                             models_from_runs=models_from_runs, models=source_options.models)
         doc = result.to_json()
         if shard is not None:
             doc["shard"] = shard.to_json()
@@ -1610,7 +1626,7 @@ def _run_plan(
                 exported = export_runs(source, writer, only_new,
                                        location=_source_location(source, source_options),
                                        source_root=_source_root(source, source_options),
-                                       models_from_runs=models_from_runs)
+                                       models_from_runs=models_from_runs, models=source_options.models)
             doc = exported.to_json()
             export.categories = dict(doc["categories"])
             outcome = Outcome(failed_runs=doc["counts"]["failed"], categories=doc["categories"], dry_run=True,

@@ -391,6 +391,25 @@ class DumpWriter:
         except DumpFormatError:
             return None
 
+    def recommit(self, record: RunRecord) -> RunRecord:
+        """Rewrite the committed `run.json` of `record.key` with `record`'s metadata, keeping its parts,
+        series and source root (for a change of metadata only, e.g. a run turned into a registry
+        record); atomic, like a commit."""
+        from neptune_migrate.dump.reader import load_run_doc
+
+        run_dir = self.layout.run_dir(record.key)
+        old = load_run_doc(run_dir)
+        doc = _redact_notes(record_to_json(record))
+        doc["format_version"] = FORMAT_VERSION
+        doc["parts"] = old.get("parts", [])
+        if "source_root" in old:
+            doc["source_root"] = old["source_root"]
+        doc["digest"] = record_digest(doc)
+        doc["committed_at"] = datetime.now(timezone.utc).isoformat()
+        write_atomic(DumpLayout.record_file(run_dir),
+                     (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+        return record
+
     def add_source_root(self, root: str) -> int:
         """Record (once) the absolute folder that the next runs' provenance paths are relative to.
 

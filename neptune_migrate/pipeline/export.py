@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from neptune_migrate.dump.writer import DumpWriter, RunWriter
-from neptune_migrate.errors import MigrateError, MissingDependencyError, chain_text, one_line, redact
-from neptune_migrate.model import FileEntry, Loss, LossCategory, Provenance, RunKey, RunRecord, count_categories
+from neptune_migrate.errors import DumpFormatError, MigrateError, MissingDependencyError, chain_text, one_line, redact
+from neptune_migrate.model import (
+    FileEntry,
+    Loss,
+    LossCategory,
+    Provenance,
+    RunKey,
+    RunRecord,
+    SourceRunId,
+    count_categories,
+)
 from neptune_migrate.pipeline.shard import Shard, source_owner_keys
 from neptune_migrate.registry import REGISTRY_KINDS, annotate, from_model_to_run, model_to_run_kind
 from neptune_migrate.sources.base import ConcurrentRuns, RunSelection, ServerSelection, Source, content_fingerprint
@@ -187,6 +196,7 @@ def export_runs(
     source_root: Path | None = None,
     shard: Shard | None = None,
     models_from_runs: bool = False,
+    models: bool = True,
 ) -> ExportSummary:
     """Export every selected run; complete runs already in the dump are skipped unless `force`.
 
@@ -197,8 +207,11 @@ def export_runs(
 
     Runs made by Neptune's `model_to_run.py` become `model` / `model_version` records with
     `models_from_runs` (`registry.from_model_to_run`); without it they stay runs and one notice says
-    how many there are. Models and versions a source lists itself (its `listed_kind(key)`) are
-    selected by project and `--since-last` only: the other filters are for runs.
+    how many there are; a record converted once stays converted (a `model_to_run` record in the dump
+    converts its run again without the flag). Registry records, whatever the source, are selected by
+    project and `--since-last` only (`models=False`, `--no-models`, leaves them out): `--tag` and
+    `--created-*` are for runs, and so are `--run-id` / `--run-regex` where the source says which keys
+    are registry records before reading them (`listed_kind`). See `_RegistryRule`.
     """
     summary = ExportSummary(
         source=source.name,
@@ -218,15 +231,11 @@ def export_runs(
         root = os.path.abspath(source_root if source_root.is_dir() else source_root.parent)
         writer.add_source_root(root)
     lookalikes: list[str] = []
-    listed_kind = getattr(source, "listed_kind", None)
-    registry_selection = RunSelection(projects=selection.projects, modified_after=selection.modified_after)
+    rule = _RegistryRule.of(source, selection, keys, models=models)
 
     def one(key: RunKey) -> RunOutcome:
-        chosen = selection
-        if callable(listed_kind) and listed_kind(key) in REGISTRY_KINDS:
-            chosen = registry_selection
-        return _export_one(source, writer, chosen, key, force=force, root=root,
-                           models_from_runs=models_from_runs, lookalikes=lookalikes)
+        return _export_one(source, writer, selection, key, force=force, root=root,
+                           models_from_runs=models_from_runs, lookalikes=lookalikes, rule=rule)
 
     workers = source.run_workers if isinstance(source, ConcurrentRuns) else 1
     if workers > 1 and len(keys) > 1:
@@ -294,10 +303,13 @@ def _export_one(
     root: str | None = None,
     models_from_runs: bool = False,
     lookalikes: list[str] | None = None,
+    rule: _RegistryRule | None = None,
 ) -> RunOutcome:
-    if not selection.matches_key(key):
+    rule = rule or _RegistryRule(selection)
+    if not rule.key_matches(key):
         return RunOutcome(key=str(key), status="filtered")
     old: RunRecord | None = None
+    to_convert: RunRecord | None = None  # the dump's copy, still a run, that --models-from-runs converts
     fingerprint: str | None = None
     if not force:
         old = writer.committed_record(key)
@@ -307,10 +319,15 @@ def _export_one(
             except OSError:
                 fingerprint = None
             same = fingerprint is None or old.provenance.details.get("content_fingerprint") == fingerprint
-            unconverted = model_to_run_kind(old) is not None
+            unconverted = model_to_run_kind(old) is not None and not rule.is_native_elsewhere(old, writer)
             if unconverted and not models_from_runs and lookalikes is not None:
                 lookalikes.append(str(key))
-            if same and not _has_missing_files(old) and not (unconverted and models_from_runs):
+            if unconverted and models_from_runs:
+                if same and not _has_missing_files(old):
+                    return _convert_in_place(writer, old, rule)
+                to_convert = old  # another copy in the source: the more complete one is converted
+                old = from_model_to_run(old)
+            elif same and not _has_missing_files(old):
                 return RunOutcome(key=str(key), status="skipped", message="already complete in the dump")
     with writer.begin_run(key) as run:
         try:
@@ -324,25 +341,33 @@ def _export_one(
                 log.debug("export of %s failed", key, exc_info=True)
             return RunOutcome(key=str(key), status="failed", message=redact(one_line(exc)),
                               error_chain=[redact(t) for t in chain_text(exc)])
-        if not selection.matches_record(record):
-            return RunOutcome(key=str(key), status="filtered")
         if fingerprint is not None:
             details = {**record.provenance.details, "content_fingerprint": fingerprint}
             record = replace(record, provenance=replace(record.provenance, details=details))
         if root is not None:
             record = relative_record(record, root)
         record = annotate(record)  # models and versions carry their registry facts (format 1.3)
-        if models_from_runs:
-            record = from_model_to_run(record) or record
+        previous = old if not force else _committed_metadata(writer, key)
+        sticky = _was_converted(previous)
+        if models_from_runs or sticky:
+            record = _converted(record, writer, rule)
         elif lookalikes is not None and model_to_run_kind(record) is not None and str(key) not in lookalikes:
             lookalikes.append(str(key))
+        if not rule.record_matches(record):
+            return RunOutcome(key=str(key), status="filtered")
         message = ""
-        if old is not None and getattr(source, "live", False):
+        if previous is not None and previous.kind != record.kind:
+            message = f"the dump held it as a {previous.kind}: replaced it with this {record.kind} record"
+            record = replace(record, losses=(*record.losses, Loss(
+                "kind_changed", None, 1, message, LossCategory.CHANGED_FORM)))
+        elif old is not None and getattr(source, "live", False):
             message = "changed on the server since the dump's copy: replaced it"
-        elif old is not None and old.kind != record.kind:
-            message = f"the dump held it as a {old.kind}: replaced it with this {record.kind} record"
         elif old is not None:
             keep, message = _choose(old, record, run)
+            if not keep and to_convert is not None:
+                outcome = _convert_in_place(writer, to_convert, rule)
+                outcome.message = f"{message}; {outcome.message}"
+                return outcome
             if not keep:
                 return RunOutcome(key=str(key), status="skipped", message=message,
                                   points=sum(s.count for s in old.series), files=_stored(old.files),
@@ -350,6 +375,102 @@ def _export_one(
             record = replace(record, losses=(*record.losses, Loss(
                 "copy_replaced", None, 1, message, LossCategory.CHANGED_FORM)))
         record = run.commit(record)
+    outcome = _outcome(record)
+    outcome.message = message
+    return outcome
+
+
+def _committed_metadata(writer: DumpWriter, key: RunKey) -> RunRecord | None:
+    """The dump's record of `key` from its `run.json` only (no checksums: for what it says, not its data)."""
+    from neptune_migrate.dump.reader import load_run_doc
+    from neptune_migrate.dump.schema import record_from_json
+
+    run_dir = writer.layout.run_dir(key)
+    try:
+        return record_from_json(load_run_doc(run_dir))
+    except (OSError, DumpFormatError):
+        return None
+
+
+def _was_converted(record: RunRecord | None) -> bool:
+    """Whether the dump's record was made from a `model_to_run.py` run: such a conversion sticks."""
+    return record is not None and record.registry is not None and record.registry.origin == "model_to_run"
+
+
+@dataclass
+class _RegistryRule:
+    """One selection rule for registry records, whatever the source.
+
+    Model and version records are selected by project and `--since-last` only (`registry_in_full`:
+    the registry is listed without `modified_after`), or not at all with `--no-models`; the other
+    filters are for runs. Before reading, only a source's `listed_kind(key)` says what a key is.
+    `natives` are the (project, id) of models / versions the source lists itself this time.
+    """
+
+    selection: RunSelection
+    models: bool = True
+    listed_kind: Callable[[RunKey], str] | None = None
+    natives: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def of(cls, source: Source, selection: RunSelection, keys: list[RunKey], *, models: bool) -> _RegistryRule:
+        listed = getattr(source, "listed_kind", None)
+        if not callable(listed):
+            return cls(selection, models)
+        natives = frozenset((k.project, k.run_id) for k in keys if listed(k) in REGISTRY_KINDS)
+        return cls(selection, models, listed, natives)
+
+    @property
+    def registry_selection(self) -> RunSelection:
+        since = None if self.selection.registry_in_full else self.selection.modified_after
+        return RunSelection(projects=self.selection.projects, modified_after=since)
+
+    def key_matches(self, key: RunKey) -> bool:
+        if self.listed_kind is not None and self.listed_kind(key) in REGISTRY_KINDS:
+            return self.models and self.registry_selection.matches_key(key)
+        return self.selection.matches_key(key)
+
+    def record_matches(self, record: RunRecord) -> bool:
+        if record.kind in REGISTRY_KINDS:
+            return self.models and self.registry_selection.matches_record(record)
+        return self.selection.matches_record(record)
+
+    def is_native_elsewhere(self, record: RunRecord, writer: DumpWriter) -> bool:
+        """Whether the model / version a `model_to_run.py` run stands for is a native record too (listed
+        now, or committed in the dump with origin `registry`): then the run stays a run."""
+        old_id = record.fields.get("old_sys/id")
+        if old_id is None or not isinstance(old_id.value, str):
+            return False
+        if (record.key.project, old_id.value) in self.natives:
+            return True
+        other = writer.committed_record(RunKey(record.key.project, SourceRunId(old_id.value)))
+        return other is not None and other.registry is not None and other.registry.origin == "registry"
+
+
+def _converted(record: RunRecord, writer: DumpWriter, rule: _RegistryRule) -> RunRecord:
+    """`from_model_to_run(record)`, unless the source also holds that model / version natively: then the
+    run stays a run and says why (the native record is the registry's)."""
+    if model_to_run_kind(record) is None:
+        return record
+    if rule.is_native_elsewhere(record, writer):
+        old_id = record.fields["old_sys/id"].value
+        return replace(record, losses=(*record.losses, Loss(
+            "registry_duplicate", "old_sys/id", 1, f"made by Neptune's model_to_run.py from {old_id}, which the "
+            "source also holds as a registry record: kept as a run (the registry record is the native one)",
+            LossCategory.CHANGED_FORM)))
+    return from_model_to_run(record) or record
+
+
+def _convert_in_place(writer: DumpWriter, old: RunRecord, rule: _RegistryRule) -> RunOutcome:
+    """A complete run of the dump that `model_to_run.py` made, turned into its registry record without
+    reading the source again (its series and files are the dump's)."""
+    record = from_model_to_run(old)
+    assert record is not None  # the caller checked model_to_run_kind
+    if not rule.record_matches(record):
+        return RunOutcome(key=str(old.key), status="filtered")
+    message = "the dump held it as a run: turned it into a registry record"
+    record = writer.recommit(replace(record, losses=(*record.losses, Loss(
+        "kind_changed", None, 1, message, LossCategory.CHANGED_FORM))))
     outcome = _outcome(record)
     outcome.message = message
     return outcome

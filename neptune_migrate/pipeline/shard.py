@@ -22,7 +22,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from neptune_migrate.dump.reader import DumpReader, DumpRun, RefusedRun
 from neptune_migrate.errors import UsageError
-from neptune_migrate.model import RunKey
+from neptune_migrate.model import RunKey, SourceRunId
+from neptune_migrate.registry import REGISTRY_KINDS, annotate
 
 MAX_SHARDS = 100_000
 """More shards than this is a typo, not a plan."""
@@ -207,8 +208,10 @@ def partition(items: Iterable[T], shard: Shard | None, owner: Callable[[T], RunK
 def owned_scan(scanned: Iterable[DumpRun | RefusedRun], shard: Shard | None) -> list[DumpRun | RefusedRun]:
     """The dump runs (as `DumpReader.scan()` yields them) this shard handles, in their order.
 
-    Forks go with the root of their chain among the dump's runs. A refused run goes by its key, or
-    when its `run.json` could not be read, by its folder's name.
+    Forks go with the root of their chain among the dump's runs; a model and its versions go together,
+    by `project/<model id>` (the model's own key when it is a native record), so one shard imports a
+    model's versions in order. A refused run goes by its key, or when its `run.json` could not be read,
+    by its folder's name.
     """
     items = list(scanned)
     if shard is None:
@@ -221,11 +224,17 @@ def owned_scan(scanned: Iterable[DumpRun | RefusedRun], shard: Shard | None) -> 
         elif run.key is not None:
             parents.setdefault(run.key, None)
     roots = owner_keys(parents)
+    models: dict[RunKey, RunKey] = {}
+    for run in items:
+        if isinstance(run, DumpRun) and run.record.kind in REGISTRY_KINDS:
+            info = annotate(run.record).registry
+            if info is not None:
+                models[run.key] = RunKey(run.key.project, SourceRunId(info.model_id))
 
     def owner(run: DumpRun | RefusedRun) -> RunKey | str:
         if run.key is None:
             return run.run_dir.name
-        return roots.get(run.key, run.key)
+        return models.get(run.key) or roots.get(run.key, run.key)
 
     return partition(items, shard, owner)
 

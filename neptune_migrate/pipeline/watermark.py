@@ -7,6 +7,10 @@ without failed runs started listing. The next `--since-last` export asks the ser
 created or modified at or after `listed_at - overlap` (the overlap covers clock skew between this
 machine and the server and runs written while the previous export listed); runs in the overlap
 whose content did not change are skipped without a request.
+
+An entry also says whether that export included the model registry (`"models": true`); when it
+does not (`--no-models`, or a dump from a release before the registry was exported), the next
+`--since-last` export lists the registry in full (`registry_included`).
 """
 
 from __future__ import annotations
@@ -50,14 +54,22 @@ def read_since(layout: DumpLayout, ident: str) -> tuple[datetime | None, datetim
     return mark, mark - overlap
 
 
-def record(writer: DumpWriter, ident: str, listed_at: datetime, runs: int) -> None:
+def registry_included(layout: DumpLayout, ident: str) -> bool:
+    """Whether the export that stored the watermark `ident` included the model registry."""
+    if not layout.manifest.exists():
+        return False
+    entry = _entries(read_manifest(layout).extra).get(ident)
+    return isinstance(entry, dict) and entry.get("models") is True
+
+
+def record(writer: DumpWriter, ident: str, listed_at: datetime, runs: int, *, models: bool = False) -> None:
     """Store the watermark of an export that finished without failed runs (under the manifest lock,
     on a fresh read, when shards share the dump)."""
 
     def update(current: Any) -> dict[str, Any]:
         entries = dict(current) if isinstance(current, dict) else {}
         entries[ident] = {"listed_at": listed_at.isoformat(), "overlap_seconds": OVERLAP.total_seconds(),
-                          "runs_listed": runs}
+                          "runs_listed": runs, "models": models}
         return entries
 
     writer.update_extra(KEY, update)

@@ -170,6 +170,9 @@ class RunSelection:
     modified_after: datetime | None = None
     """Only runs created or modified at or after this time (`export --since-last`); a live source
     applies it on the server, the pipeline checks it again on the record."""
+    registry_in_full: bool = False
+    """`--since-last` after an export that did not include the model registry (older dumps, or
+    `--no-models`): models and versions are listed and selected without `modified_after`."""
 
     def matches_key(self, key: RunKey) -> bool:
         if self.projects and key.project not in self.projects:

@@ -54,6 +54,7 @@ from neptune_migrate.model import (
     SeriesKind,
     SourceRunId,
 )
+from neptune_migrate.registry import model_to_run_kind
 from neptune_migrate.retry import Retrier, RetryPolicy
 from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions, fingerprint_files
 from neptune_migrate.sources.live_budget import RequestBudget
@@ -75,6 +76,14 @@ class _Listed:
     created: str | None
     modified: str | None
     kind: ContainerKind = "run"
+
+
+class _RegistryRefused(Exception):  # noqa: N818 - a signal inside this module, not an error for users
+    """The server refused a model / model version listing (an older server, a registry turned off)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Stop:
@@ -153,15 +162,31 @@ class Neptune2ApiSource:
 
     def _list_models(self, project: str) -> Iterator[RunKey]:
         """The project's models, then its model versions (the run filters are for runs: only
-        `--since-last` narrows this listing)."""
-        query = self._query(RunSelection(modified_after=self._selection.modified_after))
-        for api_type in ("model", "modelVersion"):
-            for entry in self._iter_entries(project, query, api_type):
-                yield self._keep(project, entry, _KINDS[api_type])
+        `--since-last` narrows this listing, and not when `registry_in_full`). A server that refuses
+        the registry listing (400/403/404: an older server, a registry turned off) is a warning: the
+        runs are exported without the registry."""
+        since = None if self._selection.registry_in_full else self._selection.modified_after
+        query = self._query(RunSelection(modified_after=since))
+        try:
+            for api_type in ("model", "modelVersion"):
+                for entry in self._iter_entries(project, query, api_type):
+                    yield self._keep(project, entry, _KINDS[api_type])
+        except _RegistryRefused as refused:
+            self._warnings.append(f"{project}: the server refused the model registry listing (HTTP "
+                                  f"{refused.status}); registry not exported")
 
     def _keep(self, project: str, entry: dict[str, Any], kind: ContainerKind) -> RunKey:
         listed_type = entry.get("type")
-        if listed_type is not None and _KINDS.get(str(listed_type)) != kind:
+        if listed_type is not None:
+            got = _KINDS.get(str(listed_type))
+        elif kind == "run":
+            got = kind
+        else:  # no type in the entry: its shape says (only runs have sys/failed, only versions sys/model_id)
+            has_model_id = mapping.entry_value(entry, "sys/model_id") is not None
+            is_run = mapping.entry_value(entry, "sys/failed") is not None
+            got = "run" if is_run else ("model_version" if has_model_id else "model")
+            listed_type = {"run": "run", "model": "model", "model_version": "modelVersion"}[got]
+        if got != kind:
             msg = f"{project}: the server listed a {listed_type} where it was asked for {kind}s only"
             raise SourceFormatError(msg)
         key = RunKey(project, SourceRunId(str(mapping.entry_value(entry, "sys/id"))))
@@ -216,7 +241,7 @@ class Neptune2ApiSource:
         self.select(selection)
         runs = attributes = points = size = 0
         details = {"files": 0, "float_points": 0, "string_points": 0, "file_points": 0, "models": 0,
-                   "model_versions": 0, "requests": 0}
+                   "model_versions": 0, "model_to_run_runs": 0, "requests": 0}
         for key in self.list_runs():
             kind = self.listed_kind(key)
             if kind != "run":
@@ -229,6 +254,9 @@ class Neptune2ApiSource:
                              experimentId=self._uuid(key))
             attrs = mapping.split_attributes(doc.get("attributes", []))
             runs += kind == "run"
+            if kind == "run" and model_to_run_kind(RunRecord(key=key, system=attrs.system, fields=attrs.fields,
+                                                             provenance=Provenance(self.name, ""))) is not None:
+                details["model_to_run_runs"] += 1  # what --models-from-runs would turn into registry records
             attributes += len(doc.get("attributes", []))
             for path, typ in attrs.series:
                 page = self._json(self._leaderboard(), mapping.SERIES_OPERATION[typ], f"{key}: {path} count",
@@ -369,7 +397,10 @@ class Neptune2ApiSource:
         creation time, across the 10,000-offset limit."""
         after: str | None = None
         seen_at_boundary: set[str] = set()
-        columns = [{"path": p} for p in ("sys/id", "sys/creation_time", "sys/modification_time")]
+        paths = ["sys/id", "sys/creation_time", "sys/modification_time"]
+        if api_type != "run":  # the shape of an entry without `type` (see `_keep`)
+            paths += ["sys/model_id", "sys/failed"]
+        columns = [{"path": p} for p in paths]
         while True:
             window = query
             if after is not None:
@@ -388,8 +419,11 @@ class Neptune2ApiSource:
                     doc = self._json(self._leaderboard(), "searchLeaderboardEntries", f"{api_type}s of {project}",
                                      projectIdentifier=project, type=[api_type], params=params)
                 except Exception as exc:
-                    if status_of(exc) in (401, 403, 404):
-                        raise self._fatal(exc, f"listing the runs of {project}") from exc
+                    status = status_of(exc)
+                    if api_type != "run" and status in (400, 403, 404):
+                        raise _RegistryRefused(status or 0) from exc
+                    if status in (401, 403, 404):
+                        raise self._fatal(exc, f"listing the {api_type}s of {project}") from exc
                     raise
                 entries = doc.get("entries", [])
                 for entry in entries:

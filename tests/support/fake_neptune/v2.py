@@ -338,6 +338,13 @@ class FakeNeptune2(FakeServer):
         self.max_offset = 10_000
         self.tie_order_seed = 7
         self.on_list_page: Callable[[int], None] | None = None
+        self.refuse_types: dict[str, int] = {}
+        """Knob: a listing of this container type (`model`, `modelVersion`) is answered with this status
+        (an older server, a registry turned off)."""
+        self.mix_into: dict[str, str] = {}
+        """Knob: a listing of the key type also returns the containers of the value type (a broken server)."""
+        self.omit_type = False
+        """Knob: listing entries carry no `type` (the source must judge them by their shape)."""
         self._zips: dict[str, bytes] = {}
         self._list_pages = 0
         self._run_index: dict[str, FakeRun2] = {}
@@ -535,6 +542,10 @@ class FakeNeptune2(FakeServer):
         except ValueError as exc:
             return Reply.error(400, "Syntax error: " + str(exc))
         types = req.query.get("type") or ["run"]
+        for t in types:
+            if t in self.refuse_types:
+                return Reply.error(self.refuse_types[t], f"Unsupported container type {t}")
+        types = [*types, *(self.mix_into[t] for t in types if t in self.mix_into)]
         runs = [r for r in proj.runs if r.container_type in types and match(r)]
         rng = random.Random(self.tie_order_seed)
         tie = {r.uuid: rng.random() for r in runs}
@@ -553,7 +564,10 @@ class FakeNeptune2(FakeServer):
         entries = []
         for r in runs[offset:offset + limit]:
             attrs = [a for a in r.attributes() if a["name"] in wanted]
-            entries.append({"experimentId": r.uuid, "type": r.container_type, "attributes": attrs})
+            entry = {"experimentId": r.uuid, "type": r.container_type, "attributes": attrs}
+            if self.omit_type:
+                del entry["type"]
+            entries.append(entry)
         self._list_pages += 1
         if self.on_list_page is not None and limit > 0:
             self.on_list_page(self._list_pages)

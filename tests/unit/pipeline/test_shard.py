@@ -189,3 +189,34 @@ def test_cli_refuses_a_bad_shard_with_exit_2(cli, tmp_path: Path) -> None:  # ty
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: shard 0/3: K must be between 1 and 3 (shards count from 1)")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_model_and_its_versions_are_in_one_shard(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Registry records go by (project, model id), so one shard imports all versions of a model in order;
+    here from model_to_run.py runs (each keeps its own run id as key) and a run of the same project."""
+    from neptune_migrate import cli
+    from neptune_migrate.dump.reader import DumpReader, DumpRun
+    from neptune_migrate.pipeline.shard import owned_scan
+    from tests.conftest import FIXTURES
+
+    dump = tmp_path / "d"
+    old = sys.argv
+    sys.argv = ["neptune-migrate", "export", "--from", "neptune-exporter",
+                str(FIXTURES / "neptune-exporter" / "generated" / "model_to_run" / "data"), "--out", str(dump),
+                "--models-from-runs"]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+    finally:
+        sys.argv = old
+    assert exc.value.code in (0, None)
+    reader = DumpReader(dump)
+    registry = {run.key for run in reader.scan() if isinstance(run, DumpRun) and run.record.kind != "run"}
+    assert len(registry) == 4
+    project = next(iter(registry)).project
+    for count in (3, 7, 50):
+        holders = [k for k in range(1, count + 1)
+                   if registry & {r.key for r in owned_scan(reader.scan(), Shard(k, count)) if r.key}]
+        assert holders == [shard_number(RunKey(project, SourceRunId("PROJ-CLF")), count)], count
+        owned = [r.key for k in range(1, count + 1) for r in owned_scan(reader.scan(), Shard(k, count))]
+        assert sorted(map(str, owned)) == sorted(str(r.key) for r in reader.scan())  # each run in one shard
