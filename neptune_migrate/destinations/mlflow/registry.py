@@ -194,7 +194,7 @@ class MlflowRegistry:
     def _version_files(self, mv: Any, into: Path) -> dict[str, FileDigest]:
         """Every file of the version, downloaded and hashed (logged model artifacts, else the
         carrier run's `neptune/files`)."""
-        from mlflow.artifacts import download_artifacts
+        from mlflow.artifacts import download_artifacts, list_artifacts
 
         into.mkdir(parents=True, exist_ok=True)
         uri = mv.source
@@ -205,6 +205,10 @@ class MlflowRegistry:
             lm = self._req("get_logged_model", lambda: self.client.get_logged_model(mv.tags[TAG_LOGGED_MODEL])) \
                 if TAG_LOGGED_MODEL in mv.tags else None
             location = lm.artifact_location if lm is not None else uri
+            listed = self._req("list_artifacts", lambda: list_artifacts(
+                artifact_uri=location, tracking_uri=self.dest.tracking_uri))
+            if not listed:  # a version without files: its logged model has no artifacts folder at all
+                return {}
             local = Path(self._req("download_artifacts", lambda: download_artifacts(
                 artifact_uri=location, dst_path=str(into), tracking_uri=self.dest.tracking_uri)))
         out: dict[str, FileDigest] = {}
