@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-class ServerFailed(RuntimeError):
+class ServerStartError(RuntimeError):
     """The server exited or never answered `/health`; the message ends with its log's tail."""
 
 
@@ -60,13 +60,13 @@ def running_mlflow_server(root: Path, backend_store_uri: str, *, timeout: float 
             deadline = time.monotonic() + timeout
             while True:
                 if proc.poll() is not None:
-                    raise ServerFailed(f"mlflow server exited with {proc.returncode}:\n"
+                    raise ServerStartError(f"mlflow server exited with {proc.returncode}:\n"
                                        + log_path.read_text(errors="replace")[-3000:])
                 with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                     if resp.status == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise ServerFailed(f"mlflow server did not answer /health within {timeout:.0f} s:\n"
+                    raise ServerStartError(f"mlflow server did not answer /health within {timeout:.0f} s:\n"
                                        + log_path.read_text(errors="replace")[-3000:])
                 time.sleep(0.3)
             yield url

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.mlflow_server import ServerFailed, mlflow_executable, running_mlflow_server
+from tests.conftest import export_fixture
+from tests.support.mlflow_server import ServerStartError, mlflow_executable, running_mlflow_server
 from tests.support.postgres import Postgres, find_bin, running_postgres
 
 
@@ -50,7 +51,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowBa
     try:
         with running_mlflow_server(root, f"sqlite:///{root}/mlflow.db") as url:
             yield MlflowBackend("server", url, None, root / "mlflow.db", root / "artifacts")
-    except ServerFailed as exc:
+    except ServerStartError as exc:
         pytest.fail(str(exc))
 
 
@@ -75,3 +76,16 @@ def mlflow_backend(request: pytest.FixtureRequest) -> MlflowBackend:
     fixture = "mlflow_sqlite" if request.param == "sqlite" else "mlflow_server"
     backend: MlflowBackend = request.getfixturevalue(fixture)
     return backend
+
+
+@pytest.fixture(scope="session")
+def exported_fixture(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Export a fixture by name (once per session) and return its dump folder."""
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            done[name] = export_fixture(name, tmp_path_factory.mktemp("dump") / name)
+        return done[name]
+
+    return get

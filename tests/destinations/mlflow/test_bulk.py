@@ -35,7 +35,7 @@ from neptune_migrate.model import Field
 from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
 from neptune_migrate.retry import FAST
 from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
-from tests.conftest import FIXTURE_SOURCES, REPO, export_fixture
+from tests.conftest import FIXTURE_SOURCES, REPO
 from tests.factories import float_points, key, make_record
 from tests.support.postgres import Postgres
 
@@ -192,19 +192,6 @@ def test_bulk_equals_log_batch_on_nan_inf_and_duplicate_steps(
 
 DEFAULT_FIXTURE = {"sqlite": "exporter-neptune3", "postgresql": "offline-neptune1"}
 """The one fixture per store the default run compares; every other (store, fixture) pair is `slow`."""
-
-
-@pytest.fixture(scope="session")
-def exported_fixture(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Export a fixture by name (once per session) and return its dump folder."""
-    done: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in done:
-            done[name] = export_fixture(name, tmp_path_factory.mktemp("dump") / name)
-        return done[name]
-
-    return get
 
 
 @pytest.mark.parametrize(("kind", "name"), [
