@@ -70,7 +70,7 @@ def pg_server(postgres: Postgres) -> Iterator[PgServer]:
 
 def _http_dump(root: Path) -> Path:
     """NaN, +-inf, duplicate steps and a NaN/0.0 tie (the bulk tests' edge series), plus one run of
-    8,000 points: 8 `log_batch` requests that `--workers 4` sends several at a time."""
+    4,000 points: 4 `log_batch` requests that `--workers 4` sends at once."""
     with DumpWriter(root) as dump:
         with dump.begin_run(key("HTTP-1")) as run:
             run.add_points("float", _edge_points())
@@ -78,7 +78,7 @@ def _http_dump(root: Path) -> Path:
             run.add_points("float", float_points("train/loss", steps, [1 / (s + 1) for s in steps], T0))
             run.commit(make_record(key("HTTP-1"), fields={"lr": Field("float", 0.001), "name": Field("string", "é")}))
         with dump.begin_run(key("HTTP-2")) as run:
-            for start in range(0, 8_000, 2_000):
+            for start in range(0, 4_000, 2_000):
                 steps = list(range(start, start + 2_000))
                 run.add_points("float", float_points("train/acc", steps, [s / 7 for s in steps],
                                                      T0 + timedelta(minutes=1, seconds=start)))
@@ -159,13 +159,13 @@ def test_api_and_bulk_over_http_on_postgresql_store_the_same_rows(
     assert edge["params"] == {"lr": "0.001", "name": "é"}
     [big] = [v for k, v in api.items() if k.endswith("|HTTP-2")]
     start = 1714564800000 + 60_000  # float_points: one second per step
-    assert big["history"]["train/acc"] == [(s, start + 1000 * s, repr(s / 7)) for s in range(8_000)]
-    assert big["latest"]["train/acc"] == (7_999, start + 7_999_000, repr(7_999 / 7))
+    assert big["history"]["train/acc"] == [(s, start + 1000 * s, repr(s / 7)) for s in range(4_000)]
+    assert big["latest"]["train/acc"] == (3_999, start + 3_999_000, repr(3_999 / 7))
     latest_api = _latest_by_get_run(pg_server.url, "api-edge--")
     assert latest_api == _latest_by_get_run(pg_server.url, "bulk-edge--")
     assert latest_api[next(k for k in latest_api if k.endswith("|HTTP-1"))] == {
         "edge/x": "nan", "train/loss": 1 / 40}
-    assert _verify_all_ways(cli, dump, pg_server, "edge", tmp_path) == 10 + 40 + 8_000  # one exact duplicate
+    assert _verify_all_ways(cli, dump, pg_server, "edge", tmp_path) == 10 + 40 + 4_000  # one exact duplicate
 
 
 @pytest.mark.slow
