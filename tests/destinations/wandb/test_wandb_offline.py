@@ -326,3 +326,11 @@ def test_offline_series_are_read_in_step_ordered_pages_with_the_findings_of_a_wh
     assert sorted(f.step for f in single[0]) == [whole.column("step")[i].as_py() for i in (63, 64, 100)]
     assert _verify(reader, dest) == []  # verify page by page: no findings
     dest.close()
+    # The snapshot's reading keeps counts and first values only: the same as the full history's.
+    [run_dir] = (out / "wandb").glob(f"offline-run-*-{run_id}")
+    full = read_run(run_dir / f"run-{run_id}.wandb")
+    light = read_run(run_dir / f"run-{run_id}.wandb", history=False)
+    assert light.history == {}
+    assert light.counts == {k: len(v) for k, v in full.history.items()} == full.counts
+    assert light.first == {k: v[0][2] for k, v in full.history.items()}
+    assert (light.summary, light.config, light.rows) == (full.summary, full.config, full.rows)
