@@ -19,7 +19,9 @@ name it gives a finished run). Then, each in its own process (peak RSS from `os.
   import DUMP --to mlflow --tracking-uri sqlite:///B.db` (a fresh store; `--bulk auto`: the bulk
   path). Its time is export + import, its peak the greater of the two.
 
-Both wall times include interpreter start, imports and the creation of the store's schema. After
+Both wall times include interpreter start, imports and the creation of the store's schema; CPU
+seconds (user + system, from `os.wait4`) are printed too: on a shared machine they depend less on
+what else runs than wall time does. After
 both, the parent counts the `metrics` rows of each store and checks the sums of steps and values
 match: the two tools stored the same points.
 """
@@ -56,6 +58,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     _, status, usage = os.wait4(proc.pid, 0)
     rc = os.waitstatus_to_exitcode(status)
     out: dict[str, Any] = {"rc": rc, "seconds": round(time.perf_counter() - start, 2),
+                           "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
                            "peak_rss_mib": round(usage.ru_maxrss / 1024)}
     if rc != 0:
         out["stderr_tail"] = err.decode(errors="replace").strip().splitlines()[-5:]
@@ -97,6 +100,7 @@ def main() -> None:
         imp = timed([*cli, "import", str(work / "dump"), "--to", "mlflow", "--tracking-uri",
                      f"sqlite:///{work / 'ours.db'}", "--bulk", "auto"], work, ours_env)
         ours = {"rc": export["rc"] or imp["rc"], "seconds": round(export["seconds"] + imp["seconds"], 2),
+                "cpu_seconds": round(export["cpu_seconds"] + imp["cpu_seconds"], 2),
                 "peak_rss_mib": max(export["peak_rss_mib"], imp["peak_rss_mib"]),
                 "export": export, "import": imp}
         row: dict[str, Any] = {"points": args.points, "series": args.series, "exporter": theirs, "ours": ours}
@@ -105,19 +109,22 @@ def main() -> None:
         row["same_points"] = row["exporter"]["store"] == row["ours"]["store"]
         if theirs["rc"] == 0 and ours["rc"] == 0:
             row["speedup"] = round(theirs["seconds"] / ours["seconds"], 2)
+            row["cpu_ratio"] = round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2)
         if args.json:
             print(json.dumps(row))
         else:
             for name in ("exporter", "ours"):
                 r = row[name]
                 rate = args.points / r["seconds"] / 1000
-                print(f"{name:<9} {r['seconds']:>8.1f} s  {rate:>8.1f}k points/s  peak RSS {r['peak_rss_mib']:>5} MiB"
+                print(f"{name:<9} {r['seconds']:>8.1f} s ({r['cpu_seconds']:.1f} s CPU)  {rate:>8.1f}k points/s"
+                      f"  peak RSS {r['peak_rss_mib']:>5} MiB"
                       f"  rows {r['store'] and r['store']['rows']}" + ("" if r["rc"] == 0 else f"  (exit {r['rc']})"))
                 for line in r.get("stderr_tail", []):
                     print(f"    {line}")
             print(f"ours: export {export['seconds']:.1f} s ({export['peak_rss_mib']} MiB), "
                   f"import {imp['seconds']:.1f} s ({imp['peak_rss_mib']} MiB)")
-            print(f"same points in both stores: {row['same_points']}; speedup: {row.get('speedup')}x")
+            print(f"same points in both stores: {row['same_points']}; speedup: {row.get('speedup')}x wall, "
+                  f"{row.get('cpu_ratio')}x CPU")
             print(f"python {platform.python_version()}, {os.cpu_count()} cores, "
                   f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:

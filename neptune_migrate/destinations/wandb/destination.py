@@ -638,7 +638,9 @@ class WandbDestination:
         stamp = (st.st_mtime, st.st_size)
         if self._cache is not None and self._cache[0] == run_id and self._cache[1] == stamp:
             return self._cache[2]
-        logged = read_run(path, history=False)  # counts only: series are read page by page
+        # A small file is decoded once, history included (every series then comes from memory); a
+        # larger one keeps counts only and its series are streamed page by page.
+        logged = read_run(path, history=st.st_size <= STREAM_ABOVE)
         self._cache = (run_id, stamp, logged)
         return logged
 
@@ -726,20 +728,25 @@ class WandbDestination:
             lines = self._index(run_id, key)
             if lines:
                 return m.index_table(lines)
-        if self.mode == "online":
-            history = self._logged(run_id).history
-        else:
+        if self._streamed(run_id):
             history, _ = read_history_page(self._run_file(run_id), key, _companions(key), 0, None)
+        else:
+            history = self._logged(run_id).history
         return m.history_table(kind, m.history_points(history, key))
+
+    def _streamed(self, run_id: str) -> bool:
+        """An offline run file larger than `STREAM_ABOVE`: its series are read from the file."""
+        return self.mode != "online" and self._run_file(run_id).stat().st_size > STREAM_ABOVE
 
     def read_series_page(
         self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
     ) -> tuple[pa.Table, str | None]:
-        """Offline float and string series `HISTORY_PAGE` rows at a time, streamed from the run file in
-        its row order (W&B's `_step`, increasing); the token is the file offset to go on from. File
+        """Float and string series of an offline run file larger than `STREAM_ABOVE`: `HISTORY_PAGE`
+        rows at a time, streamed from the file in its row order (W&B's `_step`, increasing); the
+        token is the file offset to go on from. Smaller files (decoded once for all series), file
         series, histograms and online runs (the API's `scan_history` has no resumable position):
         the whole series as one page."""
-        if self.mode == "online" or kind not in ("float", "string"):
+        if kind not in ("float", "string") or not self._streamed(run_id):
             return self.read_series(run_id, kind, key), None
         start = 0 if token is None else int(token)
         history, end = read_history_page(self._run_file(run_id), key, _companions(key), start, HISTORY_PAGE)
@@ -776,7 +783,10 @@ class WandbDestination:
 
 
 HISTORY_PAGE = 50_000
-"""Rows of one series per `read_series_page` of an offline run."""
+"""Rows of one series per `read_series_page` of a streamed offline run."""
+STREAM_ABOVE = 32 * 1024 * 1024
+"""Offline run files up to this size are decoded once with their whole history (fast for runs with
+many series: one pass); larger ones are streamed once per series, one page in memory at a time."""
 
 
 def _companions(key: str) -> tuple[str, ...]:

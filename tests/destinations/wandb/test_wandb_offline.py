@@ -303,6 +303,7 @@ def test_offline_series_are_read_in_step_ordered_pages_with_the_findings_of_a_wh
     reader, out, runs = imported
     [cad] = [r for r in runs if r.key.endswith("CAD-1")]
     monkeypatch.setattr(wd, "HISTORY_PAGE", 64)
+    monkeypatch.setattr(wd, "STREAM_ABOVE", 0)  # stream this small file as a large one would be
     dest = _dest(out)
     run_id = cad.destination_run_id
     series = (("float", "train/loss"), ("float", "eval/acc"), ("float", "train/lr"), ("string", "logs/stdout"))
