@@ -86,15 +86,22 @@ def _http_dump(root: Path) -> Path:
     return root
 
 
+def _lost_in_dump_only(proc: Any) -> bool:
+    """Exit 1 because the dump itself lacks something (a fixture's deliberately missing file)."""
+    text = proc.stdout + proc.stderr
+    return bool(proc.returncode == 1 and ("lost: 1 (file_missing_in_dump=1)" in text
+                                          or "verify exit 1: lost: 1" in text))
+
+
 def _import_both(cli: Callable[..., Any], dump: Path, server: PgServer, tag: str, tmp: Path) -> None:
     """The API path with 4 requests in flight, then the bulk path next to the server."""
     api = cli("import", str(dump), "--to", "mlflow", "--tracking-uri", server.url, "--experiment-template",
               f"api-{tag}--{{project}}", "--workers", "4", "--report", str(tmp / f"api-{tag}.json"))
-    assert api.returncode == 0, api.stderr
+    assert api.returncode == 0 or _lost_in_dump_only(api), api.stderr
     blk = cli("import", str(dump), "--to", "mlflow", "--tracking-uri", server.url, "--mlflow-db", server.db,
               "--bulk", "always", "--experiment-template", f"bulk-{tag}--{{project}}",
               "--report", str(tmp / f"bulk-{tag}.json"))
-    assert blk.returncode == 0, blk.stderr
+    assert blk.returncode == 0 or _lost_in_dump_only(blk), blk.stderr
     runs = len(list(DumpReader(dump).runs()))
     for path in ("api", "bulk"):
         doc = json.loads((tmp / f"{path}-{tag}.json").read_text())
@@ -124,9 +131,10 @@ def _verify_all_ways(cli: Callable[..., Any], dump: Path, server: PgServer, tag:
     report = tmp / f"verify-{tag}.json"
     proc = cli("verify", str(dump), "--to", "mlflow", "--tracking-uri", server.url, "--mlflow-db", server.db,
                "--read", "sql", "--experiment-template", f"bulk-{tag}--{{project}}", "--report", str(report))
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+    assert proc.returncode == 0 or _lost_in_dump_only(proc), (proc.stdout[-2000:], proc.stderr[-2000:])
     doc = json.loads(report.read_text())
-    assert doc["ok"] is True
+    assert [f for r in doc["runs"] for f in r["findings"]] == []
+    assert doc["ok"] is (proc.returncode == 0)  # not "ok" only for what the dump itself lost
     compared = {doc["totals"]["points_compared"]}
     reader = DumpReader(dump)
     for path, read in (("bulk", "api"), ("api", "sql"), ("api", "api")):
