@@ -242,15 +242,18 @@ def prepare_run(
     points = 0
     series = list(rec.series)
     collectors: dict[tuple[SeriesKind, str], StepCollector] = {}
+    keep = options.step_policy == "rank"  # ranks need every distinct step; else count while we can
     for kind in SERIES_KINDS:
-        kind_series = {s.path: StepCollector() for s in series if s.kind == kind}
+        kind_series = {s.path: StepCollector(keep=keep) for s in series if s.kind == kind}
         if not kind_series:
             continue
-        for table in reader.iter_points(run, kind, columns=["path", "step"],
-                                        paths=None if wanted is None else sorted(kind_series)):
-            for path, steps_of_path in _steps_by_path(table):
-                if path in kind_series:
-                    kind_series[path].add(steps_of_path)
+        _collect_steps(reader, run, kind, kind_series, all_paths=wanted is None)
+        # A series whose steps stopped being integral and in order after they were only counted:
+        # a second pass keeps its distinct steps (memory of its distinct steps, as before).
+        again = {path: StepCollector(keep=True) for path, col in kind_series.items() if col.lost}
+        if again:
+            _collect_steps(reader, run, kind, again, all_paths=False)
+            kind_series.update(again)
         collectors.update({(kind, path): col for path, col in kind_series.items()})
     for (kind, path), plan in plan_run(collectors, options.step_policy).items():
         points += plan.points
@@ -293,6 +296,16 @@ def prepare_run(
                            import_digest=digest, origin=reader.manifest.origin, end_time=end)
     return Prepared(prepared, wanted, losses, keymap.renamed, keymap.collisions, step_changes, points, size,
                     plans)
+
+
+def _collect_steps(reader: DumpReader, run: DumpRun, kind: SeriesKind, collectors: dict[str, StepCollector],
+                   *, all_paths: bool) -> None:
+    """Feed each series' steps (one pass over the run's `kind` parts) to its collector."""
+    for table in reader.iter_points(run, kind, columns=["path", "step"],
+                                    paths=None if all_paths else sorted(collectors)):
+        for path, steps_of_path in _steps_by_path(table):
+            if path in collectors:
+                collectors[path].add(steps_of_path)
 
 
 def _steps_by_path(table: pa.Table) -> Iterator[tuple[str, pa.Array]]:

@@ -72,15 +72,53 @@ class SeriesSteps:
 
 
 class StepCollector:
-    """Accumulates one series' steps over bounded batches, then decides its plan."""
+    """Accumulates one series' steps over bounded batches, then decides its plan.
 
-    def __init__(self) -> None:
+    Steps that arrive finite, integral, within the exact int64 range and in non-decreasing order
+    (how a training log is written, and how the dump hands a series back) need no step list for
+    their plan, so memory can stay flat whatever the series' length.
+    With `keep=False` such steps are only counted; the first batch that breaks that streak switches
+    to keeping the distinct steps, and if steps were only counted before it the collector is `lost`:
+    the caller collects the series again with `keep=True` (every distinct step from the start, as
+    the `rank` policy needs)."""
+
+    def __init__(self, *, keep: bool = True) -> None:
         self._chunks: list[np.ndarray] = []
         self.points = 0
+        self._counting = not keep
+        self._last: float | None = None
+        self._distinct_count = 0
+        self._max_abs = 0.0
+        self.lost = False
+        """Steps were only counted, then a batch needed the step list: collect again with keep=True."""
+
+    def _count(self, arr: np.ndarray) -> bool:
+        """Count a batch that keeps the integral, in-range, non-decreasing streak; False if it breaks it."""
+        if not (np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr))):
+            return False
+        diffs = np.diff(arr)
+        if np.any(diffs < 0) or (self._last is not None and arr[0] < self._last):
+            return False
+        top = float(np.max(np.abs(arr)))
+        if top >= _INT64_SAFE:
+            return False
+        self._distinct_count += 1 + int(np.count_nonzero(diffs)) - int(arr[0] == self._last)
+        self._last = float(arr[-1])
+        self._max_abs = max(self._max_abs, top)
+        return True
 
     def add(self, steps: pa.Array | pa.ChunkedArray) -> None:
         arr = np.asarray(steps.to_numpy(zero_copy_only=False), dtype=np.float64)
         self.points += len(arr)
+        if len(arr) == 0 or self.lost:
+            return
+        if self._counting:
+            if self._count(arr):
+                return
+            self._counting = False
+            if self._distinct_count:
+                self.lost = True
+                return
         # Only distinct steps are kept: memory is bounded by the series' distinct steps.
         self._chunks.append(np.unique(arr))
         if len(self._chunks) > 16:
@@ -91,10 +129,17 @@ class StepCollector:
 
     def fits(self, factor: int) -> bool:
         """Every step times `factor` is still an exact integer in the int64-safe range."""
+        if self._counting:
+            return self._max_abs * factor < _INT64_SAFE
         distinct = self._distinct()
         return len(distinct) == 0 or float(np.max(np.abs(distinct))) * factor < _INT64_SAFE
 
     def plan(self, policy: StepPolicyName) -> SeriesSteps:
+        if self.lost:
+            msg = "the steps of this series must be collected again with keep=True"
+            raise RuntimeError(msg)
+        if self._counting and policy != "rank":  # integral, in range: no step list needed
+            return SeriesSteps("int", points=self.points, duplicates=self.points - self._distinct_count)
         distinct = self._distinct()
         dupes = self.points - len(distinct)
         finite = bool(np.all(np.isfinite(distinct)))

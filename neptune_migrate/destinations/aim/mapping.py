@@ -435,7 +435,12 @@ def seconds(timestamps: pa.ChunkedArray | pa.Array) -> list[float]:
 
 
 def timestamps_from_seconds(values: Iterable[float]) -> pa.Array:
-    """Aim's float seconds back to microsecond timestamps (exact for every us timestamp < 2^53)."""
+    """Aim's float seconds back to microsecond timestamps (exact for every us timestamp < 2^53).
+
+    A numpy array is converted column-wise (`np.rint`, like `round`: half to even)."""
+    if isinstance(values, np.ndarray):
+        micros = np.rint(values.astype(np.float64) * 1e6).astype(np.int64)
+        return pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     return pa.array([round(v * 1e6) for v in values], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 

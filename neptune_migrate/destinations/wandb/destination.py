@@ -47,7 +47,7 @@ from neptune_migrate.destinations.base import (
 from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.errors import classify_error
-from neptune_migrate.destinations.wandb.records import LoggedRun, read_marker, read_run
+from neptune_migrate.destinations.wandb.records import LoggedRun, read_history_page, read_marker, read_run
 from neptune_migrate.destinations.wandb.registry import WandbRegistry
 from neptune_migrate.dump.schema import FORMAT_VERSION
 from neptune_migrate.dump.writer import sha256_file
@@ -629,19 +629,25 @@ class WandbDestination:
         self._active.clear()
 
     # -- read back --------------------------------------------------------------------------------
-    def _logged(self, run_id: str) -> LoggedRun:
-        if self.mode == "online":
-            return self._logged_online(run_id)
+    def _run_file(self, run_id: str) -> Path:
+        """The offline run's `run-<id>.wandb` (its newest folder)."""
         dirs = self.run_dirs(run_id)
         if not dirs:
             msg = f"no offline run folder for W&B run {run_id} in {self.directory / 'wandb'}"
             raise PermanentError(msg)
-        path = dirs[-1] / f"run-{run_id}.wandb"
+        return dirs[-1] / f"run-{run_id}.wandb"
+
+    def _logged(self, run_id: str) -> LoggedRun:
+        if self.mode == "online":
+            return self._logged_online(run_id)
+        path = self._run_file(run_id)
         st = path.stat()
         stamp = (st.st_mtime, st.st_size)
         if self._cache is not None and self._cache[0] == run_id and self._cache[1] == stamp:
             return self._cache[2]
-        logged = read_run(path)
+        # A small file is decoded once, history included (every series then comes from memory); a
+        # larger one keeps counts only and its series are streamed page by page.
+        logged = read_run(path, history=st.st_size <= STREAM_ABOVE)
         self._cache = (run_id, stamp, logged)
         return logged
 
@@ -664,6 +670,8 @@ class WandbDestination:
                 if value is None or (key.startswith("_") and not key.startswith(f"{m.COMPANION}/")):
                     continue
                 out.history.setdefault(key, []).append((int(step or 0), ts, value))
+                out.counts[key] = out.counts.get(key, 0) + 1
+                out.first.setdefault(key, value)
         self._cache = (run_id, (0.0, 0), out)
         return out
 
@@ -690,13 +698,13 @@ class WandbDestination:
             params=m.params_from_config(logged.config),
             extra=m.extra_from(logged.config, logged.summary, logged.group),
         )
-        for key, entries in logged.history.items():
+        for key, count in logged.counts.items():
             if key.startswith("_"):
                 continue
             kind = kinds.get(key, "float")
-            if kind == "float" and entries and isinstance(entries[0][2], str):
+            if kind == "float" and isinstance(logged.first.get(key), str):
                 kind = "string"
-            snap.series[(kind, key)] = len(entries)  # type: ignore[index]
+            snap.series[(kind, key)] = count  # type: ignore[index]
         files_dir = self._files_dir(run_id)
         for path in sorted(set(logged.files)):
             if path.startswith(f"{m.FILE_SERIES_DIR}/") and path.endswith("/index.jsonl"):
@@ -727,14 +735,30 @@ class WandbDestination:
             lines = self._index(run_id, key)
             if lines:
                 return m.index_table(lines)
-        points = m.history_points(self._logged(run_id).history, key)
-        return m.history_table(kind, points)
+        if self._streamed(run_id):
+            history, _ = read_history_page(self._run_file(run_id), key, _companions(key), 0, None)
+        else:
+            history = self._logged(run_id).history
+        return m.history_table(kind, m.history_points(history, key))
+
+    def _streamed(self, run_id: str) -> bool:
+        """An offline run file larger than `STREAM_ABOVE`: its series are read from the file."""
+        return self.mode != "online" and self._run_file(run_id).stat().st_size > STREAM_ABOVE
 
     def read_series_page(
         self, run_id: DestinationRunId, kind: SeriesKind, key: str, token: str | None
     ) -> tuple[pa.Table, str | None]:
-        """The whole series as one page (this destination does not page)."""
-        return self.read_series(run_id, kind, key), None
+        """Float and string series of an offline run file larger than `STREAM_ABOVE`: `HISTORY_PAGE`
+        rows at a time, streamed from the file in its row order (W&B's `_step`, increasing); the
+        token is the file offset to go on from. Smaller files (decoded once for all series), file
+        series, histograms and online runs (the API's `scan_history` has no resumable position):
+        the whole series as one page."""
+        if kind not in ("float", "string") or not self._streamed(run_id):
+            return self.read_series(run_id, kind, key), None
+        start = 0 if token is None else int(token)
+        history, end = read_history_page(self._run_file(run_id), key, _companions(key), start, HISTORY_PAGE)
+        table = m.history_table(kind, m.history_points(history, key))
+        return table, None if end is None else str(end)
 
     def read_file(self, run_id: DestinationRunId, path: str, into: Path) -> Path | None:
         files_dir = self._files_dir(run_id)
@@ -799,6 +823,18 @@ class WandbDestination:
         self._registry.close()
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+HISTORY_PAGE = 50_000
+"""Rows of one series per `read_series_page` of a streamed offline run."""
+STREAM_ABOVE = 32 * 1024 * 1024
+"""Offline run files up to this size are decoded once with their whole history (fast for runs with
+many series: one pass); larger ones are streamed once per series, one page in memory at a time."""
+
+
+def _companions(key: str) -> tuple[str, ...]:
+    """The hidden keys `history_points` reads next to `key` (same rows)."""
+    return (m.timestamp_key(key), m.histogram_key(key))
 
 
 _START_LOCK = threading.Lock()

@@ -30,37 +30,6 @@ class LogFormatError(Exception):
     """Not a `.wandb` file, or one of an unknown version."""
 
 
-def _frames(data: bytes, base: int) -> Iterator[bytes]:
-    """Record payloads of `data`, which starts at file offset `base` (0 or a block boundary);
-    a leading continuation fragment (a record begun in an earlier block) is skipped."""
-    off = 7 if base == 0 else 0
-    pending: bytearray | None = None
-    while off < len(data):
-        left = BLOCK - (base + off) % BLOCK
-        if left < _REC_HEADER:
-            off += left
-            continue
-        crc, length, kind = struct.unpack_from("<IHB", data, off)
-        if kind == 0 and length == 0:
-            off += left  # zero padding up to the block end
-            continue
-        body = data[off + _REC_HEADER: off + _REC_HEADER + length]
-        off += _REC_HEADER + length
-        if len(body) < length or zlib.crc32(body, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
-            return  # torn or corrupt tail: everything before it is good
-        if kind == _FULL:
-            pending = None
-            yield bytes(body)
-        elif kind == _FIRST:
-            pending = bytearray(body)
-        elif kind == _MIDDLE and pending is not None:
-            pending += body
-        elif kind == _LAST and pending is not None:
-            pending += body
-            yield bytes(pending)
-            pending = None
-
-
 def _check_header(data: bytes, path: Path) -> None:
     if len(data) < 7 or data[:4] != HEADER:
         msg = f"{path}: not a W&B transaction log"
@@ -71,24 +40,71 @@ def _check_header(data: bytes, path: Path) -> None:
         raise LogFormatError(msg)
 
 
-def iter_records(path: Path, *, tail_bytes: int | None = None) -> Iterator[Any]:
-    """Parsed `Record`s of a `.wandb` file; with `tail_bytes`, only those of the last blocks."""
-    from wandb.proto import wandb_internal_pb2 as pb
+def _frames_at(path: Path, start: int) -> Iterator[tuple[bytes, int]]:
+    """Record payloads of a `.wandb` file from offset `start`, read one 32 KiB block at a time,
+    each with the offset just past it (where the next read may start).
 
+    `start` is 0, a block boundary, or an offset this function returned; a continuation fragment
+    met first (a record begun before `start`) is skipped; a torn or corrupt record ends the read."""
     with path.open("rb") as fh:
         _check_header(fh.read(7), path)
-        size = path.stat().st_size
-        base = 0
-        if tail_bytes is not None and size > tail_bytes + BLOCK:
-            base = ((size - tail_bytes) // BLOCK) * BLOCK
-        fh.seek(base)
-        data = fh.read()
-    for payload in _frames(data, base):
+        pos = max(start, 7)
+        block_start = (pos // BLOCK) * BLOCK
+        fh.seek(block_start)
+        off = pos - block_start
+        pending: bytearray | None = None
+        while True:
+            block = fh.read(BLOCK)
+            if not block:
+                return
+            while off < len(block):
+                if BLOCK - off < _REC_HEADER:
+                    break  # a block tail shorter than a header
+                if len(block) - off < _REC_HEADER:
+                    return  # torn tail
+                crc, length, kind = struct.unpack_from("<IHB", block, off)
+                if kind == 0 and length == 0:
+                    break  # zero padding up to the block end
+                body = block[off + _REC_HEADER: off + _REC_HEADER + length]
+                off += _REC_HEADER + length
+                if len(body) < length or zlib.crc32(body, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
+                    return  # torn or corrupt tail: everything before it is good
+                if kind == _FULL:
+                    pending = None
+                    yield bytes(body), block_start + off
+                elif kind == _FIRST:
+                    pending = bytearray(body)
+                elif kind == _MIDDLE and pending is not None:
+                    pending += body
+                elif kind == _LAST and pending is not None:
+                    pending += body
+                    yield bytes(pending), block_start + off
+                    pending = None
+            block_start += BLOCK
+            off = 0
+
+
+def _parsed(path: Path, start: int) -> Iterator[tuple[Any, int]]:
+    """`Record`s from `start` (see `_frames_at`), each with the offset just past it."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    for payload, end in _frames_at(path, start):
         record = pb.Record()  # type: ignore[attr-defined]
         try:
             record.ParseFromString(payload)
         except Exception:  # noqa: BLE001 - a garbled record ends the readable part
             return
+        yield record, end
+
+
+def iter_records(path: Path, *, tail_bytes: int | None = None) -> Iterator[Any]:
+    """Parsed `Record`s of a `.wandb` file, streamed (memory of one record, not of the file); with
+    `tail_bytes`, only those of the last blocks."""
+    size = path.stat().st_size
+    base = 0
+    if tail_bytes is not None and size > tail_bytes + BLOCK:
+        base = ((size - tail_bytes) // BLOCK) * BLOCK
+    for record, _ in _parsed(path, base):
         yield record
 
 
@@ -159,7 +175,11 @@ class LoggedRun:
     rows: int = 0
     history: dict[str, list[tuple[int, float | None, Any]]] = field(default_factory=dict)
     """Top-level history key -> (step, row `_timestamp` in seconds, value) per row holding it.
-    Nested items (media, histograms) are dicts of their sub-keys."""
+    Nested items (media, histograms) are dicts of their sub-keys. Empty when read without history."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Top-level history key -> rows holding it (filled with or without history)."""
+    first: dict[str, Any] = field(default_factory=dict)
+    """Top-level history key -> its value in the first row holding it."""
 
 
 def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -173,25 +193,71 @@ def _set_nested(target: dict[str, Any], path: tuple[str, ...], value: Any) -> No
     node[path[-1]] = value
 
 
-def read_run(path: Path) -> LoggedRun:
-    """Everything in a `.wandb` file that verify compares."""
+def _hidden(key: str) -> bool:
+    return key.startswith("_") and not key.startswith("_neptune/")
+
+
+def _history_row(record: Any, keys: set[str] | None) -> tuple[int, float | None, dict[str, Any]]:
+    """(step, `_timestamp`, {top-level key: value}) of a history record; only `keys` when given."""
+    row: dict[str, Any] = {}
+    for item in record.history.item:
+        path = _item_path(item)
+        if keys is None or path[0] in keys or path[0] in ("_step", "_timestamp"):
+            _set_nested(row, path, _loads(item.value_json))
+    step = row.pop("_step", None)
+    if step is None:
+        step = record.history.step.num
+    return int(step), row.pop("_timestamp", None), row
+
+
+def read_history_page(
+    path: Path, key: str, companions: tuple[str, ...], start: int, limit: int | None
+) -> tuple[dict[str, list[tuple[int, float | None, Any]]], int | None]:
+    """The rows of `key` (and of its `companions`, same rows) from offset `start`, as `LoggedRun.history`
+    holds them, until `limit` rows of `key` were read; and the offset to go on from (None: the end).
+
+    Memory of one page: the file is streamed and only these keys' values are decoded."""
+    wanted = {key, *companions}
+    history: dict[str, list[tuple[int, float | None, Any]]] = {}
+    taken = 0
+    for record, end in _parsed(path, start):
+        if record.WhichOneof("record_type") != "history":
+            continue
+        if not any(_item_path(item)[0] in wanted for item in record.history.item):
+            continue
+        step, ts, row = _history_row(record, wanted)
+        for k, value in row.items():
+            history.setdefault(k, []).append((step, ts, value))
+        taken += key in row
+        if limit is not None and taken >= limit:
+            return history, end
+    return history, None
+
+
+def read_run(path: Path, *, history: bool = True) -> LoggedRun:
+    """Everything in a `.wandb` file that verify compares, streamed; `history=False` keeps only each
+    history key's row count and first value (`counts`, `first`), not its points."""
     out = LoggedRun()
-    history = out.history
     for record in iter_records(path):
         which = record.WhichOneof("record_type")
         if which == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _set_nested(row, _item_path(item), _loads(item.value_json))
-            step = row.pop("_step", None)
-            if step is None:
-                step = record.history.step.num
-            ts = row.pop("_timestamp", None)
             out.rows += 1
-            for key, value in row.items():
-                if key.startswith("_") and not key.startswith("_neptune/"):
-                    continue
-                history.setdefault(key, []).append((int(step), ts, value))
+            if history:
+                step, ts, row = _history_row(record, None)
+                for key, value in row.items():
+                    if not _hidden(key):
+                        out.history.setdefault(key, []).append((step, ts, value))
+                        out.counts[key] = out.counts.get(key, 0) + 1
+                        out.first.setdefault(key, value)
+                continue
+            row_keys = {_item_path(item)[0] for item in record.history.item}
+            row_keys = {k for k in row_keys if not _hidden(k)}  # also drops _step and _timestamp
+            fresh = row_keys - out.counts.keys()
+            for top in row_keys:
+                out.counts[top] = out.counts.get(top, 0) + 1
+            if fresh:
+                _, _, row = _history_row(record, fresh)
+                out.first.update({top: row.get(top) for top in fresh})
         elif which == "run":
             run = record.run
             out.run_id = run.run_id

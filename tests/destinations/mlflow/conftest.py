@@ -6,19 +6,17 @@ apart by using their own Neptune project names (one MLflow experiment per projec
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import export_fixture
+from tests.support.mlflow_server import ServerStartError, mlflow_executable, running_mlflow_server
+from tests.support.postgres import Postgres, find_bin, running_postgres
 
 
 @dataclass(frozen=True)
@@ -31,22 +29,6 @@ class MlflowBackend:
     db_path: Path
     """The SQLite file behind the store (tests tamper with it to check verify)."""
     artifacts_root: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _mlflow_executable() -> str:
-    local = Path(sys.executable).with_name("mlflow")
-    if local.is_file():
-        return str(local)
-    found = shutil.which("mlflow")
-    if found is None:
-        pytest.skip("the mlflow command is not installed")
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -63,46 +45,29 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowBa
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts), killed with its
     process group at the end of the session."""
     pytest.importorskip("mlflow")
+    if mlflow_executable() is None:
+        pytest.skip("the mlflow command is not installed")
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [_mlflow_executable(), "server",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n"
-                            + (root / "server.log").read_text(errors="replace")[-3000:])
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server did not answer /health within 90 s")
-            time.sleep(0.5)
-        yield MlflowBackend("server", url, None, root / "mlflow.db", root / "artifacts")
+        with running_mlflow_server(root, f"sqlite:///{root}/mlflow.db") as url:
+            yield MlflowBackend("server", url, None, root / "mlflow.db", root / "artifacts")
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throw-away PostgreSQL cluster per test session (each store gets its own database)."""
+    pytest.importorskip("psycopg", reason="psycopg (v3) is not installed: pip install 'psycopg[binary]'")
+    if find_bin("initdb") is None:
+        pytest.skip("PostgreSQL's initdb is not installed (apt-get install postgresql)")
+    # Not under pytest's tmp folder: as root the cluster runs as `nobody`, who cannot enter it.
+    root = Path(tempfile.mkdtemp(prefix="neptune-migrate-pg-"))
+    try:
+        with running_postgres(root) as pg:
+            yield pg
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("server", marks=pytest.mark.server)])
@@ -111,3 +76,16 @@ def mlflow_backend(request: pytest.FixtureRequest) -> MlflowBackend:
     fixture = "mlflow_sqlite" if request.param == "sqlite" else "mlflow_server"
     backend: MlflowBackend = request.getfixturevalue(fixture)
     return backend
+
+
+@pytest.fixture(scope="session")
+def exported_fixture(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Export a fixture by name (once per session) and return its dump folder."""
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            done[name] = export_fixture(name, tmp_path_factory.mktemp("dump") / name)
+        return done[name]
+
+    return get

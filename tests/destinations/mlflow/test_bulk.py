@@ -16,9 +16,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,9 @@ from neptune_migrate.model import Field
 from neptune_migrate.pipeline.import_ import ImportOptions, import_runs
 from neptune_migrate.retry import FAST
 from neptune_migrate.verify.verifier import VerifyOptions, verify_runs
-from tests.conftest import REPO
+from tests.conftest import FIXTURE_SOURCES, REPO
 from tests.factories import float_points, key, make_record
-from tests.support.postgres import Postgres, find_bin, running_postgres
+from tests.support.postgres import Postgres
 
 pytest.importorskip("mlflow")
 OPTS = ImportOptions(retry=FAST)
@@ -50,21 +49,6 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Experiments created without an artifact location put artifacts in MLflow's default
     `./mlruns`: keep that inside the test's folder."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """One PostgreSQL cluster per test session (each store gets its own database)."""
-    pytest.importorskip("psycopg", reason="psycopg (v3) is not installed: pip install 'psycopg[binary]'")
-    if find_bin("initdb") is None:
-        pytest.skip("PostgreSQL's initdb is not installed (apt-get install postgresql)")
-    # Not under pytest's tmp folder: as root the cluster runs as `nobody`, who cannot enter it.
-    root = Path(tempfile.mkdtemp(prefix="neptune-migrate-pg-"))
-    try:
-        with running_postgres(root) as pg:
-            yield pg
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 _db_counter = iter(range(10**6))
@@ -206,22 +190,34 @@ def test_bulk_equals_log_batch_on_nan_inf_and_duplicate_steps(
     assert len(run["history"]["train/loss"]) == 42
 
 
-@pytest.mark.slow  # default run: the e2e fixture test imports every fixture through the bulk path (auto)
+DEFAULT_FIXTURE = {"sqlite": "exporter-neptune3", "postgresql": "offline-neptune1"}
+"""The one fixture per store the default run compares; every other (store, fixture) pair is `slow`."""
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    pytest.param(kind, name, id=f"{kind}-{name}",
+                 marks=() if DEFAULT_FIXTURE[kind] == name else pytest.mark.slow)
+    for kind in ("sqlite", "postgresql") for name, *_ in FIXTURE_SOURCES
+])
 def test_bulk_equals_log_batch_on_every_fixture(
-    tmp_path: Path, fixture_dumps: dict[str, Path], store_kind: tuple[str, Postgres | None]
+    tmp_path: Path, exported_fixture: Callable[[str], Path], kind: str, name: str, request: pytest.FixtureRequest
 ) -> None:
-    kind, pg = store_kind
+    """Each bundled fixture through both paths into fresh stores: equal through `MlflowClient`."""
+    pg = request.getfixturevalue("postgres") if kind == "postgresql" else None
+    reader = DumpReader(exported_fixture(name))
     api_uri, bulk_uri = _store(kind, tmp_path, pg), _store(kind, tmp_path, pg)
-    for name, path in sorted(fixture_dumps.items()):
-        reader = DumpReader(path)
-        for uri, mode in ((api_uri, "never"), (bulk_uri, "always")):
-            dest = MlflowDestination(uri, f"{name}-{{project}}", bulk_mode=mode)
-            report = import_runs(reader, dest, OPTS)
-            dest.close()
-            assert {r.status for r in report.runs} <= {"created"}, (name, [r.message for r in report.runs])
+    for uri, mode in ((api_uri, "never"), (bulk_uri, "always")):
+        dest = MlflowDestination(uri, f"{name}-{{project}}", bulk_mode=mode)
+        report = import_runs(reader, dest, OPTS)
+        dest.close()
+        assert dest.bulk_active is (mode == "always")
+        assert {r.status for r in report.runs} <= {"created"}, (name, [r.message for r in report.runs])
     api, blk = store_contents(api_uri, times=False), store_contents(bulk_uri, times=False)
     assert api == blk
-    assert sum(len(v["history"]) for v in api.values()) > 0
+    assert len(api) == len(list(reader.runs()))
+    dest = MlflowDestination(bulk_uri, f"{name}-{{project}}")
+    assert [str(f) for f in verify_runs(reader, dest, VerifyOptions(import_options=OPTS)).findings] == []
+    dest.close()
 
 
 def test_verify_reads_by_sql_and_by_api_alike(tmp_path: Path, store_kind: tuple[str, Postgres | None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
 import sys
 import time
@@ -279,3 +280,58 @@ def test_small_buckets_and_spills_give_the_same_stream(tmp_path: Path, monkeypat
     assert res.status == "created", res.message
     assert _verify(reader, dest) == []
     dest.close()
+
+
+def _page_all(dest: WandbDestination, run_id: str, kind: str, key_: str) -> list[pa.Table]:
+    pages, token = [], None
+    while True:
+        table, token = dest.read_series_page(run_id, kind, key_, token)  # type: ignore[arg-type]
+        pages.append(table)
+        if token is None:
+            return pages
+
+
+def test_offline_series_are_read_in_step_ordered_pages_with_the_findings_of_a_whole_read(
+    imported, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """Pages of 64 rows streamed from the run file equal the whole series, in step order; a
+    comparison page by page finds exactly what a whole comparison finds, with a value changed in
+    the middle of a page and on both sides of a page boundary."""
+    from neptune_migrate.destinations.wandb import destination as wd
+    from neptune_migrate.verify.compare import compare_series, compare_series_chunks
+
+    reader, out, runs = imported
+    [cad] = [r for r in runs if r.key.endswith("CAD-1")]
+    monkeypatch.setattr(wd, "HISTORY_PAGE", 64)
+    monkeypatch.setattr(wd, "STREAM_ABOVE", 0)  # stream this small file as a large one would be
+    dest = _dest(out)
+    run_id = cad.destination_run_id
+    series = (("float", "train/loss"), ("float", "eval/acc"), ("float", "train/lr"), ("string", "logs/stdout"))
+    for kind, key_ in series:
+        whole = dest.read_series(run_id, kind, key_)  # type: ignore[arg-type]
+        pages = _page_all(dest, run_id, kind, key_)
+        assert pa.concat_tables(pages).equals(whole), key_
+        steps = [p.column("step").to_pylist() for p in pages if p.num_rows]
+        assert all(a[-1] <= b[0] for a, b in itertools.pairwise(steps)), key_
+    pages = _page_all(dest, run_id, "float", "train/loss")
+    assert [p.num_rows for p in pages] == [64, 64, 64, 8]  # 200 rows, the last page short
+    whole = pa.concat_tables(pages)
+    values = whole.column("value").to_pylist()
+    for i in (100, 63, 64):  # the middle of a page, the last row of one and the first of the next
+        values[i] += 1.0
+    expected = whole.set_column(whole.column_names.index("value"), "value", pa.array(values, pa.float64()))
+    chunked = compare_series_chunks("r", "series:float:train/loss", [expected.slice(0, 150), expected.slice(150)],
+                                    iter(pages))
+    single = compare_series("r", "series:float:train/loss", expected, whole)
+    assert chunked == single
+    assert sorted(f.step for f in single[0]) == [whole.column("step")[i].as_py() for i in (63, 64, 100)]
+    assert _verify(reader, dest) == []  # verify page by page: no findings
+    dest.close()
+    # The snapshot's reading keeps counts and first values only: the same as the full history's.
+    [run_dir] = (out / "wandb").glob(f"offline-run-*-{run_id}")
+    full = read_run(run_dir / f"run-{run_id}.wandb")
+    light = read_run(run_dir / f"run-{run_id}.wandb", history=False)
+    assert light.history == {}
+    assert light.counts == {k: len(v) for k, v in full.history.items()} == full.counts
+    assert light.first == {k: v[0][2] for k, v in full.history.items()}
+    assert (light.summary, light.config, light.rows) == (full.summary, full.config, full.rows)

@@ -115,3 +115,45 @@ def test_auto_leaves_integral_runs_alone_and_keeps_huge_series_exact() -> None:
     plans = plan_run(_collectors({"lr": [0.5], "big": [2.0**52]}), "auto")
     assert (plans["lr"].policy, plans["lr"].scale) == ("scale", 10)
     assert plans["big"].policy == "int"  # 2^52 * 10 leaves the exact range: its own plan
+
+
+def _collected(steps: list[float], batch: int, *, keep: bool) -> StepCollector:
+    col = StepCollector(keep=keep)
+    for i in range(0, len(steps), batch):
+        col.add(pa.array(steps[i:i + batch], pa.float64()))
+    return col
+
+
+@pytest.mark.parametrize("steps", [
+    [0.0, 1.0, 1.0, 2.0, 5.0, 5.0, 5.0, 9.0],  # integral, in order, duplicates: only counted
+    [0.0, 1.0, 2.0, 3.0, 2.5, 4.0],  # in order, then fractional: lost, collected again
+    [0.0, 1.0, 2.0, 3.0, 1.0, 4.0],  # integral, then back in time: lost
+    [0.5, 1.0, 1.5, 2.0],  # fractional from the first batch: kept from the start
+    [0.0, 1.0, 2.0, 2.0**53, 3.0],  # leaves the exact range
+    [0.0, 1.0, 2.0, float("nan")],
+    [-3.0, -3.0, 0.0, 7.0, 7.0, 7.0, 8.0, 100.0],
+])
+@pytest.mark.parametrize("policy", ["auto", "auto-series", "scale", "floor"])
+def test_a_counting_collector_plans_like_one_that_keeps_every_step(steps: list[float], policy: str) -> None:
+    """Counted (with the pipeline's second pass when lost) and kept give the same plan and steps."""
+    kept = _collected(steps, 2, keep=True)
+    counted = _collected(steps, 2, keep=False)
+    if counted.lost:
+        with pytest.raises(RuntimeError, match="collected again"):
+            counted.plan(policy)  # type: ignore[arg-type]
+        counted = _collected(steps, 2, keep=True)
+    a, b = counted.plan(policy), kept.plan(policy)  # type: ignore[arg-type]
+    assert (a.policy, a.scale, a.points, a.duplicates) == (b.policy, b.scale, b.points, b.duplicates)
+    arr = pa.array(steps, pa.float64())
+    assert a.convert(arr).to_pylist() == b.convert(arr).to_pylist()
+    assert counted.fits(10) == kept.fits(10)
+
+
+def test_a_long_integral_series_in_order_keeps_no_step_list() -> None:
+    col = StepCollector(keep=False)
+    for start in range(0, 1_000_000, 100_000):
+        col.add(pa.array(np.arange(start, start + 100_000, dtype=np.float64)))
+        col.add(pa.array([float(start + 99_999)]))  # a duplicate step across batches
+    assert col._chunks == []  # flat: nothing but counters
+    plan = col.plan("auto")
+    assert (plan.policy, plan.points, plan.duplicates) == ("int", 1_000_010, 10)

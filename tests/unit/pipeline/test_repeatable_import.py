@@ -290,3 +290,20 @@ def test_a_filter_that_matches_nothing_in_a_run_imports_an_empty_run(tmp_path: P
     report = import_runs(DumpReader(tmp_path / "dump"), fake, ImportOptions(retry=FAST, attribute_regex="^train/"))
     assert _statuses(report) == [("created", "")]
     assert fake.live_runs()[0].series == {}
+
+
+def test_a_series_that_turns_fractional_after_a_batch_is_collected_again(tmp_path: Path) -> None:
+    """70,000 integral steps (more than one 64k read batch), then 0.5 steps: the first pass only
+    counted the integral ones, so the step plan re-reads the series and scales it by 10."""
+    steps = [float(s) for s in range(70_000)] + [70_000.5, 70_001.5]
+    with DumpWriter(tmp_path / "dump") as dump, dump.begin_run(key("PROJ-1")) as run:
+        run.add_points("float", float_points("a", steps, [1.0] * len(steps), T0))
+        run.add_points("float", float_points("b", [0.0, 1.0, 1.0], [1.0, 2.0, 3.0], T0))
+        run.commit(make_record(key("PROJ-1")))
+    fake = FakeDestination()
+    report = import_runs(DumpReader(tmp_path / "dump"), fake, OPTS)
+    assert [r.status for r in report.runs] == ["created"]
+    changes = {c["path"]: (c["policy"], c["scale"], c["points"]) for c in report.runs[0].step_changes}
+    assert changes == {"a": ("scale", 10, 70_002), "b": ("scale", 10, 3)}  # one scale for the run
+    dupes = [(x["kind"], x["path"], x["count"]) for x in report.runs[0].losses if x["kind"] == "duplicate_step"]
+    assert dupes == [("duplicate_step", "b", 1)]
