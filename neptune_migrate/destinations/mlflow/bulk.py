@@ -143,6 +143,10 @@ class BulkStore:
         self.driver: str = engine.dialect.driver
         self._owned = owned
         self._known_runs: set[str] = set()
+        self._run_lock: bool | None = None
+        self.fk_checks: str = "per row"
+        """How `metrics.run_uuid -> runs` is enforced on PostgreSQL (the bulk notice and the
+        benchmark say it): "per row" (the foreign key's own trigger) or "one run lock per chunk"."""
 
     @classmethod
     def open(cls, uri: str) -> BulkStore:
@@ -235,6 +239,7 @@ class BulkStore:
         import psycopg
 
         data = _csv(run_id, rows)
+        self._lock_run_instead_of_row_checks(raw, run_id)
         payload: Any = memoryview(data) if raw.info.encoding == "utf-8" else data.to_pybytes().decode("utf-8")
         cols = "(key, value, timestamp, run_uuid, step, is_nan)"
         with raw.cursor() as cur:
@@ -258,6 +263,43 @@ class BulkStore:
                 f"INSERT INTO metrics {cols} SELECT key, value, timestamp, run_uuid, step, is_nan "
                 "FROM _neptune_migrate_metrics ON CONFLICT DO NOTHING"
             )
+
+    def _lock_run_instead_of_row_checks(self, raw: Any, run_id: str) -> None:
+        """On PostgreSQL the foreign key `metrics.run_uuid -> runs` is a trigger that locks the
+        run's row once per inserted point (FOR KEY SHARE): more than half of the server's work in a
+        COPY. When the role may (superuser, or `GRANT SET ON PARAMETER session_replication_role`)
+        and `metrics` has no trigger or rule of its own, the chunk's transaction takes that same
+        lock once (`SELECT ... FOR KEY SHARE`) and sets `session_replication_role = replica` for
+        itself only (`SET LOCAL`), which skips the per-row checks: the rows still reference a run
+        that exists and cannot be deleted before they are committed. Otherwise the per-row checks
+        run as usual. Decided on the first chunk, kept for the store."""
+        import psycopg
+
+        if self._run_lock is False:
+            return
+        with raw.cursor() as cur:
+            if self._run_lock is None:
+                cur.execute("SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'metrics'::regclass "
+                            "AND NOT tgisinternal) + (SELECT count(*) FROM pg_rewrite "
+                            "WHERE ev_class = 'metrics'::regclass)")
+                own = cur.fetchone()
+                if own is None or own[0]:
+                    self._run_lock = False
+                    return
+            cur.execute("SAVEPOINT neptune_migrate_role")
+            try:
+                cur.execute("SET LOCAL session_replication_role = replica")
+            except psycopg.errors.InsufficientPrivilege:
+                cur.execute("ROLLBACK TO SAVEPOINT neptune_migrate_role")
+                self._run_lock = False
+                return
+            cur.execute("RELEASE SAVEPOINT neptune_migrate_role")
+            cur.execute("SELECT 1 FROM runs WHERE run_uuid = %s FOR KEY SHARE", (run_id,))
+            if cur.fetchone() is None:
+                msg = f"MLflow run {run_id} is no longer in the bulk database"
+                raise PermanentError(msg)
+        self._run_lock = True
+        self.fk_checks = "one run lock per chunk"
 
     def _insert_multirow(self, raw: Any, run_id: str, rows: Rows, per_statement: int = 1000) -> None:
         """Batched multi-row INSERT for other drivers (pyformat/format paramstyles)."""
