@@ -31,7 +31,8 @@ new SQLite backend, so neither line writes into a database the other one filled)
   `metrics` + `latest_metrics` (SQLite executemany, PostgreSQL COPY), one transaction per 65,536;
   then `verify_runs` of the same run (SQL read path), timed separately (`verify points/s`).
 - floor: `create_run`, then the same rows inserted straight into `metrics` by the driver from
-  data built before the clock starts (ready tuples for SQLite `executemany`, a ready CSV buffer
+  data built before the clock starts (ready tuples for SQLite `executemany` of `INSERT OR IGNORE`,
+  which SQLite runs without a per-row statement journal, a ready CSV buffer
   for PostgreSQL `COPY metrics FROM STDIN (FORMAT csv)`), one transaction per 65,536 rows, no
   `latest_metrics`, no dedup, the foreign key handled as the bulk path handles it. Only the
   inserts are timed: the fastest the database takes these rows into MLflow's table (its primary
@@ -174,7 +175,8 @@ def child_raw(uri: str, work: Path, points: int, series: int) -> dict[str, Any]:
 
 def child_floor(uri: str, work: Path, points: int, series: int, *, row_checks: bool = False) -> dict[str, Any]:
     """The same rows straight into `metrics` by the driver, everything built before the clock
-    starts: the fastest the database takes them. SQLite: `executemany` of ready tuples. PostgreSQL:
+    starts: the fastest the database takes them. SQLite: `executemany` of ready tuples
+    (`INSERT OR IGNORE`, as the bulk path: measured faster than a plain INSERT). PostgreSQL:
     `COPY metrics FROM STDIN (FORMAT csv)` of a ready buffer, written to the socket in 1 MiB
     pieces, with the foreign key handled as the bulk path handles it (one run lock per
     transaction where the role may, see `BulkStore._lock_run_instead_of_row_checks`), or with
@@ -213,7 +215,9 @@ def child_floor(uri: str, work: Path, points: int, series: int, *, row_checks: b
                     for lo in range(0, len(payload), 1 << 20):
                         copy.write(payload[lo:lo + (1 << 20)])
             else:
-                raw.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                # OR IGNORE: without it SQLite opens a statement journal for every row (the
+                # statement must be undoable alone), ~15 % more CPU (measured)
+                raw.executemany("INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
                                 "VALUES (?, ?, ?, ?, ?, ?)", payload)
         seconds += time.perf_counter() - t0
         cpu += time.process_time() - c0
@@ -421,6 +425,8 @@ def main() -> None:
                 dumps[points] = work / f"dump-{points}"
                 build_dump(dumps[points], points, series)
             for which in lines * args.repeat:
+                if which == "floor_fk" and backend != "postgresql":
+                    continue  # SQLite's foreign keys are checked the same way in both floors
                 res = measure(which, backend, points, series, dumps[points], work, args.server_workers, pg)
                 results.append(res)
                 if not args.json:

@@ -11,8 +11,14 @@ they imply are written here, with the same values MLflow's `log_batch` would sto
   on a tie the point seen first stays.
 
 One transaction per chunk: a crash mid-chunk leaves none of it (the run stays incomplete and the
-pipeline discards and redoes it). PostgreSQL (psycopg 3): `COPY` into a temporary table, then one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING`. SQLite: `executemany` of `INSERT OR IGNORE`.
+pipeline discards and redoes it). Rows are built column-wise from the Arrow chunk (`Rows`), the
+chunk's `latest_metrics` candidates by one sort (`latest_of`). SQLite: `executemany` of
+`INSERT OR IGNORE` fed by `zip` over the columns (no PRAGMA is changed: the user's durability
+settings and journal mode stay as they are). PostgreSQL (psycopg 3): `COPY metrics FROM STDIN
+(FORMAT csv)` of a buffer Arrow writes in one call, in a savepoint; a chunk meeting a row the table
+already holds goes through a temporary table and `INSERT ... ON CONFLICT DO NOTHING` instead; the
+foreign key to `runs` is checked by one run lock per chunk where allowed
+(`_lock_run_instead_of_row_checks`).
 
 Safety: the path is used only on a database whose MLflow schema revision (`alembic_version`) is in
 `TESTED_REVISIONS` and whose dialect is in `DIALECTS`; anything else falls back to the API path
