@@ -124,7 +124,8 @@ def build_dump(root: Path, points: int, series: int) -> None:
 
 def stored(db: Path, run_id: str, uri: str = "") -> dict[str, Any]:
     """What the store holds for the run: row count and sums (to check both lines wrote the same)."""
-    query = ("select count(*), sum(value), sum(step), sum(timestamp), count(distinct key) "
+    # timestamps summed relative to T0: 10M epoch-ms values overflow SQLite's 64-bit sum
+    query = (f"select count(*), sum(value), sum(step), sum(timestamp - {T0_US // 1000}), count(distinct key) "
              "from metrics where run_uuid = ?")
     if uri.startswith("postgresql"):
         from sqlalchemy import text
