@@ -11,8 +11,14 @@ they imply are written here, with the same values MLflow's `log_batch` would sto
   on a tie the point seen first stays.
 
 One transaction per chunk: a crash mid-chunk leaves none of it (the run stays incomplete and the
-pipeline discards and redoes it). PostgreSQL (psycopg 3): `COPY` into a temporary table, then one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING`. SQLite: `executemany` of `INSERT OR IGNORE`.
+pipeline discards and redoes it). Rows are built column-wise from the Arrow chunk (`Rows`), the
+chunk's `latest_metrics` candidates by one sort (`latest_of`). SQLite: `executemany` of
+`INSERT OR IGNORE` fed by `zip` over the columns (no PRAGMA is changed: the user's durability
+settings and journal mode stay as they are). PostgreSQL (psycopg 3): `COPY metrics FROM STDIN
+(FORMAT csv)` of a buffer Arrow writes in one call, in a savepoint; a chunk meeting a row the table
+already holds goes through a temporary table and `INSERT ... ON CONFLICT DO NOTHING` instead; the
+foreign key to `runs` is checked by one run lock per chunk where allowed
+(`_lock_run_instead_of_row_checks`).
 
 Safety: the path is used only on a database whose MLflow schema revision (`alembic_version`) is in
 `TESTED_REVISIONS` and whose dialect is in `DIALECTS`; anything else falls back to the API path
@@ -21,15 +27,16 @@ Safety: the path is used only on a database whose MLflow schema revision (`alemb
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from neptune_migrate.destinations.mlflow import mapping as m
 from neptune_migrate.errors import PermanentError, UsageError
@@ -46,7 +53,7 @@ versions that create them. The `metrics`/`latest_metrics` columns and keys are t
 DIALECTS = ("sqlite", "postgresql")
 """Databases the bulk path was tested on (MySQL would work through multi-row INSERT IGNORE, but is
 not in the tests yet: it falls back to the API path)."""
-POINTS_PER_TRANSACTION = 50_000
+POINTS_PER_TRANSACTION = 65_536
 """Points per chunk handed to the bulk writer: one transaction each."""
 _KEY_BATCH = 500
 
@@ -55,39 +62,67 @@ _COLUMNS = ("key", "value", "timestamp", "run_uuid", "step", "is_nan")
 
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """One chunk's metric rows as MLflow stores them (column-wise, NaN already sanitised)."""
+    """One chunk's metric rows as MLflow stores them, column-wise (NaN already sanitised): no
+    Python object per point until a driver needs one (SQLite's `executemany`)."""
 
-    keys: list[str]
-    values: list[float]
-    timestamps: list[int]
-    steps: list[int]
-    is_nan: list[bool]
+    keys: pa.Array
+    """The metric key of every row (string)."""
+    names: list[str]
+    """The distinct keys, in order of first appearance; `codes` index into it."""
+    codes: np.ndarray
+    values: np.ndarray
+    """float64, NaN stored as 0.0 (see `is_nan`), +-inf clamped to +-`FLOAT_MAX`."""
+    timestamps: np.ndarray
+    """int64 epoch ms."""
+    steps: np.ndarray
+    """int64."""
+    is_nan: np.ndarray
+    """bool."""
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.codes)
 
 
 def rows_of(chunk: pa.Table) -> Rows:
-    """The chunk's float points as stored: `mapping.metric_columns` (nulls dropped, inf clamped,
-    ms timestamps), then NaN -> (0.0, is_nan) as MLflow's `sanitize_metric_value` does."""
-    keys, values, stamps, steps = m.metric_columns(chunk)
-    arr = np.asarray(values, dtype=np.float64)
-    nan = np.isnan(arr)
+    """The chunk's float points as stored, column-wise: what `mapping.metric_columns` gives
+    `log_batch` (nulls dropped, inf clamped, ms timestamps floored), then NaN -> (0.0, is_nan) as
+    MLflow's `sanitize_metric_value` does."""
+    if chunk.column("value").null_count:
+        chunk = chunk.filter(pc.is_valid(chunk.column("value")))
+    keys = chunk.column("key").combine_chunks()
+    encoded = keys.dictionary_encode()
+    values = chunk.column("value").to_numpy()
+    if np.isinf(values).any():
+        values = np.clip(values, -m.FLOAT_MAX, m.FLOAT_MAX)  # finite values and NaN pass unchanged
+    nan = np.isnan(values)
     if nan.any():
-        arr = np.where(nan, 0.0, arr)
-        values = arr.tolist()
-    return Rows(keys, values, stamps, steps, nan.tolist())
+        values = np.where(nan, 0.0, values)
+    micros = pc.fill_null(pc.cast(chunk.column("timestamp"), pa.int64()), 0).to_numpy()
+    steps = chunk.column("dest_step")
+    if pa.types.is_integer(steps.type) and not steps.null_count:
+        step_arr = np.asarray(steps.to_numpy(), dtype=np.int64)
+    else:
+        step_arr = np.array([int(s) for s in steps.to_pylist()], dtype=np.int64)
+    return Rows(keys.cast(pa.string()), encoded.dictionary.to_pylist(),
+                encoded.indices.to_numpy(zero_copy_only=False), np.ascontiguousarray(values, dtype=np.float64),
+                np.floor_divide(micros, 1000), step_arr, nan)
 
 
 def latest_of(rows: Rows) -> dict[str, tuple[int, int, float, bool]]:
     """Per key, the point MLflow keeps as latest among `rows`: the greatest (step, timestamp,
-    stored value), the first one on a tie. -> key: (step, timestamp, value, is_nan)."""
-    best: dict[str, tuple[int, int, float, bool]] = {}
-    for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
-        cur = best.get(k)
-        if cur is None or (s, t, v) > cur[:3]:
-            best[k] = (s, t, v, n)
-    return best
+    stored value), the first one on a tie. -> key: (step, timestamp, value, is_nan).
+
+    Column-wise: one stable lexicographic sort by (key, step, timestamp, value, -position); the
+    last row of each key's run is its latest (ties: the smallest position, the first seen)."""
+    if not len(rows):
+        return {}
+    position = np.arange(len(rows), dtype=np.int64)
+    order = np.lexsort((-position, rows.values, rows.timestamps, rows.steps, rows.codes))
+    codes = rows.codes[order]
+    last = order[np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])]
+    return {rows.names[c]: (s, t, v, n) for c, s, t, v, n in zip(
+        rows.codes[last].tolist(), rows.steps[last].tolist(), rows.timestamps[last].tolist(),
+        rows.values[last].tolist(), rows.is_nan[last].tolist(), strict=True)}
 
 
 def sqlalchemy_url(uri: str) -> str:
@@ -114,6 +149,10 @@ class BulkStore:
         self.driver: str = engine.dialect.driver
         self._owned = owned
         self._known_runs: set[str] = set()
+        self._run_lock: bool | None = None
+        self.fk_checks: str = "per row"
+        """How `metrics.run_uuid -> runs` is enforced on PostgreSQL (the bulk notice and the
+        benchmark say it): "per row" (the foreign key's own trigger) or "one run lock per chunk"."""
 
     @classmethod
     def open(cls, uri: str) -> BulkStore:
@@ -184,43 +223,97 @@ class BulkStore:
             self._update_latest(conn, run_id, latest_of(rows))
         return len(rows)
 
-    @staticmethod
-    def _tuples(run_id: str, rows: Rows) -> Iterator[tuple[str, float, int, str, int, bool]]:
-        for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
-            yield (k, v, t, run_id, s, n)
-
     def _insert_sqlite(self, raw: Any, run_id: str, rows: Rows) -> None:
+        """`executemany` straight from the columns: `zip` builds each row's tuple in C, the keys
+        are the chunk's few distinct strings repeated (numpy take), not one new str per point."""
         sql = "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)"
+        keys = np.array(rows.names, dtype=object)[rows.codes].tolist()
+        nan: Iterable[bool] = rows.is_nan.tolist() if rows.is_nan.any() else itertools.repeat(False)
         cur = raw.cursor()
         try:
-            cur.executemany(sql, self._tuples(run_id, rows))
+            cur.executemany(sql, zip(keys, rows.values.tolist(), rows.timestamps.tolist(), itertools.repeat(run_id),
+                                     rows.steps.tolist(), nan))
         finally:
             cur.close()
 
     def _copy_pg(self, raw: Any, run_id: str, rows: Rows) -> None:
+        """`COPY metrics FROM STDIN (FORMAT csv)` of a buffer Arrow writes in one call (strings
+        quoted, doubles in their shortest exact form), inside a savepoint; a chunk holding a row
+        the table already has (an exact duplicate point, or a retried chunk whose commit got
+        through) fails the COPY and goes again through a temporary table and
+        `INSERT ... ON CONFLICT DO NOTHING`."""
+        import psycopg
+
+        data = _csv(run_id, rows)
+        self._lock_run_instead_of_row_checks(raw, run_id)
+        payload: Any = memoryview(data) if raw.info.encoding == "utf-8" else data.to_pybytes().decode("utf-8")
+        cols = "(key, value, timestamp, run_uuid, step, is_nan)"
         with raw.cursor() as cur:
+            cur.execute("SAVEPOINT neptune_migrate_copy")
+            try:
+                with cur.copy(f"COPY metrics {cols} FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(payload)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT neptune_migrate_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT neptune_migrate_copy")
+                return
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _neptune_migrate_metrics "
                 "(key VARCHAR(250), value DOUBLE PRECISION, timestamp BIGINT, run_uuid VARCHAR(32), "
                 "step BIGINT, is_nan BOOLEAN) ON COMMIT DELETE ROWS"
             )
-            buf = io.StringIO()
-            for k, v, t, s, n in zip(rows.keys, rows.values, rows.timestamps, rows.steps, rows.is_nan, strict=True):
-                buf.write(f"{_copy_text(k)}\t{v!r}\t{t}\t{run_id}\t{s}\t{'t' if n else 'f'}\n")
-            with cur.copy("COPY _neptune_migrate_metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                          "FROM STDIN") as copy:
-                copy.write(buf.getvalue())
+            with cur.copy(f"COPY _neptune_migrate_metrics {cols} FROM STDIN (FORMAT csv)") as copy:
+                copy.write(payload)
             cur.execute(
-                "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                "SELECT key, value, timestamp, run_uuid, step, is_nan FROM _neptune_migrate_metrics "
-                "ON CONFLICT DO NOTHING"
+                f"INSERT INTO metrics {cols} SELECT key, value, timestamp, run_uuid, step, is_nan "
+                "FROM _neptune_migrate_metrics ON CONFLICT DO NOTHING"
             )
+
+    def _lock_run_instead_of_row_checks(self, raw: Any, run_id: str) -> None:
+        """On PostgreSQL the foreign key `metrics.run_uuid -> runs` is a trigger that locks the
+        run's row once per inserted point (FOR KEY SHARE): more than half of the server's work in a
+        COPY. When the role may (superuser, or `GRANT SET ON PARAMETER session_replication_role`)
+        and `metrics` has no trigger or rule of its own, the chunk's transaction takes that same
+        lock once (`SELECT ... FOR KEY SHARE`) and sets `session_replication_role = replica` for
+        itself only (`SET LOCAL`), which skips the per-row checks: the rows still reference a run
+        that exists and cannot be deleted before they are committed. Otherwise the per-row checks
+        run as usual. Decided on the first chunk, kept for the store."""
+        import psycopg
+
+        if self._run_lock is False:
+            return
+        with raw.cursor() as cur:
+            if self._run_lock is None:
+                cur.execute("SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'metrics'::regclass "
+                            "AND NOT tgisinternal) + (SELECT count(*) FROM pg_rewrite "
+                            "WHERE ev_class = 'metrics'::regclass)")
+                own = cur.fetchone()
+                if own is None or own[0]:
+                    self._run_lock = False
+                    return
+            cur.execute("SAVEPOINT neptune_migrate_role")
+            try:
+                cur.execute("SET LOCAL session_replication_role = replica")
+            except psycopg.errors.InsufficientPrivilege:
+                cur.execute("ROLLBACK TO SAVEPOINT neptune_migrate_role")
+                self._run_lock = False
+                return
+            cur.execute("RELEASE SAVEPOINT neptune_migrate_role")
+            cur.execute("SELECT 1 FROM runs WHERE run_uuid = %s FOR KEY SHARE", (run_id,))
+            if cur.fetchone() is None:
+                msg = f"MLflow run {run_id} is no longer in the bulk database"
+                raise PermanentError(msg)
+        self._run_lock = True
+        self.fk_checks = "one run lock per chunk"
 
     def _insert_multirow(self, raw: Any, run_id: str, rows: Rows, per_statement: int = 1000) -> None:
         """Batched multi-row INSERT for other drivers (pyformat/format paramstyles)."""
         ignore = "INSERT IGNORE" if self.dialect == "mysql" else "INSERT"
         tail = " ON CONFLICT DO NOTHING" if self.dialect == "postgresql" else ""
-        data = list(self._tuples(run_id, rows))
+        keys = np.array(rows.names, dtype=object)[rows.codes].tolist()
+        data = list(zip(keys, rows.values.tolist(), rows.timestamps.tolist(), itertools.repeat(run_id),
+                        rows.steps.tolist(), rows.is_nan.tolist()))
         cur = raw.cursor()
         try:
             for start in range(0, len(data), per_statement):
@@ -313,11 +406,19 @@ class BulkStore:
             return sorted((str(k), int(s), int(t), float(v), bool(n)) for k, s, t, v, n in result)
 
 
-def _copy_text(value: str) -> str:
-    """A value in PostgreSQL's COPY text format (backslash, tab, newline, carriage return escaped)."""
-    if not any(c in value for c in "\\\t\n\r"):
-        return value
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+def _csv(run_id: str, rows: Rows) -> pa.Buffer:
+    """The rows in CSV as PostgreSQL's `COPY (FORMAT csv)` reads them, written by Arrow in one call:
+    strings always quoted (an empty key stays an empty string, not NULL), doubles in their
+    shortest exact form, booleans as true/false."""
+    import pyarrow.csv as pacsv
+
+    table = pa.table({
+        "key": rows.keys, "value": rows.values, "timestamp": rows.timestamps,
+        "run_uuid": pa.repeat(run_id, len(rows)), "step": rows.steps, "is_nan": rows.is_nan,
+    })
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return sink.getvalue()
 
 
 def check_mode(bulk: str, read: str) -> tuple[BulkMode, ReadMode]:

@@ -190,6 +190,121 @@ def test_bulk_equals_log_batch_on_nan_inf_and_duplicate_steps(
     assert len(run["history"]["train/loss"]) == 42
 
 
+def _latest_by_mlflows_loop(rows: bulk.Rows) -> dict[str, tuple[int, int, float, bool]]:
+    """MLflow's rule, point by point as `_update_latest_metrics_if_necessary` applies it."""
+    best: dict[str, tuple[int, int, float, bool]] = {}
+    keys = pa.array(rows.keys).to_pylist()
+    for k, v, t, s, n in zip(keys, rows.values.tolist(), rows.timestamps.tolist(), rows.steps.tolist(),
+                             rows.is_nan.tolist(), strict=True):
+        cur = best.get(k)
+        if cur is None or (s, t, v) > cur[:3]:
+            best[k] = (s, t, v, n)
+    return best
+
+
+def test_latest_of_one_sort_agrees_with_mlflows_point_by_point_rule() -> None:
+    """Random chunks full of ties (few steps, timestamps and values; NaN stored as 0.0 next to a
+    real 0.0; -0.0): the column-wise latest equals MLflow's loop, is_nan included."""
+    import numpy as np
+
+    rng = np.random.default_rng(16)
+    for _ in range(50):
+        n = int(rng.integers(1, 400))
+        values = rng.choice([0.0, -0.0, 1.0, 2.5, float("nan"), float("inf")], n)
+        chunk = pa.table({
+            "key": pa.array(rng.choice(["a", "b", "c/d", "é"], n), pa.string()),
+            "value": pa.array(values, pa.float64()),
+            "timestamp": pa.array(rng.integers(0, 3, n) * 1000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "dest_step": pa.array(rng.integers(0, 4, n), pa.int64()),
+        })
+        rows = bulk.rows_of(chunk)
+        got, want = bulk.latest_of(rows), _latest_by_mlflows_loop(rows)
+        assert got == want
+        assert {k: v[3] for k, v in got.items()} == {k: v[3] for k, v in want.items()}
+
+
+def _points(path: str, rows: list[tuple[int, int, float]]) -> pa.Table:
+    """(step, seconds after T0, value) rows of one float series."""
+    return pa.table({
+        "path": [path] * len(rows),
+        "step": pa.array([float(st) for st, _, _ in rows], pa.float64()),
+        "timestamp": pa.array([T0 + timedelta(seconds=t) for _, t, _ in rows], pa.timestamp("us", tz="UTC")),
+        "value": pa.array([v for _, _, v in rows], pa.float64()),
+    })
+
+
+def _boundary_dump(root: Path) -> DumpReader:
+    """With 5 points per transaction: a series cut by two chunk boundaries whose latest point
+    (step 8, the latest timestamp) is in the second chunk and is followed, in the third, by later
+    points of the same step with earlier timestamps and by an exact duplicate of it (on
+    PostgreSQL: a COPY that meets a committed row)."""
+    with DumpWriter(root) as dump, dump.begin_run(key("CUT-1")) as run:
+        run.add_points("float", _points("cut/x", [(s, s, float(s)) for s in range(8)]
+                                        + [(8, 36_000, 0.5), (8, 1, 9.0)]))
+        run.add_points("float", _points("cut/x", [(8, 2, 9.5), (8, 36_000, 0.5)]))
+        run.commit(make_record(key("CUT-1")))
+    return DumpReader(root)
+
+
+def test_chunk_boundaries_inside_a_series_and_a_latest_point_in_an_earlier_chunk(
+    tmp_path: Path, store_kind: tuple[str, Postgres | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "POINTS_PER_TRANSACTION", 5)
+    kind, pg = store_kind
+    reader = _boundary_dump(tmp_path / "dump")
+    [run_in_dump] = reader.runs()
+    order = [(s, t.timestamp()) for t in reader.iter_points(run_in_dump, "float")
+             for s, t in zip(t.column("step").to_pylist(), t.column("timestamp").to_pylist(), strict=True)]
+    t0 = T0.timestamp()
+    assert order[5:] == [(5, t0 + 5), (6, t0 + 6), (7, t0 + 7), (8, t0 + 36_000), (8, t0 + 1),
+                         (8, t0 + 2), (8, t0 + 36_000)]  # chunks [0-4] [5..8@10h, 8@1s] [8@2s, 8@10h]
+    stores = _compare_paths(reader, tmp_path, kind, pg)
+    [run] = stores.values()
+    ms = 1714564800000
+    assert run["history"]["cut/x"] == sorted([(s, ms + 1000 * s, repr(float(s))) for s in range(8)]
+                                             + [(8, ms + 36_000_000, "0.5"), (8, ms + 1000, "9.0"),
+                                                (8, ms + 2000, "9.5")])
+    assert run["latest"]["cut/x"] == (8, ms + 36_000_000, "0.5")  # from the second chunk, never replaced
+
+
+def test_postgresql_foreign_key_one_run_lock_only_where_allowed_and_nothing_else_skipped(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A superuser's chunk locks the run once instead of a foreign-key check per row; a role that
+    may not set `session_replication_role`, or a `metrics` table with a trigger of its own (which
+    replica mode would skip), keeps the per-row checks. All three stores equal the API's."""
+    import psycopg
+
+    reader = _edge_dump(tmp_path / "dump")
+    api_uri = _store("postgresql", tmp_path, postgres)
+    _import(reader, api_uri, "never")
+    expected = store_contents(api_uri)
+    admin = f"host={postgres.host} port={postgres.port} user={postgres.user}"
+    plain_uri, trigger_uri, super_uri = (_store("postgresql", tmp_path, postgres) for _ in range(3))
+    with psycopg.connect(f"{admin} dbname=postgres", autocommit=True) as conn:
+        conn.execute("CREATE ROLE nm_plain LOGIN")
+    with psycopg.connect(f"{admin} dbname={plain_uri.rsplit('/', 1)[1]}", autocommit=True) as conn:
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO nm_plain")
+        conn.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO nm_plain")
+    plain_uri = plain_uri.replace(f"//{postgres.user}@", "//nm_plain@")
+    with psycopg.connect(f"{admin} dbname={trigger_uri.rsplit('/', 1)[1]}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE audit (n INT)")
+        conn.execute("CREATE FUNCTION count_row() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER metrics_audit AFTER INSERT ON metrics FOR EACH ROW EXECUTE FUNCTION count_row()")
+    for uri, how in ((super_uri, "one run lock per chunk"), (plain_uri, "per row"), (trigger_uri, "per row")):
+        dest = MlflowDestination(uri, bulk_mode="always")
+        report = import_runs(reader, dest, OPTS)
+        assert {r.status for r in report.runs} == {"created"}
+        assert dest._sql is not None
+        assert dest._sql.fk_checks == how, uri
+        dest.close()
+        assert store_contents(uri) == expected
+    with psycopg.connect(f"{admin} dbname={trigger_uri.rsplit('/', 1)[1]}") as conn:
+        [(audited,)] = conn.execute("SELECT count(*) FROM audit").fetchall()
+    assert audited == 10 + 42 + 3  # the user's trigger saw every row (the exact duplicate once)
+
+
 DEFAULT_FIXTURE = {"sqlite": "exporter-neptune3", "postgresql": "offline-neptune1"}
 """The one fixture per store the default run compares; every other (store, fixture) pair is `slow`."""
 
