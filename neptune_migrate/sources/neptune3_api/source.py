@@ -545,9 +545,13 @@ class Neptune3ApiSource:
             for start in range(0, len(fresh), FLOAT_SERIES_PER_REQUEST):
                 if len(fresh) > 1:
                     self._float_page(project, sys_id, fresh[start:start + FLOAT_SERIES_PER_REQUEST])
-            with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
-                for _ in pool.map(fetch, spills):
-                    pass
+            unread = [sp for sp in spills if not sp.done]
+            if len(unread) == 1:
+                fetch(unread[0])
+            elif unread:  # no pool (and no thread) for a run whose series are all read already
+                with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
+                    for _ in pool.map(fetch, unread):
+                        pass
             for spill in spills:
                 spill.replay(out)
                 out.declare_series(spill.kind, spill.path)
@@ -585,9 +589,9 @@ class Neptune3ApiSource:
     def _work_dir(self, key: RunKey) -> tuple[Path, bool]:
         if self.options.state_dir is None:
             return Path(tempfile.mkdtemp(prefix="neptune3-api-")), True
-        work = self.options.state_dir / _safe(str(key))
-        work.mkdir(parents=True, exist_ok=True)
-        return work, False
+        # Made when something is written into it (a page of a long series, a download): a small run
+        # read in one go never touches the disk here.
+        return self.options.state_dir / _safe(str(key)), False
 
     def _holder(self, project: str, sys_id: str, path: str) -> dict[str, Any]:
         return {"holder": {"identifier": f"{project}/{sys_id}", "type": "experiment"}, "attribute": path,
