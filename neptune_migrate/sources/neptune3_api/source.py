@@ -13,6 +13,9 @@ loses or repeats a run or a point (see docs/sources/neptune3-api.md):
 * the source is live: each run's fingerprint is its listed `sys/modification_time`, so a run that
   changed on the server since the dump's copy is read again, and an unchanged one is skipped without
   a request;
+* runs are read ahead in listing order, `RUNS_PER_BATCH` at a time: their attribute values in one
+  request, the first page of their float series 100 series per request (a run missing from the shared
+  answer is read with its own requests); each run is still written and committed on its own;
 * float series come newest-first in pages of `perSeriesPointsLimit` (`afterStep` goes downwards); a
   page is full when it holds exactly the limit, and then one more page is asked for;
 * string, file and histogram series are paged with `searchAfter` tokens;
