@@ -478,6 +478,13 @@ class Neptune2ApiSource:
         is gone, and each stops after the request it is in."""
         if not series:
             return
+        if len(series) == 1:  # one series (most small runs): read in this thread, no pool and no queue
+            path, typ = series[0]
+            kind = mapping.SERIES_TYPES[typ]
+            out.declare_series(kind, path)
+            for table in self._series_pages(key, uuid, path, typ, out):
+                out.add_points(kind, table)
+            return
         pages: queue.Queue[tuple[str, SeriesKind, pa.Table] | _Stop | BaseException] = queue.Queue(
             maxsize=2 * self.budget.workers)
         cancel = threading.Event()
@@ -651,9 +658,8 @@ class _Checkpoint:
     def open(cls, state: Path | None, path: str) -> _Checkpoint | None:
         if state is None:
             return None
-        folder = state / hashlib.sha256(path.encode()).hexdigest()[:16]
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder)
+        # Made by the first flush: a series read in fewer pages than a checkpoint never touches the disk.
+        return cls(state / hashlib.sha256(path.encode()).hexdigest()[:16])
 
     def tables(self) -> Iterator[pa.Table]:
         for part in self.parts:
@@ -669,6 +675,7 @@ class _Checkpoint:
         if not self._pending or self._pending_step is None:
             return
         name = f"part-{len(self.parts):06d}.parquet"
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (name + ".tmp")
         pq.write_table(pa.concat_tables(self._pending), tmp)
         tmp.replace(self.folder / name)

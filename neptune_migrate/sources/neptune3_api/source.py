@@ -13,6 +13,9 @@ loses or repeats a run or a point (see docs/sources/neptune3-api.md):
 * the source is live: each run's fingerprint is its listed `sys/modification_time`, so a run that
   changed on the server since the dump's copy is read again, and an unchanged one is skipped without
   a request;
+* runs are read ahead in listing order, `RUNS_PER_BATCH` at a time: their attribute values in one
+  request, the first page of their float series 100 series per request (a run missing from the shared
+  answer is read with its own requests); each run is still written and committed on its own;
 * float series come newest-first in pages of `perSeriesPointsLimit` (`afterStep` goes downwards); a
   page is full when it holds exactly the limit, and then one more page is asked for;
 * string, file and histogram series are paged with `searchAfter` tokens;
@@ -99,6 +102,9 @@ FILES_PER_REQUEST = 100
 """Files signed per `signedUrl` request."""
 FLOAT_SERIES_PER_REQUEST = 100
 """Float series whose first page shares one request."""
+RUNS_PER_BATCH = 100
+"""Listed runs whose attribute values (and the first page of their float series) share requests: a small
+run then costs a few hundredths of a request instead of two."""
 DEFAULT_POLICY = RetryPolicy(max_attempts=12, initial_wait=0.5, max_wait=300.0, max_total=1800.0, max_outage=0.0)
 """Live servers: a `Retry-After` up to 5 minutes is honoured as given; give up on a call after 30 minutes."""
 
@@ -178,6 +184,9 @@ class Neptune3ApiSource:
         self._client_lock = threading.Lock()
         self._base_url: str | None = None
         self._listed: dict[RunKey, _Listed] = {}
+        self.runs_per_batch = RUNS_PER_BATCH
+        """Runs read ahead together (1: every run with its own requests)."""
+        self._batch = _Batch()
         self._warnings: list[str] = []
         self._checked = False
 
@@ -392,6 +401,7 @@ class Neptune3ApiSource:
 
     def list_runs(self) -> Iterator[RunKey]:
         self._listed = self._list()
+        self._batch = _Batch(list(self._listed))
         yield from self._listed
 
     def fingerprint(self, key: RunKey) -> str:
@@ -425,31 +435,81 @@ class Neptune3ApiSource:
 
     # -- one run ---------------------------------------------------------------------------------
     def _values(self, project: str, sys_id: str) -> list[tuple[str, str, Any]]:
+        return self._values_of(project, [sys_id]).get(sys_id, [])
+
+    def _values_of(self, project: str, sys_ids: list[str]) -> dict[str, list[tuple[str, str, Any]]]:
+        """The attribute values of the runs `sys_ids` of `project` (one request per page of values);
+        a run the server does not answer for is missing from the result."""
         from neptune_query.generated.neptune_api.api.retrieval import query_attributes_within_project_proto
         from neptune_query.generated.neptune_api.models import QueryAttributesBodyDTO
         from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model.attributes_pb2 import (
             ProtoQueryAttributesResultDTO,
         )
 
-        out: list[tuple[str, str, Any]] = []
+        out: dict[str, list[tuple[str, str, Any]]] = {}
         token: str | None = None
+        what = f"attributes of {project}/{sys_ids[0]}" + (f" and {len(sys_ids) - 1} other run(s)"
+                                                            if len(sys_ids) > 1 else "")
+        wanted = set(sys_ids)
         while True:
-            params: dict[str, Any] = {"experimentIdsFilter": [f"{project}/{sys_id}"], "attributeNameFilter": {},
-                                      "nextPage": {"limit": VALUES_PAGE}}
+            params: dict[str, Any] = {"experimentIdsFilter": [f"{project}/{i}" for i in sys_ids],
+                                      "attributeNameFilter": {}, "nextPage": {"limit": VALUES_PAGE}}
             if token:
                 params["nextPage"]["nextPageToken"] = token
             body = QueryAttributesBodyDTO.from_dict(params)
-            response = self._call(f"attributes of {project}/{sys_id}",
-                                  partial(query_attributes_within_project_proto.sync_detailed, body=body,
-                                          project_identifier=project), project=project)
+            response = self._call(what, partial(query_attributes_within_project_proto.sync_detailed, body=body,
+                                                project_identifier=project), project=project)
             data = ProtoQueryAttributesResultDTO.FromString(response.content)
             for entry in data.entries:
+                owner = str(entry.experimentShortId) if len(sys_ids) > 1 else sys_ids[0]
+                if owner not in wanted:
+                    continue  # not a run asked for (the answer names runs by their sys/id)
+                values = out.setdefault(owner, [])
                 for attr in entry.attributes:
                     typ, value = attribute_value(attr)
-                    out.append((str(attr.name), typ, value))
+                    values.append((str(attr.name), typ, value))
             token = data.nextPage.nextPageToken or None
             if not token:
                 return out
+
+    def _read_ahead(self, key: RunKey, project: str, sys_id: str) -> _Ahead | None:
+        """`key`'s values and float first pages from a shared read of the next listed runs (None: read
+        the run on its own). Runs are read ahead in listing order, `runs_per_batch` at a time, only runs
+        of the same project not handed out yet; one thread reads while the others wait for it."""
+        batch = self._batch
+        if self.runs_per_batch <= 1:
+            return None
+        with batch.lock:
+            ahead = batch.ready.pop(key, None)
+            if ahead is not None or key in batch.taken:
+                batch.taken.add(key)
+                return ahead
+            group = [k for k in batch.following(key, self.runs_per_batch)
+                     if k.project == project and k in self._listed]
+            ids = {k: self._listed[k].sys_id for k in group}
+            try:
+                values = self._values_of(project, list(ids.values()))
+                firsts = self._float_firsts(project, [
+                    (ids[k], path) for k in group if ids[k] in values and not self._resuming(k)
+                    for path, kind in split_attributes(project, values[ids[k]]).series if kind == "float"])
+            except ServerAnswerError:
+                return None  # the shared read was refused: each run is read on its own (and fails alone)
+            for k in group:
+                got = values.get(ids[k])
+                if got is not None and k not in batch.taken:
+                    batch.ready[k] = _Ahead(got, {path: page for (i, path), page in firsts.items() if i == ids[k]})
+            batch.trim(key, self.runs_per_batch)
+            batch.taken.add(key)
+            return batch.ready.pop(key, None)
+
+    def _float_firsts(self, project: str, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], _Page]:
+        """The first page of each float series `(sys_id, path)`, `FLOAT_SERIES_PER_REQUEST` per request."""
+        firsts: dict[tuple[str, str], _Page] = {}
+        for start in range(0, len(wanted), FLOAT_SERIES_PER_REQUEST):
+            chunk = wanted[start:start + FLOAT_SERIES_PER_REQUEST]
+            pages = self._float_request(project, [(i, path, None) for i, path in chunk])
+            firsts.update(zip(chunk, pages, strict=True))
+        return firsts
 
     def export_run(self, key: RunKey, out: RunWriter) -> RunRecord:
         listed = self._listed.get(key)
@@ -460,7 +520,8 @@ class Neptune3ApiSource:
             msg = f"{key}: no such run on {self.base_url}"
             raise ServerAnswerError(msg)
         project, sys_id = key.project, listed.sys_id
-        attrs = split_attributes(project, self._values(project, sys_id))
+        ahead = self._read_ahead(key, project, sys_id)
+        attrs = split_attributes(project, ahead.values if ahead is not None else self._values(project, sys_id))
         losses: list[Loss] = [Loss("unsupported_type", path, 1, f"a {typ} attribute is not carried",
                                    LossCategory.LOST) for path, typ in attrs.skipped]
         work, temporary = self._work_dir(key)
@@ -478,12 +539,22 @@ class Neptune3ApiSource:
             # then the rest side by side (at most `workers` requests in flight), each into its own
             # spill; the dump writer takes them one after another.
             fresh = [sp for sp in spills if sp.kind == "float" and sp.pages == 0 and not sp.done]
+            if ahead is not None:  # first pages read with the batch (a series not in it is read here)
+                for sp in fresh:
+                    page = ahead.firsts.get(sp.path)
+                    if page is not None:
+                        sp.add(page.table, cursor=page.cursor, done=page.done)
+                fresh = [sp for sp in fresh if sp.pages == 0]
             for start in range(0, len(fresh), FLOAT_SERIES_PER_REQUEST):
                 if len(fresh) > 1:
                     self._float_page(project, sys_id, fresh[start:start + FLOAT_SERIES_PER_REQUEST])
-            with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
-                for _ in pool.map(fetch, spills):
-                    pass
+            unread = [sp for sp in spills if not sp.done]
+            if len(unread) == 1:
+                fetch(unread[0])
+            elif unread:  # no pool (and no thread) for a run whose series are all read already
+                with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
+                    for _ in pool.map(fetch, unread):
+                        pass
             for spill in spills:
                 spill.replay(out)
                 out.declare_series(spill.kind, spill.path)
@@ -514,12 +585,16 @@ class Neptune3ApiSource:
             absent=tuple(n for n in _SYSTEM_FIELDS if getattr(attrs.system, n) is None),
         )
 
+    def _resuming(self, key: RunKey) -> bool:
+        """True when an interrupted export left `key`'s pages in the state folder (they are not read again)."""
+        return self.options.state_dir is not None and (self.options.state_dir / _safe(str(key))).exists()
+
     def _work_dir(self, key: RunKey) -> tuple[Path, bool]:
         if self.options.state_dir is None:
             return Path(tempfile.mkdtemp(prefix="neptune3-api-")), True
-        work = self.options.state_dir / _safe(str(key))
-        work.mkdir(parents=True, exist_ok=True)
-        return work, False
+        # Made when something is written into it (a page of a long series, a download): a small run
+        # read in one go never touches the disk here.
+        return self.options.state_dir / _safe(str(key)), False
 
     def _holder(self, project: str, sys_id: str, path: str) -> dict[str, Any]:
         return {"holder": {"identifier": f"{project}/{sys_id}", "type": "experiment"}, "attribute": path,
@@ -532,6 +607,12 @@ class Neptune3ApiSource:
 
     def _float_page(self, project: str, sys_id: str, spills: list[_Spill]) -> None:
         """One request for the next page of each of `spills` (float series of one run)."""
+        pages = self._float_request(project, [(sys_id, sp.path, sp.cursor) for sp in spills])
+        for spill, page in zip(spills, pages, strict=True):
+            spill.add(page.table, cursor=page.cursor, done=page.done)
+
+    def _float_request(self, project: str, series: list[tuple[str, str, float | str | None]]) -> list[_Page]:
+        """One request for the next page of each float series `(sys_id, path, cursor)`."""
         from neptune_query.generated.neptune_api.api.retrieval import get_multiple_float_series_values_proto
         from neptune_query.generated.neptune_api.models import FloatTimeSeriesValuesRequest
         from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model.series_values_pb2 import (
@@ -539,29 +620,31 @@ class Neptune3ApiSource:
         )
 
         # The server caps one request at POINTS_PAGE points in all, as neptune-query assumes.
-        limit = max(1, self.points_page // len(spills))
+        limit = max(1, self.points_page // len(series))
         requests: list[dict[str, Any]] = []
-        for i, spill in enumerate(spills):
-            request: dict[str, Any] = {"requestId": str(i), "series": self._holder(project, sys_id, spill.path)}
-            if spill.cursor is not None:
-                request["afterStep"] = float(spill.cursor)
+        for i, (sys_id, path, cursor) in enumerate(series):
+            request: dict[str, Any] = {"requestId": str(i), "series": self._holder(project, sys_id, path)}
+            if cursor is not None:
+                request["afterStep"] = float(cursor)
             requests.append(request)
         body = FloatTimeSeriesValuesRequest.from_dict({
             "requests": requests, "perSeriesPointsLimit": limit,
             "stepRange": {"from": None, "to": None}, "order": "descending"})
-        what = f"float series {spills[0].path}{' and others' if len(spills) > 1 else ''} of {project}/{sys_id}"
+        sys_id, path, _ = series[0]
+        what = f"float series {path}{' and others' if len(series) > 1 else ''} of {project}/{sys_id}"
         response = self._call(what, partial(get_multiple_float_series_values_proto.sync_detailed, body=body))
         data = ProtoFloatSeriesValuesResponseDTO.FromString(response.content)
-        by_id: dict[str, list[Any]] = {str(i): [] for i in range(len(spills))}
+        by_id: dict[str, list[Any]] = {str(i): [] for i in range(len(series))}
         for s in data.series:
             if s.requestId in by_id:
                 by_id[s.requestId].extend(s.series.values)
-        for i, spill in enumerate(spills):
+        pages: list[_Page] = []
+        for i, (_, path, _) in enumerate(series):
             values = by_id[str(i)]
-            table = float_table(spill.path, values, include_previews=self.options.include_previews)
+            table = float_table(path, values, include_previews=self.options.include_previews)
             # Full page (exactly the limit): there may be more below its last step.
-            full = len(values) == limit
-            spill.add(table, cursor=float(values[-1].step) if values else None, done=not full)
+            pages.append(_Page(table, float(values[-1].step) if values else None, len(values) != limit))
+        return pages
 
     def _fetch_objects(self, project: str, sys_id: str, path: str, kind: SeriesKind, spill: _Spill,
                        out: RunWriter, losses: list[Loss]) -> None:
@@ -646,6 +729,54 @@ class Neptune3ApiSource:
                 tmp.unlink()
                 result[p] = (sha, size, None)
         return result
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page of a float series: its points (newest first), the cursor below it, whether it is the last."""
+
+    table: pa.Table
+    cursor: float | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A run read with others: its attribute values and the first page of its float series by path."""
+
+    values: list[tuple[str, str, Any]]
+    firsts: dict[str, _Page]
+
+
+class _Batch:
+    """The runs read ahead (in listing order) and not yet handed to their export; bounded."""
+
+    def __init__(self, order: list[RunKey] | None = None) -> None:
+        self.order = order or []
+        self.position = {k: i for i, k in enumerate(self.order)}
+        self.ready: dict[RunKey, _Ahead] = {}
+        self.taken: set[RunKey] = set()
+        self.lock = threading.Lock()
+
+    def following(self, key: RunKey, count: int) -> list[RunKey]:
+        """`key` and the listed runs after it not handed out yet, `count` at most."""
+        start = self.position.get(key)
+        if start is None:
+            return [key]
+        out: list[RunKey] = []
+        for k in self.order[start:]:
+            if k not in self.taken and k not in self.ready:
+                out.append(k)
+                if len(out) == count:
+                    break
+        return out
+
+    def trim(self, key: RunKey, window: int) -> None:
+        """Drop read-ahead runs listed more than `window` runs before `key` (mostly runs whose export
+        skipped them as unchanged; a run dropped here that is still to come is read on its own)."""
+        here = self.position.get(key, 0)
+        for k in [k for k in self.ready if self.position.get(k, here) < here - window]:
+            del self.ready[k]
 
 
 class _Spill:

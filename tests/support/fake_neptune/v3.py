@@ -158,6 +158,8 @@ class FakeNeptune3:
         """Order runs sharing a sort value differently in each listing answer (a server whose sort is
         not stable across queries); False: insertion order."""
         self.latency = 0.0
+        self.left_out_of_shared: set[str] = set()
+        """sys/ids of runs the values route leaves out of an answer for several runs (not for one)."""
         """Seconds every request but the token exchange waits before it is answered (`--workers` tests)."""
         self.in_flight = 0
         self.max_in_flight = 0
@@ -446,6 +448,8 @@ class FakeNeptune3:
 
         project = self._project(q)
         runs = [r for r in self._runs_for(b.get("experimentIdsFilter"), [project]) if r.project == project]
+        if len(b.get("experimentIdsFilter") or ()) > 1:
+            runs = [r for r in runs if r.sys_id not in self.left_out_of_shared]
         wanted = b.get("attributeNamesFilter")
         pairs: list[tuple[FakeRun, str, str, Any]] = []
         for run in runs:

@@ -160,10 +160,14 @@ def test_every_field_and_series_kind_reaches_the_dump(fake: FakeNeptune3, tmp_pa
             data = part.read_bytes()
             assert fake.token().encode() not in data and API_KEY.encode() not in data
             assert b"s3cr3t-signature-value" not in data
-    # The first pages of the parent's two float series share one request.
-    firsts = [b for r, b in fake.requests if r == "float" and len(b["requests"]) == 2]
-    assert [sorted(q["series"]["attribute"] for q in b["requests"]) for b in firsts] == [
-        ["monitoring/cpu", "train/loss"]]
+    # Runs are read ahead together: each float series' first page is asked for once, and the three
+    # share one request (two when the child's worker reaches the server first and reads ahead alone).
+    floats = [b for r, b in fake.requests if r == "float"]
+    assert sorted((q["series"]["holder"]["identifier"], q["series"]["attribute"]) for b in floats
+                  for q in b["requests"] if "afterStep" not in q) == [
+        (f"{PROJECT}/{fake.runs[0].sys_id}", "monitoring/cpu"), (f"{PROJECT}/{fake.runs[0].sys_id}", "train/loss"),
+        (f"{PROJECT}/{fake.runs[1].sys_id}", "train/loss")]
+    assert len(floats) <= 2
 
 
 def test_previews_are_kept_when_asked(fake: FakeNeptune3, tmp_path: Path) -> None:
@@ -223,7 +227,7 @@ def test_listing_is_ascending_and_never_loses_or_repeats_a_run_created_meanwhile
     summary = _export(source, tmp_path / "dump")
     assert sorted(r.key.rsplit("/", 1)[1] for r in summary.runs) == ["late", "r0", "r1", "r2", "r3", "r4"]
     assert len(summary.runs) == 6
-    assert fake.counts["values"] == 6
+    assert fake.counts["values"] == 1  # the six runs' values are read ahead in one request
 
 
 def test_a_run_changed_on_the_server_is_read_again_and_an_unchanged_one_is_skipped_without_requests(
@@ -614,6 +618,44 @@ def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(fa
     assert all(len(rec.files) == 1 and rec.files[0].sha256 for rec, _ in content.values())
 
 
+def test_small_runs_are_read_ahead_in_shared_requests_and_the_dump_equals_run_by_run(
+    fake: FakeNeptune3, tmp_path: Path
+) -> None:
+    project = "my-ws/batched"
+    _cheap_runs(fake, project, 30)
+    fake.add_run("no-series", project=project, created=datetime(2025, 8, 1, tzinfo=timezone.utc),
+                 fields={"params/only": ("float", 0.5)})
+    single = _source(fake, project=project, workers=2)
+    single.runs_per_batch = 1
+    _export(single, tmp_path / "single")
+    fake.counts.clear()
+    shared = _source(fake, project=project, workers=2)
+    shared.runs_per_batch = 8
+    summary = _export(shared, tmp_path / "shared")
+    assert [r.status for r in summary.runs] == ["exported"] * 31
+    assert _content(tmp_path / "shared") == _content(tmp_path / "single")
+    # 31 runs in groups of 8 (fewer when a worker starts a group before its neighbour is handed out):
+    # about 4 values and 4 float requests instead of 31 + 30; the string series and files stay per run.
+    assert 4 <= fake.counts["values"] <= 8 and 4 <= fake.counts["float"] <= 8, fake.counts
+
+
+def test_a_run_left_out_of_a_shared_answer_is_read_on_its_own(fake: FakeNeptune3, tmp_path: Path) -> None:
+    project = "my-ws/left-out"
+    _cheap_runs(fake, project, 6, rich=False)
+    _export(_source(fake, project=project, workers=1), tmp_path / "expected")
+    left_out = fake.runs[-3].sys_id
+    fake.left_out_of_shared = {left_out}
+    fake.counts.clear()
+    fake.requests.clear()
+    summary = _export(_source(fake, project=project, workers=1), tmp_path / "dump")
+    assert [r.status for r in summary.runs] == ["exported"] * 6
+    assert _content(tmp_path / "dump") == _content(tmp_path / "expected")
+    # One shared read of the six runs, then the left-out run's own values and float request.
+    assert fake.counts["values"] == 2 and fake.counts["float"] == 2
+    own = [b for r, b in fake.requests if r == "float" and len(b["requests"]) == 1]
+    assert [q["series"]["holder"]["identifier"] for b in own for q in b["requests"]] == [f"{project}/{left_out}"]
+
+
 def test_four_workers_export_runs_faster_than_one(fake: FakeNeptune3, tmp_path: Path) -> None:
     project = "my-ws/rate"
     _cheap_runs(fake, project, 16, rich=False)
@@ -622,7 +664,9 @@ def test_four_workers_export_runs_faster_than_one(fake: FakeNeptune3, tmp_path: 
     for workers in (1, 4):
         fake.counts.clear()
         started = time.monotonic()
-        summary = _export(_source(fake, project=project, workers=workers), tmp_path / f"w{workers}")
+        source = _source(fake, project=project, workers=workers)
+        source.runs_per_batch = 1  # each run with its own requests: the rate is the workers'
+        summary = _export(source, tmp_path / f"w{workers}")
         rates[workers] = len(summary.runs) / (time.monotonic() - started)
         assert [r.status for r in summary.runs] == ["exported"] * 16
         assert fake.counts["float"] == 16
