@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_migrate.destinations.base import RegistryModel, RegistryVersion, VersionSnapshot
+from neptune_migrate.destinations.base import ModelSnapshot, RegistryModel, RegistryVersion, VersionSnapshot
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import MigrateError, one_line, redact
@@ -73,9 +73,10 @@ class RegistryResult:
     key: str
     """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
     status: str
-    """created, completed, updated, skipped, set, failed, deferred (a shard's model whose version runs
+    """created, completed, updated, skipped, set, removed (a stage alias no version holds any more),
+    failed, deferred (a shard's model whose version runs
     other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
-    would_set, would_fail."""
+    would_set, would_remove, would_fail."""
     destination: str | None = None
     """The destination's name for it (model name, version number, alias target)."""
     message: str = ""
@@ -227,6 +228,9 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
             done = found is not None and found.aliases.get(alias) == vid
             out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
                                       "would_skip" if done else "would_set", vid))
+        out.extend(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}", "would_remove", vid,
+                                  "no version holds its stage any more")
+                   for alias, vid in _stale_aliases(found, holders_of(model)))
         return out
     name = dest.ensure_model(model)
     if found is None:
@@ -258,12 +262,23 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
         done = found is not None and found.aliases.get(alias) == vid
         out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
                                   "skipped" if done else "set", vid))
+    out.extend(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}", "removed", vid,
+                              "no version holds its stage any more")
+               for alias, vid in _stale_aliases(found, holders))
     if ledger is not None:
         ledger.append({"key": f"registry:{result.key}", "status": result.status, "model": name})
     return out
 
 
+def _stale_aliases(found: ModelSnapshot | None, holders: dict[str, str]) -> list[tuple[str, str]]:
+    """Stage aliases on our versions that no version holds any more (removed by `set_aliases`)."""
+    if found is None:
+        return []
+    stages = set(ALIAS_OF_STAGE.values())
+    return [(a, vid) for a, vid in sorted(found.aliases.items()) if a in stages and a not in holders]
+
+
 def _version_done(have: VersionSnapshot, want: VersionSnapshot) -> bool:
-    """Every tag the import sets is there with its value, and the description is right."""
-    return (all(have.tags.get(k) == v for k, v in want.tags.items())
-            and (want.description or None) == (have.description or None))
+    """The version's tags are exactly the ones the import sets (none missing, none stale, e.g.
+    `neptune.tags` after its tags were removed), and the description is right."""
+    return have.tags == want.tags and (want.description or None) == (have.description or None)

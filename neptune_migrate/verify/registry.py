@@ -67,6 +67,8 @@ def _tags(key: str, item: str, expected: dict[str, str], actual: dict[str, str])
             out.append(Finding(key, "missing", f"{item}tag:{k}", expected=v))
         elif got != v:
             out.append(Finding(key, "differs", f"{item}tag:{k}", expected=v, actual=got))
+    out.extend(Finding(key, "extra", f"{item}tag:{k}", actual=got)  # e.g. a stale neptune.tags
+               for k, got in sorted(actual.items()) if k not in expected)
     return out
 
 

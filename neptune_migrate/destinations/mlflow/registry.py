@@ -44,6 +44,8 @@ TAG_STAGE_HISTORY = "neptune.stage_history"
 TAG_SOURCE_RUN = "neptune.source_run"
 TAG_CARRIER_RUN = "neptune.carrier_run_id"
 TAG_TAGS = "neptune.tags"
+STAGE_ALIASES = frozenset({"production", "staging", "archived"})
+"""The aliases the registry step gives and takes away (the values of `pipeline.registry.ALIAS_OF_STAGE`)."""
 TAG_LOGGED_MODEL = "nm.logged_model_id"
 """The MLflow 3 logged model holding a version's files (so verify can find them)."""
 
@@ -255,6 +257,10 @@ class MlflowRegistry:
             if rm.tags.get(k) != v:
                 self._req("set_registered_model_tag",
                           partial(self.client.set_registered_model_tag, name, k, v))
+        for k in sorted(set(rm.tags) - set(tags)):
+            if k.startswith("neptune."):  # e.g. neptune.tags after the model's tags were removed
+                self._req("delete_registered_model_tag",
+                          partial(self.client.delete_registered_model_tag, name, k))
         if (rm.description or None) != (model.description or None):
             self._req("update_registered_model",
                       lambda: self.client.update_registered_model(name, description=model.description or ""))
@@ -340,6 +346,10 @@ class MlflowRegistry:
                 if mv.tags.get(k) != v:
                     self._req("set_model_version_tag", partial(
                         self.client.set_model_version_tag, name, mv.version, k, v))
+            for k in sorted(set(mv.tags) - set(tags)):
+                if k.startswith("neptune."):  # a tag the dump no longer has (neptune.tags, stage_history)
+                    self._req("delete_model_version_tag", partial(
+                        self.client.delete_model_version_tag, name, mv.version, k))
             if (mv.description or None) != (version.description or None):
                 self._req("update_model_version", lambda: self.client.update_model_version(
                     name, mv.version, description=version.description or ""))
@@ -347,10 +357,17 @@ class MlflowRegistry:
                                description=version.description or None, tags=tags)
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
-        if not holders:
-            return
-        numbers = {v.tags.get(TAG_VERSION_ID): str(v.version) for v in self._versions(name)}
+        """Point each stage alias at its holder, and delete a stage alias (`production`, `staging`,
+        `archived`) that points at one of our versions but has no holder any more (also when no
+        alias has one): its stage was left in Neptune. Aliases on versions not ours are left alone."""
+        versions = self._versions(name)
+        numbers = {v.tags.get(TAG_VERSION_ID): str(v.version) for v in versions}
+        ours = {str(v.version) for v in versions if v.tags.get(TAG_VERSION_ID) is not None}
         current = self._req("get_registered_model", lambda: self.client.get_registered_model(name)).aliases or {}
+        for alias, number in sorted(current.items()):
+            if alias in STAGE_ALIASES and alias not in holders and str(number) in ours:
+                self._req("delete_registered_model_alias",
+                          partial(self.client.delete_registered_model_alias, name, alias))
         for alias, vid in sorted(holders.items()):
             number = numbers.get(vid)
             if number is None:

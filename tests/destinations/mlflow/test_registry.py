@@ -271,3 +271,43 @@ def test_shards_build_each_model_once_and_whole(mlflow_sqlite: MlflowBackend, tm
         assert check.findings == []
         seen += [r.key for r in check.runs if r.key.startswith("model:")]
     assert sorted(seen) == [f"model:{d.project}/REG-CLS", f"model:{d.project}/REG-DUP"]
+
+
+def test_a_stage_left_in_a_reexport_takes_its_alias_away_and_stale_tags_go(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path
+) -> None:
+    """Review #18-dst 1 and 5: version 2 was production, a re-export has it archived (no version in
+    production any more) and its versions without Neptune tags: the re-import removes the
+    `production` alias (dry run: would_remove), moves `archived` to 2, deletes the stale
+    `neptune.tags`, and verify finds nothing; before, `production` stayed on 2 forever."""
+    project, name = "ws/stale-sqlite", "clf-stale-sqlite"
+    first = build_registry_dump(tmp_path / "d1", project=project, name=name, versions=3)
+    dest = _dest(mlflow_sqlite)
+    assert not import_runs(first.reader, dest, OPTS).failed
+    client = _client(mlflow_sqlite)
+    assert {a: str(v) for a, v in client.get_registered_model(name).aliases.items()} == {
+        "archived": "1", "production": "2", "staging": "3"}
+    again = build_registry_dump(tmp_path / "d2", project=project, name=name, versions=3,
+                                stages={2: "archived"}, version_tags=False)
+    plan = _statuses(import_runs(again.reader, dest, ImportOptions(retry=FAST, dry_run=True)))
+    assert plan[f"alias:{project}/REG-CLS@production"] == "would_remove"
+    assert plan[f"alias:{project}/REG-CLS@archived"] == "would_set"
+    assert [plan[f"version:{project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["would_complete"] * 3
+    before = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    found = {(f.kind, f.item) for f in before.findings if f.run.startswith("model:")}
+    assert ("extra", "alias:production") in found
+    assert ("extra", "version:REG-CLS-1:tag:neptune.tags") in found  # stale tags are findings now
+    report = import_runs(again.reader, dest, OPTS)
+    st = _statuses(report)
+    assert st[f"alias:{project}/REG-CLS@production"] == "removed"
+    assert st[f"alias:{project}/REG-CLS@archived"] == "set"
+    assert [st[f"version:{project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["completed"] * 3
+    assert {a: str(v) for a, v in client.get_registered_model(name).aliases.items()} == {
+        "archived": "2", "staging": "3"}
+    versions = _versions(client, name)
+    assert [v.tags["neptune.stage"] for v in versions] == ["archived", "archived", "staging"]
+    assert [("neptune.tags" in v.tags) for v in versions] == [False, False, False]
+    check = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    assert [str(f) for f in check.findings if f.run.startswith("model:")] == []
+    third = _statuses(import_runs(again.reader, dest, OPTS))
+    assert {s for k, s in third.items() if k.startswith(("version:", "alias:"))} == {"skipped"}
