@@ -232,6 +232,8 @@ class VersionSnapshot:
     tags: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileDigest] = field(default_factory=dict)
     """Relative file path -> size and sha256 (sha256 only when read with hashes)."""
+    run_id: str | None = None
+    """The destination run the version is linked to (MLflow's `run_id`); None where there is no link."""
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Any
 from neptune_migrate.destinations.base import ModelSnapshot, RegistryModel, RegistryVersion, VersionSnapshot
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
-from neptune_migrate.errors import MigrateError, one_line, redact
+from neptune_migrate.errors import MigrateError, PermanentError, one_line, redact
 from neptune_migrate.model import DestinationRunId, Loss, LossCategory, RunKey, RunRecord, SourceRunId
 from neptune_migrate.pipeline.ledger import Ledger
-from neptune_migrate.pipeline.shard import Shard
+from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.registry import REGISTRY_KINDS, ModelGroup, group_models
 from neptune_migrate.sources.base import RunSelection
 
@@ -74,7 +74,7 @@ class RegistryResult:
     """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
     status: str
     """created, completed, updated, skipped, set, removed (a stage alias no version holds any more),
-    failed, deferred (a shard's model whose version runs
+    failed, not_carried (`import --no-registry`), deferred (a shard's model whose version runs
     other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
     would_set, would_remove, would_fail."""
     destination: str | None = None
@@ -157,9 +157,33 @@ def registry_runs(reader: DumpReader, selection: RunSelection) -> list[DumpRun]:
             and selection.matches_record(r.record)]
 
 
+def _waiting(reader: DumpReader, model: RegistryModel, owned: set[RunKey]) -> list[str]:
+    """Runs of the model's versions (their own, or the runs they were made from) that another shard
+    imports and has not yet: the model waits for them. A run of this shard that is not in the
+    destination failed for good: a version's own run fails the model, a source run is a reported loss."""
+    waiting: list[str] = []
+    for v in model.versions:
+        if v.carrier_run_id is None:
+            if v.record_key in owned:
+                msg = f"the run of version {v.version_id} failed to import (see its run entry): fix it and re-run"
+                raise PermanentError(msg)
+            waiting.append(str(v.record_key))
+        if (v.source_run is not None and v.source_run_id is None and v.source_run not in owned
+                and reader.get_run(v.source_run) is not None):
+            waiting.append(str(v.source_run))
+    return list(dict.fromkeys(waiting))
+
+
 def holders_of(model: RegistryModel) -> dict[str, str]:
     """Alias -> Neptune version id."""
     return {alias: v.version_id for v in model.versions for alias in v.aliases}
+
+
+def not_carried(runs: Iterable[DumpRun], shard: Shard | None) -> list[RegistryResult]:
+    """`import --no-registry`: one `not_carried` line per model (its records were imported as runs)."""
+    return [RegistryResult(f"model:{g.project}/{g.model_id}", "not_carried", None,
+                           "--no-registry: the model and its versions are imported as runs only")
+            for g in owned_groups(runs, shard)]
 
 
 def import_registry(
@@ -178,20 +202,25 @@ def import_registry(
     groups = owned_groups(runs, shard)
     names, renamed = registry_names(groups)
     out: list[RegistryResult] = []
+    owned: set[RunKey] | None = None
     for group in groups:
         mkey = f"model:{group.project}/{group.model_id}"
         result = RegistryResult(key=mkey, status="would_fail" if dry_run else "failed")
         out.append(result)
         try:
             model, losses = build_model(dest, reader, group, names[group.project, group.model_id])
-            waiting = [v.version_id for v in model.versions if v.carrier_run_id is None]
-            if shard is not None and waiting and not dry_run:
-                # Their runs belong to other shards that have not imported them yet: building now
-                # would create versions without their run link (MLflow cannot add it later).
-                result.status = "deferred"
-                result.message = (f"runs of {len(waiting)} version(s) ({', '.join(waiting[:5])}) are not imported "
-                                  "yet (other shards): import this shard again once every shard finished")
-                continue
+            if shard is not None and not dry_run:
+                if owned is None:
+                    owned = {r.key for r in owned_scan(reader.scan(), shard) if isinstance(r, DumpRun)}
+                waiting = _waiting(reader, model, owned)
+                if waiting:
+                    # Runs of other shards not imported yet: building now would link versions to the
+                    # wrong run (MLflow cannot change a version's run later). Not done: exit non-zero.
+                    result.status = "deferred"
+                    result.message = (f"{len(waiting)} run(s) of its versions ({', '.join(waiting[:5])}) are not "
+                                      "imported yet (other shards): run `import --registry-only` (or this shard "
+                                      "again) once every shard finished")
+                    continue
             losses += [lo for lo in renamed if lo.path == f"{group.project}/{group.model_id}"]
             losses += dest.plan_model(model)
             result.losses = [lo.to_json() for lo in losses]
@@ -246,13 +275,14 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
         vkey = f"version:{model.project}/{v.version_id}"
         have = by_id.get(v.version_id)
         if have is not None and _version_done(have, want):
-            out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry"))
+            out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry",
+                                      losses=_link_losses(model, v, have, want)))
             continue
         for fe, _ in v.files:  # a corrupt blob fails the model before anything of it is written
             reader.verified_blob(fe.sha256 or "")
         made = dest.ensure_version(model, name, v, have)
         status = "created" if have is None else "completed"
-        out.append(RegistryResult(vkey, status, made.number))
+        out.append(RegistryResult(vkey, status, made.number, losses=_link_losses(model, v, have, want)))
         if ledger is not None:
             ledger.append({"key": f"registry:{vkey}", "status": status, "model": name,
                            "destination_version": made.number})
@@ -268,6 +298,18 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
     if ledger is not None:
         ledger.append({"key": f"registry:{result.key}", "status": result.status, "model": name})
     return out
+
+
+def _link_losses(model: RegistryModel, v: RegistryVersion, have: VersionSnapshot | None,
+                 want: VersionSnapshot) -> list[dict[str, Any]]:
+    """An existing version linked to another run than it should be now (e.g. made while its source
+    run was not imported): the destination cannot change it, so it is lost by us until fixed by hand."""
+    if have is None or want.run_id is None or have.run_id is None or have.run_id == want.run_id:
+        return []
+    return [Loss("version_run_link_differs", f"{model.project}/{v.version_id}", 1,
+                 f"version {have.number} is linked to run {have.run_id}, not {want.run_id} (its source run, "
+                 "imported since); the registry cannot change it: delete the version and import again",
+                 category=LossCategory.LOST).to_json()]
 
 
 def _stale_aliases(found: ModelSnapshot | None, holders: dict[str, str]) -> list[tuple[str, str]]:

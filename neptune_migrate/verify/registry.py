@@ -3,7 +3,7 @@
 Each Neptune model becomes one entry of the verify report next to the runs (key
 `model:<project>/<model id>`), with findings of the usual kinds: `missing`, `extra`, `differs`,
 `error`. Items: `model`, `model:name`, `model:description`, `model:tag:<key>`, `version:<id>`,
-`version:<id>:order`, `version:<id>:description`, `version:<id>:tag:<key>`, `alias:<alias>`,
+`version:<id>:order`, `version:<id>:description`, `version:<id>:run`, `version:<id>:tag:<key>`, `alias:<alias>`,
 `file:<version id>/<path>`. Files are compared by size and sha256 (downloaded from the destination).
 """
 
@@ -130,6 +130,9 @@ def compare_models(key: str, model: RegistryModel, expected: ModelSnapshot, actu
         if (want.description or None) != (got.description or None):
             out.append(Finding(key, "differs", f"{vitem}:description", expected=want.description,
                                actual=got.description))
+        if want.run_id is not None and got.run_id != want.run_id:
+            out.append(Finding(key, "differs", f"{vitem}:run", expected=want.run_id, actual=got.run_id,
+                               detail="linked to another run than its source run (or its own)"))
         out.extend(_tags(key, f"{vitem}:", want.tags, got.tags))
         out.extend(_files(key, want.version_id, want.files, got.files, hashes=hashes))
     for alias, vid in sorted(expected.aliases.items()):

@@ -140,7 +140,8 @@ class MlflowRegistry:
             files = {file_path(v, i): FileDigest(fe.size, fe.sha256) for i, (fe, _) in enumerate(v.files)}
             versions.append(VersionSnapshot(version_id=v.version_id, number=str(v.position),
                                             description=v.description or None,
-                                            tags=version_tags(model, v), files=files))
+                                            tags=version_tags(model, v), files=files,
+                                            run_id=v.source_run_id or v.carrier_run_id))
         holders = {alias: v.version_id for v in model.versions for alias in v.aliases}
         return ModelSnapshot(name=model.name, description=model.description or None, tags=model_tags(model),
                              versions=versions, aliases=holders)
@@ -186,7 +187,8 @@ class MlflowRegistry:
                     continue  # a version someone else made: not part of the migrated history
                 by_number[str(mv.version)] = vid
                 vs = VersionSnapshot(version_id=vid, number=str(mv.version), description=mv.description or None,
-                                     tags={k: v for k, v in mv.tags.items() if k.startswith("neptune.")})
+                                     tags={k: v for k, v in mv.tags.items() if k.startswith("neptune.")},
+                                     run_id=mv.run_id or None)
                 if hashes:
                     vs.files = self._version_files(mv, Path(tmp) / str(mv.version))
                 snap.versions.append(vs)
@@ -354,7 +356,7 @@ class MlflowRegistry:
                 self._req("update_model_version", lambda: self.client.update_model_version(
                     name, mv.version, description=version.description or ""))
         return VersionSnapshot(version_id=version.version_id, number=str(mv.version),
-                               description=version.description or None, tags=tags)
+                               description=version.description or None, tags=tags, run_id=mv.run_id or None)
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
         """Point each stage alias at its holder, and delete a stage alias (`production`, `staging`,
