@@ -297,9 +297,22 @@ class MlflowRegistry:
         ready = [lm for lm in found if str(lm.status).endswith("READY")]
         if ready:
             return ready[0]
-        lm = found[0] if found else self._req("create_logged_model", lambda: self.client.create_logged_model(
-            exp_id, name=_logged_model_name(version.version_id), source_run_id=run_id,
-            tags={TAG_VERSION_ID: version.version_id, TAG_PROJECT: model.project, TAG_MODEL_ID: model.model_id}))
+        tries = 0
+
+        def create_once() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # an earlier attempt may have created it before its answer was lost
+                again = [lm for lm in self.client.search_logged_models([exp_id], filter_string=query, max_results=100)
+                         if lm.tags.get(TAG_VERSION_ID) == version.version_id
+                         and lm.tags.get(TAG_PROJECT) == model.project]
+                if again:
+                    return again[0]
+            return self.client.create_logged_model(
+                exp_id, name=_logged_model_name(version.version_id), source_run_id=run_id,
+                tags={TAG_VERSION_ID: version.version_id, TAG_PROJECT: model.project, TAG_MODEL_ID: model.model_id})
+
+        lm = found[0] if found else self._req("create_logged_model", create_once)
         if version.files:
             with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
                 for i, (_, blob) in enumerate(version.files):

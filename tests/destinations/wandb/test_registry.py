@@ -52,8 +52,17 @@ def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(
     assert [meta["neptune_stage"] for _, meta, _, _ in arts] == [STAGES[n] for n in (1, 2, 3)]
     assert [sorted(a) for _, _, a, _ in arts] == [["archived", "latest"], ["latest", "production"],
                                                   ["latest", "staging"]]
+    ident = [json.dumps({"neptune_model_id": "REG-CLS", "neptune_project": d.project,
+                         "neptune_stage": STAGES[n], "neptune_version_id": f"REG-CLS-{n}"}, sort_keys=True).encode()
+             for n in (1, 2, 3)]
     assert arts[1][3] == {"model/binary/model.bin": len(version_bytes("REG-CLS", 2)),
-                          "model/config/config.json": 14}
+                          "model/config/config.json": 14, "neptune_version.json": len(ident[1])}
+    # review #18-dst 4: W&B dedupes artifact versions by the digest of their files, so each carries
+    # its identity file; the manifests of the three versions (and of any with equal files) differ
+    assert all(a[3]["neptune_version.json"] == len(i) for a, i in zip(arts, ident, strict=True))
+    manifests = [_manifest(files[0], n) for n in range(3)]
+    assert len({tuple(sorted(mf.items())) for mf in manifests}) == 3
+    assert {mf["neptune_version.json"] for mf in manifests} == {_md5(i) for i in ident}
     assert arts[0][1]["link_target"] == "wandb-registry-model/classifier"
     # the bytes W&B will upload are staged inside the offline folder, equal to the dump's
     staged = list((tmp_path / "wb" / "neptune-migrate-staging").rglob("*"))
@@ -72,6 +81,20 @@ def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(
             f.write_bytes(b"other bytes")
     tampered = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
     assert [(f.kind, f.item) for f in tampered.findings] == [("differs", "file:REG-CLS-3/model/binary/model.bin")]
+
+
+def _manifest(path: Path, index: int) -> dict[str, str]:
+    """File -> W&B digest of the `index`-th model artifact record."""
+    recs = [r.artifact for r in iter_records(path)
+            if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+    return {c.path: c.digest for c in recs[index].manifest.contents}
+
+
+def _md5(data: bytes) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def _model(reader: DumpReader, dest: WandbDestination) -> RegistryModel:
