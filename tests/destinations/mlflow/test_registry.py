@@ -381,3 +381,33 @@ def test_a_version_linked_to_its_own_run_before_its_source_run_came_is_a_loss_an
     check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
     assert {(f.kind, f.item, f.expected, f.actual) for f in check.findings} == {
         ("differs", "version:REG-CLS-4:run", runs["REG-7"], runs["REG-CLS-4"])}
+
+
+def test_a_lost_create_logged_model_answer_is_looked_up_not_created_twice(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #18-dst 6: the first create_logged_model takes effect but its answer is lost
+    (connection reset); the retry finds the logged model by its tag instead of leaving an orphan
+    PENDING one next to a second."""
+    d, name = _dump(tmp_path, mlflow_sqlite, "lostlm", versions=1)
+    dest = _dest(mlflow_sqlite)
+    client = dest.client
+    real = client.create_logged_model
+    made: list[str] = []
+
+    def lossy(*args: Any, **kwargs: Any) -> Any:
+        lm = real(*args, **kwargs)
+        made.append(lm.model_id)
+        if len(made) == 1:
+            raise ConnectionResetError("connection reset by peer")
+        return lm
+
+    monkeypatch.setattr(client, "create_logged_model", lossy)
+    report = import_runs(d.reader, dest, OPTS)
+    assert not report.failed, [(r.key, r.status, r.message) for r in report.registry]
+    assert len(made) == 2  # REG-CLS-1 once (looked up on the retry) and REG-DUP-1 once
+    exp = client.get_experiment_by_name(d.project)
+    logged = client.search_logged_models([exp.experiment_id], filter_string="tags.`neptune.version_id` = 'REG-CLS-1'")
+    assert [lm.model_id for lm in logged] == [made[0]]
+    assert str(logged[0].status).endswith("READY")
+    assert _versions(client, name)[0].tags["nm.logged_model_id"] == made[0]
