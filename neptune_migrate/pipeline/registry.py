@@ -151,6 +151,17 @@ def owned_groups(runs: Iterable[DumpRun], shard: Shard | None) -> list[ModelGrou
     return [g for g in groups if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))]
 
 
+def named_groups(runs: Iterable[DumpRun], shard: Shard | None
+                 ) -> tuple[list[ModelGroup], dict[tuple[str, str], str], list[Loss]]:
+    """The models this shard builds, with names chosen over every model of `runs` (all shards'), so
+    two shards never both give a name to two models that share it."""
+    every = owned_groups(runs, None)
+    names, renamed = registry_names(every)
+    if shard is None:
+        return every, names, renamed
+    return [g for g in every if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))], names, renamed
+
+
 def registry_runs(reader: DumpReader, selection: RunSelection) -> list[DumpRun]:
     """The selected model and version records of the whole dump (every shard's)."""
     return [r for r in reader.scan() if isinstance(r, DumpRun) and r.record.kind in REGISTRY_KINDS
@@ -199,8 +210,7 @@ def import_registry(
     version and alias. A failing model is reported and the next one is tried."""
     if dest.capabilities.registry == "none":
         return []
-    groups = owned_groups(runs, shard)
-    names, renamed = registry_names(groups)
+    groups, names, renamed = named_groups(runs, shard)
     out: list[RegistryResult] = []
     owned: set[RunKey] | None = None
     for group in groups:

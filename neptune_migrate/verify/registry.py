@@ -16,7 +16,7 @@ from neptune_migrate.destinations.base import FileDigest, ModelSnapshot, Registr
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import one_line, redact
-from neptune_migrate.pipeline.registry import ALIAS_OF_STAGE, build_model, owned_groups, registry_names
+from neptune_migrate.pipeline.registry import ALIAS_OF_STAGE, build_model, named_groups
 from neptune_migrate.pipeline.shard import Shard
 from neptune_migrate.verify.findings import Finding
 from neptune_migrate.verify.verifier import RunVerification
@@ -29,8 +29,7 @@ def verify_registry(reader: DumpReader, dest: RetryingDestination, runs: Iterabl
     """One verification per model of the (selected) runs; nothing when the destination has no registry."""
     if dest.capabilities.registry == "none":
         return []
-    groups = owned_groups(runs, shard)
-    names, _ = registry_names(groups)
+    groups, names, _ = named_groups(runs, shard)
     out: list[RunVerification] = []
     for group in groups:
         key = f"model:{group.project}/{group.model_id}"
