@@ -259,6 +259,11 @@ class RegistryWriter(Protocol):
     half-made, never created twice.
     """
 
+    def registry_name(self, name: str) -> str:
+        """The name the destination stores for a model named `name` (its own character rules), so
+        the registry step finds two models that would end up with one name."""
+        ...
+
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         """Pure: what this destination cannot carry of the model (reported, never silent)."""
         ...

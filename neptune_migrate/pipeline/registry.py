@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,21 +47,28 @@ def base_name(group: ModelGroup) -> str:
     return _NAME_UNSAFE.sub("_", name).strip() or model_key(group.model_id)
 
 
-def registry_names(groups: list[ModelGroup]) -> tuple[dict[tuple[str, str], str], list[Loss]]:
+def registry_names(groups: list[ModelGroup], final: Callable[[str], str] | None = None,
+                   ) -> tuple[dict[tuple[str, str], str], list[Loss]]:
     """Destination name per (project, model id), unique: the first model (by project, then id) of a
-    name keeps it, the others get `<name>-<model id>`. Every renamed model is reported."""
+    name keeps it, the others get `<name>-<model id>`. Every renamed model is reported. Names are
+    compared as the destination will store them (`final`, the destination's `registry_name`: W&B
+    turns "my model" and "my-model" into one collection name)."""
+    def key(name: str) -> str:
+        return (final(name) if final is not None else name).lower()
+
     names: dict[tuple[str, str], str] = {}
     losses: list[Loss] = []
     taken: dict[str, tuple[str, str]] = {}
     for g in sorted(groups, key=lambda g: (g.project, g.model_id)):
         want = base_name(g)
         name = want
-        if name.lower() in taken:
+        if key(name) in taken:
             name = f"{want}-{g.model_id}"
-            first = taken[want.lower()]
+            first = taken[key(want)]
             losses.append(Loss("model_renamed", f"{g.project}/{g.model_id}", 1,
-                               f"name {want!r} is also {first[0]}/{first[1]}'s; registered as {name!r}"))
-        taken[name.lower()] = (g.project, g.model_id)
+                               f"name {want!r} is also {first[0]}/{first[1]}'s (as the destination stores "
+                               f"names); registered as {name!r}"))
+        taken[key(name)] = (g.project, g.model_id)
         names[g.project, g.model_id] = name
     return names, losses
 
@@ -151,12 +158,12 @@ def owned_groups(runs: Iterable[DumpRun], shard: Shard | None) -> list[ModelGrou
     return [g for g in groups if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))]
 
 
-def named_groups(runs: Iterable[DumpRun], shard: Shard | None
+def named_groups(runs: Iterable[DumpRun], shard: Shard | None, final: Callable[[str], str] | None = None,
                  ) -> tuple[list[ModelGroup], dict[tuple[str, str], str], list[Loss]]:
     """The models this shard builds, with names chosen over every model of `runs` (all shards'), so
     two shards never both give a name to two models that share it."""
     every = owned_groups(runs, None)
-    names, renamed = registry_names(every)
+    names, renamed = registry_names(every, final)
     if shard is None:
         return every, names, renamed
     return [g for g in every if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))], names, renamed
@@ -210,7 +217,7 @@ def import_registry(
     version and alias. A failing model is reported and the next one is tried."""
     if dest.capabilities.registry == "none":
         return []
-    groups, names, renamed = named_groups(runs, shard)
+    groups, names, renamed = named_groups(runs, shard, dest.registry_name)
     out: list[RegistryResult] = []
     owned: set[RunKey] | None = None
     for group in groups:

@@ -29,7 +29,7 @@ def verify_registry(reader: DumpReader, dest: RetryingDestination, runs: Iterabl
     """One verification per model of the (selected) runs; nothing when the destination has no registry."""
     if dest.capabilities.registry == "none":
         return []
-    groups, names, _ = named_groups(runs, shard)
+    groups, names, _ = named_groups(runs, shard, dest.registry_name)
     out: list[RunVerification] = []
     for group in groups:
         key = f"model:{group.project}/{group.model_id}"

@@ -62,10 +62,10 @@ def _record(k: RunKey, kind: str, i: int, *, name: str | None = None, descriptio
 
 def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
                         name: str = "classifier", stages: dict[int, str] | None = None,
-                        version_tags: bool = True) -> RegistryDump:
+                        version_tags: bool = True, dup_name: str | None = None) -> RegistryDump:
     """The dump above; `name` is both models' name (registered model names are global to a server);
     `stages` overrides some versions' stages (a re-export after stages moved), `version_tags=False`
-    exports the versions without Neptune tags (removed since)."""
+    exports the versions without Neptune tags (removed since); `dup_name` names REG-DUP otherwise."""
     def k(run_id: str) -> RunKey:
         return RunKey(project, SourceRunId(run_id))
 
@@ -96,7 +96,7 @@ def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
                                    tags=vtags, files=tuple(files), registry=info,
                                    fields={"validation/acc": Field("float", 0.9 + n / 100)}))
         with dump.begin_run(k("REG-DUP")) as run:
-            run.commit(_record(k("REG-DUP"), "model", 20, name=name,
+            run.commit(_record(k("REG-DUP"), "model", 20, name=dup_name or name,
                                registry=RegistryInfo(model_id="REG-DUP")))
         with dump.begin_run(k("REG-DUP-1")) as run:
             sha, size = run.store_bytes(version_bytes("REG-DUP", 1))

@@ -60,9 +60,14 @@ digest of their files (metadata is not in it), so two versions with the same fil
 become one after `wandb sync` without it. Never clashes with a Neptune file (`<attribute>/<name>`)."""
 
 
+def collection_name(name: str) -> str:
+    """A model name with W&B's artifact name characters only (empty when none is left)."""
+    return _UNSAFE.sub("-", name).strip("-.")
+
+
 def collection(model: RegistryModel) -> str:
     """The artifact (and registry collection) name: the model's name with W&B's characters only."""
-    return _UNSAFE.sub("-", model.name).strip("-.") or model.model_id
+    return collection_name(model.name) or model.model_id
 
 
 def file_path(version: RegistryVersion, index: int) -> str:

@@ -105,3 +105,24 @@ def _model(reader: DumpReader, dest: WandbDestination) -> RegistryModel:
     group = next(g for g in groups if g.model_id == "REG-CLS")
     model, _ = build_model(RetryingDestination(dest, FAST), reader, group, names[group.project, group.model_id])
     return model
+
+
+def test_two_names_w_and_b_stores_alike_become_two_collections(tmp_path: Path) -> None:
+    """Review #18-dst 7: "my model" and "my-model" are one artifact collection name in W&B
+    ("my-model"); names are deduplicated as W&B stores them, so the second model is renamed
+    (`model_renamed`) and the two models' versions never share one collection."""
+    d = build_registry_dump(tmp_path / "dump", versions=1, name="my model", dup_name="my-model")
+    dest = WandbDestination(mode="offline", directory=tmp_path / "wb")
+    report = import_runs(d.reader, dest, OPTS)
+    assert not report.failed, report.to_json()
+    dup = next(r for r in report.registry if r.key == f"model:{d.project}/REG-DUP")
+    assert [lo["kind"] for lo in dup.losses][:1] == ["model_renamed"]
+    collections = {}
+    for path in (tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"):
+        for rec in iter_records(path):
+            if rec.WhichOneof("record_type") == "artifact" and rec.artifact.type == "model":
+                meta = json.loads(rec.artifact.metadata)
+                collections[meta["neptune_version_id"]] = rec.artifact.name
+    assert collections == {"REG-CLS-1": "my-model", "REG-DUP-1": "my-model-REG-DUP"}
+    check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert [str(f) for f in check.findings if f.run.startswith("model:")] == []
