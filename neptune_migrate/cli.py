@@ -77,6 +77,10 @@ class Outcome:
     problem_word: str = "problem(s)"
     conflicts: int = 0
     """Destination runs of another dump left in place (`--on-conflict fail`)."""
+    failed_models: int = 0
+    """Registry models the registry step could not build (or would not, in a dry run)."""
+    deferred_models: int = 0
+    """Registry models not built yet (a shard waits for other shards' runs): not done, re-run."""
     dry_run: bool = False
 
     def reasons(self, *, strict: bool) -> list[str]:
@@ -86,6 +90,11 @@ class Outcome:
             out.append(f"{self.failed_runs} run(s) {'would fail' if self.dry_run else 'failed'}")
         if self.conflicts:
             out.append(f"{self.conflicts} run(s) imported from another dump (--on-conflict)")
+        if self.failed_models:
+            out.append(f"{self.failed_models} registry model(s) {'would fail' if self.dry_run else 'failed'}")
+        if self.deferred_models:
+            out.append(f"{self.deferred_models} registry model(s) deferred: not done yet, run `import "
+                       "--registry-only` once every shard finished")
         lost = self.categories.get(LossCategory.LOST.value, 0)
         if lost:
             out.append(f"lost: {lost}")
@@ -1025,6 +1034,14 @@ def import_cmd(
                           "naming the runs), skip (leave it) or replace (import over it).")
     ] = "fail",
     report: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
+    registry_only: Annotated[
+        bool, typer.Option("--registry-only", help="Import no run, only build the model registry from the runs "
+                           "already imported (after every shard of a sharded import finished).")
+    ] = False,
+    no_registry: Annotated[
+        bool, typer.Option("--no-registry", help="Import the runs (model and version records too) but do not "
+                           "build the model registry; each model is reported as not carried.")
+    ] = False,
     strict: StrictOpt = False,
     as_json: JsonOpt = False,
     tracking_uri: TrackingOpt = None,
@@ -1063,7 +1080,14 @@ def import_cmd(
 
     shard = _shard(shard_spec)
     report = _shard_path(report, shard)
-    options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard)
+    if registry_only and no_registry:
+        msg = "--registry-only and --no-registry exclude each other"
+        raise UsageError(msg)
+    if registry_only and shard is not None:
+        msg = "--registry-only builds every model once, after all shards: pass it without --shard"
+        raise UsageError(msg)
+    options = replace(options, retry=replace(options.retry, max_outage=max_outage), shard=shard,
+                      registry="only" if registry_only else "none" if no_registry else "with")
     destination = _destination(to, tracking_uri, experiment_template, entity, project_template,
                                wandb_mode, wandb_dir, aim_repo, bulk=bulk, mlflow_db=mlflow_db,
                                write_workers=workers)
@@ -1096,8 +1120,9 @@ def import_cmd(
         _write_report(report, text)
     _print_import_summary(result, doc)
     failed = sum(1 for r in result.runs if r.status in ("failed", "would_fail"))
+    failed_models, deferred_models = _registry_counts(result)
     outcome = Outcome(failed_runs=failed, categories=doc["categories"], conflicts=len(result.conflicts),
-                      dry_run=dry_run)
+                      dry_run=dry_run, failed_models=failed_models, deferred_models=deferred_models)
     json_summary = None
     if as_json:
         json_summary = {"command": "import", "dry_run": dry_run, "destination": result.destination,
@@ -1452,7 +1477,8 @@ def _merge_outcomes(a: Outcome, b: Outcome) -> Outcome:
 
     return Outcome(failed_runs=a.failed_runs + b.failed_runs, categories=sum_counts(a.categories, b.categories),
                    incomplete_runs=a.incomplete_runs + b.incomplete_runs, problems=a.problems + b.problems,
-                   conflicts=a.conflicts + b.conflicts, dry_run=a.dry_run or b.dry_run)
+                   conflicts=a.conflicts + b.conflicts, failed_models=a.failed_models + b.failed_models,
+                   deferred_models=a.deferred_models + b.deferred_models, dry_run=a.dry_run or b.dry_run)
 
 
 def _run_export(from_: str, source_options: Any, selection: Any, dump_path: Path, summary: Any,
@@ -1523,7 +1549,16 @@ def _run_import(dump_path: Path, destination: Any, options: Any, lock_timeout: f
     phase.status, phase.counts, phase.categories = "done", dict(doc["counts"]), dict(doc["categories"])
     phase.reports.append(str(report_path))
     failed = sum(1 for r in result.runs if r.status in ("failed", "would_fail"))
-    return Outcome(failed_runs=failed, categories=doc["categories"], conflicts=len(result.conflicts))
+    failed_models, deferred_models = _registry_counts(result)
+    return Outcome(failed_runs=failed, categories=doc["categories"], conflicts=len(result.conflicts),
+                   failed_models=failed_models, deferred_models=deferred_models)
+
+
+def _registry_counts(result: Any) -> tuple[int, int]:
+    """Failed and deferred registry models of an import report, for its `Outcome`."""
+    models = [g for g in result.registry if g.key.startswith("model:")]
+    return (sum(1 for g in models if g.status in ("failed", "would_fail")),
+            sum(1 for g in models if g.status == "deferred"))
 
 
 def _run_verify(dump_path: Path, destination: Any, options: Any, mode: Any, summary: Any) -> Outcome:

@@ -232,6 +232,8 @@ class VersionSnapshot:
     tags: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileDigest] = field(default_factory=dict)
     """Relative file path -> size and sha256 (sha256 only when read with hashes)."""
+    run_id: str | None = None
+    """The destination run the version is linked to (MLflow's `run_id`); None where there is no link."""
 
 
 @dataclass
@@ -256,6 +258,11 @@ class RegistryWriter(Protocol):
     after a crash): a model or version already there is found by its Neptune id, completed where
     half-made, never created twice.
     """
+
+    def registry_name(self, name: str) -> str:
+        """The name the destination stores for a model named `name` (its own character rules), so
+        the registry step finds two models that would end up with one name."""
+        ...
 
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         """Pure: what this destination cannot carry of the model (reported, never silent)."""

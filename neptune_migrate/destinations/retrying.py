@@ -145,6 +145,9 @@ class RetryingDestination:
         """The inner destination as a `RegistryWriter` (only when its capabilities declare one)."""
         return cast("RegistryWriter", self.inner)
 
+    def registry_name(self, name: str) -> str:
+        return self.registry.registry_name(name)
+
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         return self.registry.plan_model(model)
 

@@ -45,7 +45,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.pipeline.keys import build_key_map
 from neptune_migrate.pipeline.ledger import Ledger
-from neptune_migrate.pipeline.registry import RegistryResult, import_registry, registry_runs
+from neptune_migrate.pipeline.registry import RegistryResult, import_registry, not_carried, registry_runs
 from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.pipeline.steps import SeriesSteps, StepCollector, StepPolicyName, plan_run
 from neptune_migrate.retry import RetryPolicy
@@ -74,6 +74,10 @@ class ImportOptions:
     it), `replace` (discard it and import this dump's run)."""
     shard: Shard | None = None
     """Only the runs of this shard (`--shard K/N`); None: every run."""
+    registry: Literal["with", "only", "none"] = "with"
+    """`with`: runs, then the registry step; `only`: no run is imported, only the registry is built
+    (`import --registry-only`, after every shard); `none`: runs only, each model reported not carried
+    (`--no-registry`)."""
 
 
 @dataclass
@@ -453,6 +457,13 @@ def import_runs(
     else:
         # Once, before any worker touches it (under the import lock when called from the CLI).
         report.store = dest.prepare_store()
+    if options.registry == "only":  # every shard imported its runs: build the whole registry once
+        if dest.capabilities.registry != "none":
+            report.registry = import_registry(reader, dest, registry_runs(reader, options.selection),
+                                              dry_run=options.dry_run, ledger=None if options.dry_run else ledger)
+        report.retries = dest.retries
+        report.finished_at = datetime.now(timezone.utc).isoformat()
+        return report
     runs: list[DumpRun] = []
     refused: list[RunResult] = []
     for run in owned_scan(reader.scan(), options.shard):
@@ -498,7 +509,10 @@ def import_runs(
     report.runs.sort(key=lambda r: r.key)
     # After the runs: carrier and source runs exist, so versions can link to them.
     # With a shard, the models it owns are built from the versions of every shard.
-    if dest.capabilities.registry != "none":
+    if options.registry == "none":
+        report.registry = not_carried(runs if options.shard is None else registry_runs(reader, options.selection),
+                                      options.shard)
+    elif dest.capabilities.registry != "none":
         models = runs if options.shard is None else registry_runs(reader, options.selection)
         report.registry = import_registry(reader, dest, models, dry_run=options.dry_run, shard=options.shard,
                                           ledger=None if options.dry_run else ledger)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_migrate.destinations.base import RegistryModel, RegistryVersion, VersionSnapshot
+from neptune_migrate.destinations.base import ModelSnapshot, RegistryModel, RegistryVersion, VersionSnapshot
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
-from neptune_migrate.errors import MigrateError, one_line, redact
+from neptune_migrate.errors import MigrateError, PermanentError, one_line, redact
 from neptune_migrate.model import DestinationRunId, Loss, LossCategory, RunKey, RunRecord, SourceRunId
 from neptune_migrate.pipeline.ledger import Ledger
-from neptune_migrate.pipeline.shard import Shard
+from neptune_migrate.pipeline.shard import Shard, owned_scan
 from neptune_migrate.registry import REGISTRY_KINDS, ModelGroup, group_models
 from neptune_migrate.sources.base import RunSelection
 
@@ -47,21 +47,28 @@ def base_name(group: ModelGroup) -> str:
     return _NAME_UNSAFE.sub("_", name).strip() or model_key(group.model_id)
 
 
-def registry_names(groups: list[ModelGroup]) -> tuple[dict[tuple[str, str], str], list[Loss]]:
+def registry_names(groups: list[ModelGroup], final: Callable[[str], str] | None = None,
+                   ) -> tuple[dict[tuple[str, str], str], list[Loss]]:
     """Destination name per (project, model id), unique: the first model (by project, then id) of a
-    name keeps it, the others get `<name>-<model id>`. Every renamed model is reported."""
+    name keeps it, the others get `<name>-<model id>`. Every renamed model is reported. Names are
+    compared as the destination will store them (`final`, the destination's `registry_name`: W&B
+    turns "my model" and "my-model" into one collection name)."""
+    def key(name: str) -> str:
+        return (final(name) if final is not None else name).lower()
+
     names: dict[tuple[str, str], str] = {}
     losses: list[Loss] = []
     taken: dict[str, tuple[str, str]] = {}
     for g in sorted(groups, key=lambda g: (g.project, g.model_id)):
         want = base_name(g)
         name = want
-        if name.lower() in taken:
+        if key(name) in taken:
             name = f"{want}-{g.model_id}"
-            first = taken[want.lower()]
+            first = taken[key(want)]
             losses.append(Loss("model_renamed", f"{g.project}/{g.model_id}", 1,
-                               f"name {want!r} is also {first[0]}/{first[1]}'s; registered as {name!r}"))
-        taken[name.lower()] = (g.project, g.model_id)
+                               f"name {want!r} is also {first[0]}/{first[1]}'s (as the destination stores "
+                               f"names); registered as {name!r}"))
+        taken[key(name)] = (g.project, g.model_id)
         names[g.project, g.model_id] = name
     return names, losses
 
@@ -73,9 +80,10 @@ class RegistryResult:
     key: str
     """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
     status: str
-    """created, completed, updated, skipped, set, failed, deferred (a shard's model whose version runs
+    """created, completed, updated, skipped, set, removed (a stage alias no version holds any more),
+    failed, not_carried (`import --no-registry`), deferred (a shard's model whose version runs
     other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
-    would_set, would_fail."""
+    would_set, would_remove, would_fail."""
     destination: str | None = None
     """The destination's name for it (model name, version number, alias target)."""
     message: str = ""
@@ -150,15 +158,50 @@ def owned_groups(runs: Iterable[DumpRun], shard: Shard | None) -> list[ModelGrou
     return [g for g in groups if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))]
 
 
+def named_groups(runs: Iterable[DumpRun], shard: Shard | None, final: Callable[[str], str] | None = None,
+                 ) -> tuple[list[ModelGroup], dict[tuple[str, str], str], list[Loss]]:
+    """The models this shard builds, with names chosen over every model of `runs` (all shards'), so
+    two shards never both give a name to two models that share it."""
+    every = owned_groups(runs, None)
+    names, renamed = registry_names(every, final)
+    if shard is None:
+        return every, names, renamed
+    return [g for g in every if shard.owns(RunKey(g.project, SourceRunId(g.model_id)))], names, renamed
+
+
 def registry_runs(reader: DumpReader, selection: RunSelection) -> list[DumpRun]:
     """The selected model and version records of the whole dump (every shard's)."""
     return [r for r in reader.scan() if isinstance(r, DumpRun) and r.record.kind in REGISTRY_KINDS
             and selection.matches_record(r.record)]
 
 
+def _waiting(reader: DumpReader, model: RegistryModel, owned: set[RunKey]) -> list[str]:
+    """Runs of the model's versions (their own, or the runs they were made from) that another shard
+    imports and has not yet: the model waits for them. A run of this shard that is not in the
+    destination failed for good: a version's own run fails the model, a source run is a reported loss."""
+    waiting: list[str] = []
+    for v in model.versions:
+        if v.carrier_run_id is None:
+            if v.record_key in owned:
+                msg = f"the run of version {v.version_id} failed to import (see its run entry): fix it and re-run"
+                raise PermanentError(msg)
+            waiting.append(str(v.record_key))
+        if (v.source_run is not None and v.source_run_id is None and v.source_run not in owned
+                and reader.get_run(v.source_run) is not None):
+            waiting.append(str(v.source_run))
+    return list(dict.fromkeys(waiting))
+
+
 def holders_of(model: RegistryModel) -> dict[str, str]:
     """Alias -> Neptune version id."""
     return {alias: v.version_id for v in model.versions for alias in v.aliases}
+
+
+def not_carried(runs: Iterable[DumpRun], shard: Shard | None) -> list[RegistryResult]:
+    """`import --no-registry`: one `not_carried` line per model (its records were imported as runs)."""
+    return [RegistryResult(f"model:{g.project}/{g.model_id}", "not_carried", None,
+                           "--no-registry: the model and its versions are imported as runs only")
+            for g in owned_groups(runs, shard)]
 
 
 def import_registry(
@@ -174,23 +217,27 @@ def import_registry(
     version and alias. A failing model is reported and the next one is tried."""
     if dest.capabilities.registry == "none":
         return []
-    groups = owned_groups(runs, shard)
-    names, renamed = registry_names(groups)
+    groups, names, renamed = named_groups(runs, shard, dest.registry_name)
     out: list[RegistryResult] = []
+    owned: set[RunKey] | None = None
     for group in groups:
         mkey = f"model:{group.project}/{group.model_id}"
         result = RegistryResult(key=mkey, status="would_fail" if dry_run else "failed")
         out.append(result)
         try:
             model, losses = build_model(dest, reader, group, names[group.project, group.model_id])
-            waiting = [v.version_id for v in model.versions if v.carrier_run_id is None]
-            if shard is not None and waiting and not dry_run:
-                # Their runs belong to other shards that have not imported them yet: building now
-                # would create versions without their run link (MLflow cannot add it later).
-                result.status = "deferred"
-                result.message = (f"runs of {len(waiting)} version(s) ({', '.join(waiting[:5])}) are not imported "
-                                  "yet (other shards): import this shard again once every shard finished")
-                continue
+            if shard is not None and not dry_run:
+                if owned is None:
+                    owned = {r.key for r in owned_scan(reader.scan(), shard) if isinstance(r, DumpRun)}
+                waiting = _waiting(reader, model, owned)
+                if waiting:
+                    # Runs of other shards not imported yet: building now would link versions to the
+                    # wrong run (MLflow cannot change a version's run later). Not done: exit non-zero.
+                    result.status = "deferred"
+                    result.message = (f"{len(waiting)} run(s) of its versions ({', '.join(waiting[:5])}) are not "
+                                      "imported yet (other shards): run `import --registry-only` (or this shard "
+                                      "again) once every shard finished")
+                    continue
             losses += [lo for lo in renamed if lo.path == f"{group.project}/{group.model_id}"]
             losses += dest.plan_model(model)
             result.losses = [lo.to_json() for lo in losses]
@@ -227,6 +274,9 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
             done = found is not None and found.aliases.get(alias) == vid
             out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
                                       "would_skip" if done else "would_set", vid))
+        out.extend(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}", "would_remove", vid,
+                                  "no version holds its stage any more")
+                   for alias, vid in _stale_aliases(found, holders_of(model)))
         return out
     name = dest.ensure_model(model)
     if found is None:
@@ -242,13 +292,14 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
         vkey = f"version:{model.project}/{v.version_id}"
         have = by_id.get(v.version_id)
         if have is not None and _version_done(have, want):
-            out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry"))
+            out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry",
+                                      losses=_link_losses(model, v, have, want)))
             continue
         for fe, _ in v.files:  # a corrupt blob fails the model before anything of it is written
             reader.verified_blob(fe.sha256 or "")
         made = dest.ensure_version(model, name, v, have)
         status = "created" if have is None else "completed"
-        out.append(RegistryResult(vkey, status, made.number))
+        out.append(RegistryResult(vkey, status, made.number, losses=_link_losses(model, v, have, want)))
         if ledger is not None:
             ledger.append({"key": f"registry:{vkey}", "status": status, "model": name,
                            "destination_version": made.number})
@@ -258,12 +309,35 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
         done = found is not None and found.aliases.get(alias) == vid
         out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
                                   "skipped" if done else "set", vid))
+    out.extend(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}", "removed", vid,
+                              "no version holds its stage any more")
+               for alias, vid in _stale_aliases(found, holders))
     if ledger is not None:
         ledger.append({"key": f"registry:{result.key}", "status": result.status, "model": name})
     return out
 
 
+def _link_losses(model: RegistryModel, v: RegistryVersion, have: VersionSnapshot | None,
+                 want: VersionSnapshot) -> list[dict[str, Any]]:
+    """An existing version linked to another run than it should be now (e.g. made while its source
+    run was not imported): the destination cannot change it, so it is lost by us until fixed by hand."""
+    if have is None or want.run_id is None or have.run_id is None or have.run_id == want.run_id:
+        return []
+    return [Loss("version_run_link_differs", f"{model.project}/{v.version_id}", 1,
+                 f"version {have.number} is linked to run {have.run_id}, not {want.run_id} (its source run, "
+                 "imported since); the registry cannot change it: delete the version and import again",
+                 category=LossCategory.LOST).to_json()]
+
+
+def _stale_aliases(found: ModelSnapshot | None, holders: dict[str, str]) -> list[tuple[str, str]]:
+    """Stage aliases on our versions that no version holds any more (removed by `set_aliases`)."""
+    if found is None:
+        return []
+    stages = set(ALIAS_OF_STAGE.values())
+    return [(a, vid) for a, vid in sorted(found.aliases.items()) if a in stages and a not in holders]
+
+
 def _version_done(have: VersionSnapshot, want: VersionSnapshot) -> bool:
-    """Every tag the import sets is there with its value, and the description is right."""
-    return (all(have.tags.get(k) == v for k, v in want.tags.items())
-            and (want.description or None) == (have.description or None))
+    """The version's tags are exactly the ones the import sets (none missing, none stale, e.g.
+    `neptune.tags` after its tags were removed), and the description is right."""
+    return have.tags == want.tags and (want.description or None) == (have.description or None)

@@ -204,6 +204,12 @@ def merge(dirs: list[Path], *, kind: str | None = None, dump: Path | None = None
     owned = sum(int(r.shard.get("owned_runs", 0)) for r in shards)
     if not missing and len(dump_runs) == 1 and owned != next(iter(dump_runs)):
         problems.append(f"the shards own {owned} run(s) together but the dump holds {next(iter(dump_runs))}")
+    deferred = sorted(str(x.get("key")) for r in shards for x in r.doc.get("registry", [])
+                      if x.get("status") == "deferred")
+    if deferred:
+        problems.append(f"{len(deferred)} registry model(s) deferred (waiting for other shards' runs): "
+                        f"{', '.join(deferred[:20])}; run `import --registry-only` (without --shard) now that "
+                        "every shard finished")
     for r in shards:  # a verify report also lists the models its shard owns (`model:...`), not runs
         listed = sum(1 for x in r.doc.get("runs", []) if not str(x.get("key", "")).startswith("model:"))
         mine = int(r.shard.get("owned_runs", listed))

@@ -3,7 +3,7 @@
 Each Neptune model becomes one entry of the verify report next to the runs (key
 `model:<project>/<model id>`), with findings of the usual kinds: `missing`, `extra`, `differs`,
 `error`. Items: `model`, `model:name`, `model:description`, `model:tag:<key>`, `version:<id>`,
-`version:<id>:order`, `version:<id>:description`, `version:<id>:tag:<key>`, `alias:<alias>`,
+`version:<id>:order`, `version:<id>:description`, `version:<id>:run`, `version:<id>:tag:<key>`, `alias:<alias>`,
 `file:<version id>/<path>`. Files are compared by size and sha256 (downloaded from the destination).
 """
 
@@ -16,7 +16,7 @@ from neptune_migrate.destinations.base import FileDigest, ModelSnapshot, Registr
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import one_line, redact
-from neptune_migrate.pipeline.registry import ALIAS_OF_STAGE, build_model, owned_groups, registry_names
+from neptune_migrate.pipeline.registry import ALIAS_OF_STAGE, build_model, named_groups
 from neptune_migrate.pipeline.shard import Shard
 from neptune_migrate.verify.findings import Finding
 from neptune_migrate.verify.verifier import RunVerification
@@ -29,8 +29,7 @@ def verify_registry(reader: DumpReader, dest: RetryingDestination, runs: Iterabl
     """One verification per model of the (selected) runs; nothing when the destination has no registry."""
     if dest.capabilities.registry == "none":
         return []
-    groups = owned_groups(runs, shard)
-    names, _ = registry_names(groups)
+    groups, names, _ = named_groups(runs, shard, dest.registry_name)
     out: list[RunVerification] = []
     for group in groups:
         key = f"model:{group.project}/{group.model_id}"
@@ -67,6 +66,8 @@ def _tags(key: str, item: str, expected: dict[str, str], actual: dict[str, str])
             out.append(Finding(key, "missing", f"{item}tag:{k}", expected=v))
         elif got != v:
             out.append(Finding(key, "differs", f"{item}tag:{k}", expected=v, actual=got))
+    out.extend(Finding(key, "extra", f"{item}tag:{k}", actual=got)  # e.g. a stale neptune.tags
+               for k, got in sorted(actual.items()) if k not in expected)
     return out
 
 
@@ -128,6 +129,9 @@ def compare_models(key: str, model: RegistryModel, expected: ModelSnapshot, actu
         if (want.description or None) != (got.description or None):
             out.append(Finding(key, "differs", f"{vitem}:description", expected=want.description,
                                actual=got.description))
+        if want.run_id is not None and got.run_id != want.run_id:
+            out.append(Finding(key, "differs", f"{vitem}:run", expected=want.run_id, actual=got.run_id,
+                               detail="linked to another run than its source run (or its own)"))
         out.extend(_tags(key, f"{vitem}:", want.tags, got.tags))
         out.extend(_files(key, want.version_id, want.files, got.files, hashes=hashes))
     for alias, vid in sorted(expected.aliases.items()):

@@ -61,8 +61,11 @@ def _record(k: RunKey, kind: str, i: int, *, name: str | None = None, descriptio
 
 
 def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
-                        name: str = "classifier") -> RegistryDump:
-    """The dump above; `name` is both models' name (registered model names are global to a server)."""
+                        name: str = "classifier", stages: dict[int, str] | None = None,
+                        version_tags: bool = True, dup_name: str | None = None) -> RegistryDump:
+    """The dump above; `name` is both models' name (registered model names are global to a server);
+    `stages` overrides some versions' stages (a re-export after stages moved), `version_tags=False`
+    exports the versions without Neptune tags (removed since); `dup_name` names REG-DUP otherwise."""
     def k(run_id: str) -> RunKey:
         return RunKey(project, SourceRunId(run_id))
 
@@ -82,17 +85,18 @@ def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
                 if n == 2:
                     csha, csize = run.store_bytes(b'{"layers": 50}')
                     files.append(FileEntry("model/config", "file", "config.json", csha, csize))
-                stage = STAGES.get(n, "none")
+                stage = {**STAGES, **(stages or {})}.get(n, "none")
                 info = RegistryInfo(
                     model_id="REG-CLS", version_id=vid, version=n, stage=stage,
                     stage_history=(StageChange("none", T0), StageChange(stage, T0 + timedelta(days=n))),
                     source_run=k("REG-7") if n == 4 else None)
                 run.add_points("float", float_points("validation/loss", [0.0, 1.0], [0.5, 0.4 - n / 100]))
+                vtags = frozenset({f"v{n}-tag"} if version_tags else ())
                 run.commit(_record(k(vid), "model_version", 1 + n, description=f"version {n}",
-                                   tags=frozenset({f"v{n}-tag"}), files=tuple(files), registry=info,
+                                   tags=vtags, files=tuple(files), registry=info,
                                    fields={"validation/acc": Field("float", 0.9 + n / 100)}))
         with dump.begin_run(k("REG-DUP")) as run:
-            run.commit(_record(k("REG-DUP"), "model", 20, name=name,
+            run.commit(_record(k("REG-DUP"), "model", 20, name=dup_name or name,
                                registry=RegistryInfo(model_id="REG-DUP")))
         with dump.begin_run(k("REG-DUP-1")) as run:
             sha, size = run.store_bytes(version_bytes("REG-DUP", 1))

@@ -199,6 +199,15 @@ def test_merge_names_missing_shards_and_overlaps(
     result = merge([reports])
     assert result.problems == []
     assert result.ignored == 1
+    # A model the shard deferred (waiting for another shard's runs) is not done: a problem naming it.
+    waiting = {**shard2, "registry": [{"key": "model:ws/p/MOD", "status": "deferred", "destination": None,
+                                       "message": "", "losses": []}],
+               "finished_at": "9999-01-02T00:00:00+00:00"}
+    (reports / "import-fake-shard-2-of-3-deferred.json").write_text(json.dumps(waiting))
+    assert merge([reports]).problems == [
+        "1 registry model(s) deferred (waiting for other shards' runs): model:ws/p/MOD; run `import "
+        "--registry-only` (without --shard) now that every shard finished"]
+    (reports / "import-fake-shard-2-of-3-deferred.json").unlink()
     # A report of a job split another way (N=4) in the same folder: refused, unless N is chosen.
     other = {**shard2, "shard": {**shard2["shard"], "number": 1, "count": 4, "label": "shard-1-of-4"}}
     (reports / "import-fake-shard-1-of-4.json").write_text(json.dumps(other))

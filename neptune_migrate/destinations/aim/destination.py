@@ -719,6 +719,10 @@ class AimDestination:
         if not self.remote:
             self._try_index(run_id)
 
+    def registry_name(self, name: str) -> str:
+        """Aim stores the name as a param value: unchanged."""
+        return name
+
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         """Aim has no registry: the facts become run params (changed form)."""
         return AimRegistry(self).plan_model(model)

@@ -1143,6 +1143,10 @@ class MlflowDestination:
     def _registry(self) -> MlflowRegistry:
         return MlflowRegistry(self)
 
+    def registry_name(self, name: str) -> str:
+        """MLflow keeps a registered model's name as given."""
+        return name
+
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         """What the registry cannot carry of the model (see `registry.MlflowRegistry`)."""
         return self._registry.plan_model(model)

@@ -44,6 +44,8 @@ TAG_STAGE_HISTORY = "neptune.stage_history"
 TAG_SOURCE_RUN = "neptune.source_run"
 TAG_CARRIER_RUN = "neptune.carrier_run_id"
 TAG_TAGS = "neptune.tags"
+STAGE_ALIASES = frozenset({"production", "staging", "archived"})
+"""The aliases the registry step gives and takes away (the values of `pipeline.registry.ALIAS_OF_STAGE`)."""
 TAG_LOGGED_MODEL = "nm.logged_model_id"
 """The MLflow 3 logged model holding a version's files (so verify can find them)."""
 
@@ -138,7 +140,8 @@ class MlflowRegistry:
             files = {file_path(v, i): FileDigest(fe.size, fe.sha256) for i, (fe, _) in enumerate(v.files)}
             versions.append(VersionSnapshot(version_id=v.version_id, number=str(v.position),
                                             description=v.description or None,
-                                            tags=version_tags(model, v), files=files))
+                                            tags=version_tags(model, v), files=files,
+                                            run_id=v.source_run_id or v.carrier_run_id))
         holders = {alias: v.version_id for v in model.versions for alias in v.aliases}
         return ModelSnapshot(name=model.name, description=model.description or None, tags=model_tags(model),
                              versions=versions, aliases=holders)
@@ -184,7 +187,8 @@ class MlflowRegistry:
                     continue  # a version someone else made: not part of the migrated history
                 by_number[str(mv.version)] = vid
                 vs = VersionSnapshot(version_id=vid, number=str(mv.version), description=mv.description or None,
-                                     tags={k: v for k, v in mv.tags.items() if k.startswith("neptune.")})
+                                     tags={k: v for k, v in mv.tags.items() if k.startswith("neptune.")},
+                                     run_id=mv.run_id or None)
                 if hashes:
                     vs.files = self._version_files(mv, Path(tmp) / str(mv.version))
                 snap.versions.append(vs)
@@ -255,6 +259,10 @@ class MlflowRegistry:
             if rm.tags.get(k) != v:
                 self._req("set_registered_model_tag",
                           partial(self.client.set_registered_model_tag, name, k, v))
+        for k in sorted(set(rm.tags) - set(tags)):
+            if k.startswith("neptune."):  # e.g. neptune.tags after the model's tags were removed
+                self._req("delete_registered_model_tag",
+                          partial(self.client.delete_registered_model_tag, name, k))
         if (rm.description or None) != (model.description or None):
             self._req("update_registered_model",
                       lambda: self.client.update_registered_model(name, description=model.description or ""))
@@ -289,9 +297,22 @@ class MlflowRegistry:
         ready = [lm for lm in found if str(lm.status).endswith("READY")]
         if ready:
             return ready[0]
-        lm = found[0] if found else self._req("create_logged_model", lambda: self.client.create_logged_model(
-            exp_id, name=_logged_model_name(version.version_id), source_run_id=run_id,
-            tags={TAG_VERSION_ID: version.version_id, TAG_PROJECT: model.project, TAG_MODEL_ID: model.model_id}))
+        tries = 0
+
+        def create_once() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # an earlier attempt may have created it before its answer was lost
+                again = [lm for lm in self.client.search_logged_models([exp_id], filter_string=query, max_results=100)
+                         if lm.tags.get(TAG_VERSION_ID) == version.version_id
+                         and lm.tags.get(TAG_PROJECT) == model.project]
+                if again:
+                    return again[0]
+            return self.client.create_logged_model(
+                exp_id, name=_logged_model_name(version.version_id), source_run_id=run_id,
+                tags={TAG_VERSION_ID: version.version_id, TAG_PROJECT: model.project, TAG_MODEL_ID: model.model_id})
+
+        lm = found[0] if found else self._req("create_logged_model", create_once)
         if version.files:
             with tempfile.TemporaryDirectory(prefix="neptune-migrate-") as tmp:
                 for i, (_, blob) in enumerate(version.files):
@@ -340,17 +361,28 @@ class MlflowRegistry:
                 if mv.tags.get(k) != v:
                     self._req("set_model_version_tag", partial(
                         self.client.set_model_version_tag, name, mv.version, k, v))
+            for k in sorted(set(mv.tags) - set(tags)):
+                if k.startswith("neptune."):  # a tag the dump no longer has (neptune.tags, stage_history)
+                    self._req("delete_model_version_tag", partial(
+                        self.client.delete_model_version_tag, name, mv.version, k))
             if (mv.description or None) != (version.description or None):
                 self._req("update_model_version", lambda: self.client.update_model_version(
                     name, mv.version, description=version.description or ""))
         return VersionSnapshot(version_id=version.version_id, number=str(mv.version),
-                               description=version.description or None, tags=tags)
+                               description=version.description or None, tags=tags, run_id=mv.run_id or None)
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
-        if not holders:
-            return
-        numbers = {v.tags.get(TAG_VERSION_ID): str(v.version) for v in self._versions(name)}
+        """Point each stage alias at its holder, and delete a stage alias (`production`, `staging`,
+        `archived`) that points at one of our versions but has no holder any more (also when no
+        alias has one): its stage was left in Neptune. Aliases on versions not ours are left alone."""
+        versions = self._versions(name)
+        numbers = {v.tags.get(TAG_VERSION_ID): str(v.version) for v in versions}
+        ours = {str(v.version) for v in versions if v.tags.get(TAG_VERSION_ID) is not None}
         current = self._req("get_registered_model", lambda: self.client.get_registered_model(name)).aliases or {}
+        for alias, number in sorted(current.items()):
+            if alias in STAGE_ALIASES and alias not in holders and str(number) in ours:
+                self._req("delete_registered_model_alias",
+                          partial(self.client.delete_registered_model_alias, name, alias))
         for alias, vid in sorted(holders.items()):
             number = numbers.get(vid)
             if number is None:

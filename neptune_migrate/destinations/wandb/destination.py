@@ -48,7 +48,7 @@ from neptune_migrate.destinations.probe import probe_http
 from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.errors import classify_error
 from neptune_migrate.destinations.wandb.records import LoggedRun, read_history_page, read_marker, read_run
-from neptune_migrate.destinations.wandb.registry import WandbRegistry
+from neptune_migrate.destinations.wandb.registry import WandbRegistry, collection_name
 from neptune_migrate.dump.schema import FORMAT_VERSION
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import MissingDependencyError, PermanentError, UsageError
@@ -793,6 +793,10 @@ class WandbDestination:
             disable_job_creation=True, x_disable_stats=True, x_disable_meta=True,
             x_disable_machine_info=True, x_save_requirements=False,
         )
+
+    def registry_name(self, name: str) -> str:
+        """The artifact collection name W&B allows (`[A-Za-z0-9_.-]`, see `registry.collection`)."""
+        return collection_name(name)
 
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         """What the W&B registry cannot carry (offline: the link into the registry)."""

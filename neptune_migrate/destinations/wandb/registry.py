@@ -54,11 +54,20 @@ LINK_ROOT = "wandb-registry-model"
 STAGING = "neptune-migrate-staging"
 FLUSH_TIMEOUT = 60.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+IDENTITY_FILE = "neptune_version.json"
+"""A small file in every version artifact naming the version: W&B dedupes artifact versions by the
+digest of their files (metadata is not in it), so two versions with the same files (or none) would
+become one after `wandb sync` without it. Never clashes with a Neptune file (`<attribute>/<name>`)."""
+
+
+def collection_name(name: str) -> str:
+    """A model name with W&B's artifact name characters only (empty when none is left)."""
+    return _UNSAFE.sub("-", name).strip("-.")
 
 
 def collection(model: RegistryModel) -> str:
     """The artifact (and registry collection) name: the model's name with W&B's characters only."""
-    return _UNSAFE.sub("-", model.name).strip("-.") or model.model_id
+    return collection_name(model.name) or model.model_id
 
 
 def file_path(version: RegistryVersion, index: int) -> str:
@@ -82,6 +91,13 @@ def version_metadata(model: RegistryModel, version: RegistryVersion) -> dict[str
     if version.tags:
         doc["neptune_tags"] = sorted(version.tags)
     return doc
+
+
+def identity_bytes(model: RegistryModel, version: RegistryVersion) -> bytes:
+    """The content of the version's `neptune_version.json` (deterministic: verify hashes it)."""
+    doc = {"neptune_project": model.project, "neptune_model_id": model.model_id,
+           "neptune_version_id": version.version_id, "neptune_stage": version.stage}
+    return json.dumps(doc, sort_keys=True).encode()
 
 
 def _text(doc: Mapping[str, Any]) -> dict[str, str]:
@@ -124,7 +140,7 @@ class WandbRegistry:
         return m.run_id_for(project, f"{model.project}/{model.model_id}#neptune-registry")
 
     def digest(self, model: RegistryModel) -> str:
-        doc = {"model": self.model_config(model),
+        doc = {"model": self.model_config(model), "identity_file": IDENTITY_FILE,
                "versions": [[version_metadata(model, v), v.description, list(v.aliases),
                              [[file_path(v, i), fe.sha256] for i, (fe, _) in enumerate(v.files)]]
                             for v in model.versions]}
@@ -156,6 +172,8 @@ class WandbRegistry:
         versions = []
         for i, v in enumerate(model.versions):
             files = {file_path(v, j): FileDigest(fe.size, fe.sha256) for j, (fe, _) in enumerate(v.files)}
+            ident = identity_bytes(model, v)
+            files[IDENTITY_FILE] = FileDigest(len(ident), hashlib.sha256(ident).hexdigest())
             versions.append(VersionSnapshot(version_id=v.version_id, number=f"v{i}",
                                             description=v.description or None,
                                             tags=_text(version_metadata(model, v)), files=files))
@@ -219,9 +237,13 @@ class WandbRegistry:
             raise PermanentError(msg)
         art = wandb.Artifact(collection(model), type="model", description=version.description or None,
                              metadata=version_metadata(model, version))
+        ident = self.dest.directory / STAGING / "identity" / self.run_id(model) / f"{version.position}.json"
+        ident.parent.mkdir(parents=True, exist_ok=True)
+        ident.write_bytes(identity_bytes(model, version))
         with _staging(self.dest.directory):
             for i, (_, blob) in enumerate(version.files):
                 art.add_file(str(blob), name=file_path(version, i))
+            art.add_file(str(ident), name=IDENTITY_FILE)
             run.log_artifact(art, aliases=list(version.aliases))
         return VersionSnapshot(version_id=version.version_id, number=f"v{version.position - 1}",
                                description=version.description or None,

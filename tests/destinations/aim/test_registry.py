@@ -68,3 +68,31 @@ def test_registry_facts_become_params_of_each_version_run_and_verify(tmp_path: P
         (f"model:{d.project}/REG-CLS", "missing", "version:REG-CLS-2:tag:alias"),
     }
     assert not tampered.ok
+
+
+def test_an_older_version_loses_its_alias_param_when_a_newer_one_takes_the_stage(tmp_path: Path) -> None:
+    """Review #18-dst 1 and 5: version 3 held `staging`; a re-export adds version 4 in staging. The
+    re-import rewrites version 3's param without `alias` (before, only the expected keys were
+    compared, so the stale `alias: staging` stayed and verify did not see it)."""
+    from aim import Repo
+
+    first = build_registry_dump(tmp_path / "d1", versions=3)
+    dest = AimDestination(str(tmp_path / "repo"))
+    assert not import_runs(first.reader, dest, OPTS).failed
+    again = build_registry_dump(tmp_path / "d2", versions=4, stages={4: "staging"})
+    before = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    assert (f"model:{again.project}/REG-CLS", "extra", "version:REG-CLS-3:tag:alias") in {
+        (f.run, f.kind, f.item) for f in before.findings}
+    report = import_runs(again.reader, dest, OPTS)
+    st = {r.key: r.status for r in report.registry}
+    assert st[f"version:{again.project}/REG-CLS-3"] == "completed"
+    assert st[f"version:{again.project}/REG-CLS-4"] == "created"
+    docs = {}
+    for run in Repo.from_path(str(tmp_path / "repo")).iter_runs():
+        attrs = run[...]
+        docs[attrs[m.NEPTUNE]["run_id"]] = attrs.get(m.REGISTRY)
+    assert "alias" not in docs["REG-CLS-3"] and docs["REG-CLS-3"]["stage"] == "staging"
+    assert docs["REG-CLS-4"]["alias"] == "staging"
+    assert [docs[f"REG-CLS-{n}"].get("alias") for n in (1, 2)] == ["archived", "production"]
+    check = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    assert check.findings == [], [str(f) for f in check.findings]

@@ -271,3 +271,143 @@ def test_shards_build_each_model_once_and_whole(mlflow_sqlite: MlflowBackend, tm
         assert check.findings == []
         seen += [r.key for r in check.runs if r.key.startswith("model:")]
     assert sorted(seen) == [f"model:{d.project}/REG-CLS", f"model:{d.project}/REG-DUP"]
+
+
+def test_a_stage_left_in_a_reexport_takes_its_alias_away_and_stale_tags_go(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path
+) -> None:
+    """Review #18-dst 1 and 5: version 2 was production, a re-export has it archived (no version in
+    production any more) and its versions without Neptune tags: the re-import removes the
+    `production` alias (dry run: would_remove), moves `archived` to 2, deletes the stale
+    `neptune.tags`, and verify finds nothing; before, `production` stayed on 2 forever."""
+    project, name = "ws/stale-sqlite", "clf-stale-sqlite"
+    first = build_registry_dump(tmp_path / "d1", project=project, name=name, versions=3)
+    dest = _dest(mlflow_sqlite)
+    assert not import_runs(first.reader, dest, OPTS).failed
+    client = _client(mlflow_sqlite)
+    assert {a: str(v) for a, v in client.get_registered_model(name).aliases.items()} == {
+        "archived": "1", "production": "2", "staging": "3"}
+    again = build_registry_dump(tmp_path / "d2", project=project, name=name, versions=3,
+                                stages={2: "archived"}, version_tags=False)
+    plan = _statuses(import_runs(again.reader, dest, ImportOptions(retry=FAST, dry_run=True)))
+    assert plan[f"alias:{project}/REG-CLS@production"] == "would_remove"
+    assert plan[f"alias:{project}/REG-CLS@archived"] == "would_set"
+    assert [plan[f"version:{project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["would_complete"] * 3
+    before = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    found = {(f.kind, f.item) for f in before.findings if f.run.startswith("model:")}
+    assert ("extra", "alias:production") in found
+    assert ("extra", "version:REG-CLS-1:tag:neptune.tags") in found  # stale tags are findings now
+    report = import_runs(again.reader, dest, OPTS)
+    st = _statuses(report)
+    assert st[f"alias:{project}/REG-CLS@production"] == "removed"
+    assert st[f"alias:{project}/REG-CLS@archived"] == "set"
+    assert [st[f"version:{project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["completed"] * 3
+    assert {a: str(v) for a, v in client.get_registered_model(name).aliases.items()} == {
+        "archived": "2", "staging": "3"}
+    versions = _versions(client, name)
+    assert [v.tags["neptune.stage"] for v in versions] == ["archived", "archived", "staging"]
+    assert [("neptune.tags" in v.tags) for v in versions] == [False, False, False]
+    check = verify_runs(again.reader, dest, VerifyOptions(import_options=OPTS))
+    assert [str(f) for f in check.findings if f.run.startswith("model:")] == []
+    third = _statuses(import_runs(again.reader, dest, OPTS))
+    assert {s for k, s in third.items() if k.startswith(("version:", "alias:"))} == {"skipped"}
+
+
+def _split_project(test: str) -> str:
+    """A project whose model REG-CLS and run REG-7 (version 4's source) fall into different shards of 2."""
+    from neptune_migrate.model import RunKey, SourceRunId
+    from neptune_migrate.pipeline.shard import shard_number
+
+    for i in range(100):
+        p = f"ws/{test}{i}"
+        if shard_number(RunKey(p, SourceRunId("REG-CLS")), 2) != shard_number(RunKey(p, SourceRunId("REG-7")), 2):
+            return p
+    raise AssertionError("no project splits the two keys")
+
+
+def test_a_shard_defers_a_model_whose_source_run_another_shard_imports_then_registry_only_links_it(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path
+) -> None:
+    """Review #18-dst 2 and 3: the shard owning REG-CLS runs first; version 4's source run REG-7
+    belongs to the other shard. Before, the model was built at once with version 4 linked to its own
+    run (for good: MLflow cannot change it) and the import exited 0. Now it is deferred (exit 1,
+    `report merge` names it), and `import --registry-only` after both shards links REG-7."""
+    from neptune_migrate.cli import ExitCode, Outcome, _registry_counts, exit_code
+    from neptune_migrate.model import RunKey, SourceRunId
+    from neptune_migrate.pipeline.shard import parse, shard_number
+
+    project = _split_project("split")
+    name = f"clf-{project.split('/')[1]}"
+    d = build_registry_dump(tmp_path / "dump", project=project, name=name, versions=4)
+    dest = _dest(mlflow_sqlite)
+    first = shard_number(RunKey(project, SourceRunId("REG-CLS")), 2)
+    report = import_runs(d.reader, dest, ImportOptions(retry=FAST, shard=parse(f"{first}/2")))
+    cls = next(r for r in report.registry if r.key == f"model:{project}/REG-CLS")
+    assert cls.status == "deferred" and f"{project}/REG-7" in cls.message
+    assert _registry_counts(report) == (0, 1)  # failed, deferred models
+    assert exit_code(Outcome(deferred_models=1)) == ExitCode.PARTIAL  # not done yet: re-run
+    client = _client(mlflow_sqlite)
+    assert client.search_registered_models(f"name = '{name}'") == []
+    import_runs(d.reader, dest, ImportOptions(retry=FAST, shard=parse(f"{3 - first}/2")))
+    done = import_runs(d.reader, dest, ImportOptions(retry=FAST, registry="only"))
+    assert done.runs == []  # no run is imported again
+    st = _statuses(done)
+    assert st[f"model:{project}/REG-CLS"] == "created", [(r.key, r.status, r.message) for r in done.registry]
+    assert _registry_counts(done) == (0, 0)
+    runs = _run_ids(client, project)
+    versions = _versions(client, name)
+    assert versions[3].run_id == runs["REG-7"]
+    assert [v.run_id for v in versions[:3]] == [runs[f"REG-CLS-{n}"] for n in (1, 2, 3)]
+    check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert check.findings == [], [str(f) for f in check.findings]
+
+
+def test_a_version_linked_to_its_own_run_before_its_source_run_came_is_a_loss_and_a_finding(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path
+) -> None:
+    """Review #18-dst 2: imported first without REG-7 (not selected), version 4 links its own run;
+    once REG-7 is imported, the import reports version_run_link_differs (lost: MLflow cannot change
+    it) and verify reports `version:REG-CLS-4:run` as differing (before: nothing, forever)."""
+    from neptune_migrate.sources.base import RunSelection
+
+    d, _ = _dump(tmp_path, mlflow_sqlite, "link", versions=4)
+    dest = _dest(mlflow_sqlite)
+    import_runs(d.reader, dest, ImportOptions(retry=FAST, selection=RunSelection(run_regex="^REG-(CLS|DUP)")))
+    report = import_runs(d.reader, dest, OPTS)
+    v4 = next(r for r in report.registry if r.key == f"version:{d.project}/REG-CLS-4")
+    assert [(lo["kind"], lo["category"]) for lo in v4.losses] == [("version_run_link_differs", "lost")]
+    assert report.failed
+    runs = _run_ids(_client(mlflow_sqlite), d.project)
+    check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert {(f.kind, f.item, f.expected, f.actual) for f in check.findings} == {
+        ("differs", "version:REG-CLS-4:run", runs["REG-7"], runs["REG-CLS-4"])}
+
+
+def test_a_lost_create_logged_model_answer_is_looked_up_not_created_twice(
+    mlflow_sqlite: MlflowBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #18-dst 6: the first create_logged_model takes effect but its answer is lost
+    (connection reset); the retry finds the logged model by its tag instead of leaving an orphan
+    PENDING one next to a second."""
+    d, name = _dump(tmp_path, mlflow_sqlite, "lostlm", versions=1)
+    dest = _dest(mlflow_sqlite)
+    client = dest.client
+    real = client.create_logged_model
+    made: list[str] = []
+
+    def lossy(*args: Any, **kwargs: Any) -> Any:
+        lm = real(*args, **kwargs)
+        made.append(lm.model_id)
+        if len(made) == 1:
+            raise ConnectionResetError("connection reset by peer")
+        return lm
+
+    monkeypatch.setattr(client, "create_logged_model", lossy)
+    report = import_runs(d.reader, dest, OPTS)
+    assert not report.failed, [(r.key, r.status, r.message) for r in report.registry]
+    assert len(made) == 2  # REG-CLS-1 once (looked up on the retry) and REG-DUP-1 once
+    exp = client.get_experiment_by_name(d.project)
+    logged = client.search_logged_models([exp.experiment_id], filter_string="tags.`neptune.version_id` = 'REG-CLS-1'")
+    assert [lm.model_id for lm in logged] == [made[0]]
+    assert str(logged[0].status).endswith("READY")
+    assert _versions(client, name)[0].tags["nm.logged_model_id"] == made[0]

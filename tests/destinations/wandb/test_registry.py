@@ -52,8 +52,17 @@ def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(
     assert [meta["neptune_stage"] for _, meta, _, _ in arts] == [STAGES[n] for n in (1, 2, 3)]
     assert [sorted(a) for _, _, a, _ in arts] == [["archived", "latest"], ["latest", "production"],
                                                   ["latest", "staging"]]
+    ident = [json.dumps({"neptune_model_id": "REG-CLS", "neptune_project": d.project,
+                         "neptune_stage": STAGES[n], "neptune_version_id": f"REG-CLS-{n}"}, sort_keys=True).encode()
+             for n in (1, 2, 3)]
     assert arts[1][3] == {"model/binary/model.bin": len(version_bytes("REG-CLS", 2)),
-                          "model/config/config.json": 14}
+                          "model/config/config.json": 14, "neptune_version.json": len(ident[1])}
+    # review #18-dst 4: W&B dedupes artifact versions by the digest of their files, so each carries
+    # its identity file; the manifests of the three versions (and of any with equal files) differ
+    assert all(a[3]["neptune_version.json"] == len(i) for a, i in zip(arts, ident, strict=True))
+    manifests = [_manifest(files[0], n) for n in range(3)]
+    assert len({tuple(sorted(mf.items())) for mf in manifests}) == 3
+    assert {mf["neptune_version.json"] for mf in manifests} == {_md5(i) for i in ident}
     assert arts[0][1]["link_target"] == "wandb-registry-model/classifier"
     # the bytes W&B will upload are staged inside the offline folder, equal to the dump's
     staged = list((tmp_path / "wb" / "neptune-migrate-staging").rglob("*"))
@@ -74,6 +83,20 @@ def test_versions_become_model_artifacts_in_order_with_stage_aliases_and_verify(
     assert [(f.kind, f.item) for f in tampered.findings] == [("differs", "file:REG-CLS-3/model/binary/model.bin")]
 
 
+def _manifest(path: Path, index: int) -> dict[str, str]:
+    """File -> W&B digest of the `index`-th model artifact record."""
+    recs = [r.artifact for r in iter_records(path)
+            if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+    return {c.path: c.digest for c in recs[index].manifest.contents}
+
+
+def _md5(data: bytes) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
 def _model(reader: DumpReader, dest: WandbDestination) -> RegistryModel:
     """The neutral model the registry step hands to W&B (to find its registry run)."""
     runs = [r for r in reader.scan() if isinstance(r, DumpRun)]
@@ -82,3 +105,24 @@ def _model(reader: DumpReader, dest: WandbDestination) -> RegistryModel:
     group = next(g for g in groups if g.model_id == "REG-CLS")
     model, _ = build_model(RetryingDestination(dest, FAST), reader, group, names[group.project, group.model_id])
     return model
+
+
+def test_two_names_w_and_b_stores_alike_become_two_collections(tmp_path: Path) -> None:
+    """Review #18-dst 7: "my model" and "my-model" are one artifact collection name in W&B
+    ("my-model"); names are deduplicated as W&B stores them, so the second model is renamed
+    (`model_renamed`) and the two models' versions never share one collection."""
+    d = build_registry_dump(tmp_path / "dump", versions=1, name="my model", dup_name="my-model")
+    dest = WandbDestination(mode="offline", directory=tmp_path / "wb")
+    report = import_runs(d.reader, dest, OPTS)
+    assert not report.failed, report.to_json()
+    dup = next(r for r in report.registry if r.key == f"model:{d.project}/REG-DUP")
+    assert [lo["kind"] for lo in dup.losses][:1] == ["model_renamed"]
+    collections = {}
+    for path in (tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"):
+        for rec in iter_records(path):
+            if rec.WhichOneof("record_type") == "artifact" and rec.artifact.type == "model":
+                meta = json.loads(rec.artifact.metadata)
+                collections[meta["neptune_version_id"]] = rec.artifact.name
+    assert collections == {"REG-CLS-1": "my-model", "REG-DUP-1": "my-model-REG-DUP"}
+    check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
+    assert [str(f) for f in check.findings if f.run.startswith("model:")] == []

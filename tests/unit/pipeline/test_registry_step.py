@@ -68,3 +68,26 @@ def test_compare_models_names_order_alias_and_file_differences() -> None:
     }
     missing = compare_models("k", model, want, _snap(["M-1", "M-3"], {}))
     assert {(f.kind, f.item) for f in missing} == {("missing", "version:M-2"), ("missing", "alias:production")}
+
+
+def test_a_shard_names_its_models_over_every_shards_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Review #18-dst 8: REG-CLS and REG-DUP are both "classifier" and fall into different shards; the
+    shard owning only REG-DUP still names it `classifier-REG-DUP` (before, each shard saw only its
+    own models and both registered "classifier")."""
+    from neptune_migrate.dump.reader import DumpRun
+    from neptune_migrate.pipeline.registry import named_groups
+    from neptune_migrate.pipeline.shard import Shard, shard_number
+    from tests.destinations.registry_dump import build_registry_dump
+
+    project = next(f"ws/n{i}" for i in range(100)
+                   if shard_number(RunKey(f"ws/n{i}", SourceRunId("REG-CLS")), 2)
+                   != shard_number(RunKey(f"ws/n{i}", SourceRunId("REG-DUP")), 2))
+    d = build_registry_dump(tmp_path / "dump", project=project, versions=1)
+    runs = [r for r in d.reader.scan() if isinstance(r, DumpRun)]
+    dup = Shard(shard_number(RunKey(project, SourceRunId("REG-DUP")), 2), 2)
+    groups, names, renamed = named_groups(runs, dup)
+    assert [g.model_id for g in groups] == ["REG-DUP"]
+    assert names[project, "REG-DUP"] == "classifier-REG-DUP"
+    assert [lo.path for lo in renamed] == [f"{project}/REG-DUP"]
+    cls_groups, cls_names, _ = named_groups(runs, Shard(3 - dup.number, 2))
+    assert [g.model_id for g in cls_groups] == ["REG-CLS"] and cls_names[project, "REG-CLS"] == "classifier"
