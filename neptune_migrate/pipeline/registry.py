@@ -109,10 +109,12 @@ def _version(dest: RetryingDestination, reader: DumpReader, record: RunRecord, p
     files = []
     losses: list[Loss] = []
     for fe in record.files:
-        if fe.sha256 is None or not reader.blob_path(fe.sha256).is_file():
+        if fe.sha256 is None:
+            continue  # the source no longer held it: the version's run reports that loss once, not here again
+        if not reader.blob_path(fe.sha256).is_file():
             losses.append(Loss("version_file_missing", f"{vid}:{fe.attribute_path}", 1,
-                               f"{fe.name}: not in the dump, so not in the registered version",
-                               category=LossCategory.LOST if fe.sha256 else LossCategory.NOT_IN_SOURCE))
+                               f"{fe.name}: its blob is gone from the dump, so not in the registered version",
+                               category=LossCategory.LOST))
             continue
         files.append((fe, reader.blob_path(fe.sha256)))  # hashed right before it is handed over
     source = info.source_run

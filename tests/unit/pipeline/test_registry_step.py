@@ -4,6 +4,7 @@ aliases for the newest version of each stage, and verify's comparison of registe
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from neptune_migrate.destinations.base import FileDigest, ModelSnapshot, RegistryModel, VersionSnapshot
 from neptune_migrate.model import Provenance, RegistryInfo, RunKey, RunRecord, SourceRunId, SystemInfo
@@ -91,3 +92,30 @@ def test_a_shard_names_its_models_over_every_shards_models(tmp_path) -> None:  #
     assert [lo.path for lo in renamed] == [f"{project}/REG-DUP"]
     cls_groups, cls_names, _ = named_groups(runs, Shard(3 - dup.number, 2))
     assert [g.model_id for g in cls_groups] == ["REG-CLS"] and cls_names[project, "REG-CLS"] == "classifier"
+
+
+def test_a_version_file_the_source_no_longer_held_is_reported_once_by_its_run_not_again_by_the_registry(
+        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from neptune_migrate.dump.reader import DumpReader
+    from neptune_migrate.dump.writer import DumpWriter
+    from neptune_migrate.model import FileEntry
+    from neptune_migrate.pipeline.registry import build_model
+
+    class NoRuns:  # the destination holds none of the runs: only find_run is asked
+        def find_run(self, key: RunKey) -> None:
+            return None
+
+    version = replace(_rec("ws/a", "A-MOD-1", "model_version"), files=(
+        FileEntry("model/weights", "file", "weights", None, None, missing="uploaded and deleted by the client"),
+        FileEntry("model/card", "file", "card", "0" * 64, 3)))
+    with DumpWriter(tmp_path / "dump"):
+        pass
+    [group] = group_models([_rec("ws/a", "A-MOD", "model"), version])
+    model, losses = build_model(NoRuns(), DumpReader(tmp_path / "dump"), group, "mod")  # type: ignore[arg-type]
+    # The file the source had lost is the run's loss (not_in_source), reported there once; the file whose
+    # blob vanished from the dump is the registry's own loss.
+    assert [(lo.kind, lo.path, lo.category.value) for lo in losses] == [
+        ("version_file_missing", "A-MOD-1:model/card", "lost")]
+    assert model.versions[0].files == ()
