@@ -22,6 +22,7 @@ from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources.base import RunSelection, SourceOptions
 from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
+from tests.support.inprocess import run_cli
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -72,29 +73,6 @@ def points(dump: Path) -> dict[str, list[tuple[str, float, Any, Any]]]:
                                 t["timestamp"].to_pylist(), strict=True)
         out[run.key.run_id] = sorted(rows)
     return out
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str, check_rc: int | None = None) -> tuple[int, str, str]:
-    """The console entry point in this process (importing neptune 1.x costs seconds per subprocess)."""
-    from neptune_migrate import cli
-
-    capsys.readouterr()
-    old = sys.argv
-    environ = dict(os.environ)  # the CLI hands tokens on through the environment: not to later tests
-    sys.argv = ["neptune-migrate", *args]
-    try:
-        cli.main()
-        rc = 0
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    finally:
-        sys.argv = old
-        os.environ.clear()
-        os.environ.update(environ)
-    out, err = capsys.readouterr()
-    if check_rc is not None:
-        assert rc == check_rc, (rc, out, err)
-    return rc, out, err
 
 
 def records(dump: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from neptune_migrate.registry import group_models
 from neptune_migrate.sources.base import RunSelection, SourceOptions
 from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
 from tests.support.fake_neptune.v2 import FakeNeptune2, FakeRun2, small_project, small_registry
+from tests.support.inprocess import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -161,22 +162,9 @@ def test_a_refused_registry_listing_is_a_warning_and_the_runs_are_exported(
 
 def run_export_cli(capsys: pytest.CaptureFixture[str], server: FakeNeptune2, dump: Path,
                    *args: str) -> tuple[int, str]:
-    from neptune_migrate import cli
-
-    capsys.readouterr()
-    old, environ = sys.argv, dict(os.environ)
-    sys.argv = ["neptune-migrate", "export", "--from", "neptune2-api", "--api-token", server.api_token(),
-                "--project", "ws/proj", "--out", str(dump), *args]
-    try:
-        cli.main()
-        rc = 0
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    finally:
-        sys.argv = old
-        os.environ.clear()
-        os.environ.update(environ)
-    return rc, " ".join(capsys.readouterr().err.split())
+    rc, _, err = run_cli(capsys, "export", "--from", "neptune2-api", "--api-token", server.api_token(),
+                         "--project", "ws/proj", "--out", str(dump), *args)
+    return rc, " ".join(err.split())
 
 
 def test_since_last_lists_the_registry_an_older_export_left_out(server: FakeNeptune2, capsys,  # type: ignore[no-untyped-def]

@@ -11,8 +11,9 @@ from neptune_migrate.dump.layout import DumpLayout
 from neptune_migrate.dump.manifest import read_manifest
 from neptune_migrate.pipeline import watermark
 from neptune_migrate.pipeline.shard import Shard
-from tests.cli.test_export_neptune2_api import _insecure_oauth, run_cli, server  # noqa: F401 - fixtures
+from tests.cli.test_export_neptune2_api import _insecure_oauth, server  # noqa: F401 - fixtures
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
+from tests.support.inprocess import run_cli
 
 
 def test_run_dry_run_plans_a_live_project_per_shard(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]  # noqa: F811

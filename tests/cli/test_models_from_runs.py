@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +21,7 @@ from neptune_migrate.dump.reader import DumpReader
 from neptune_migrate.model import Field, LossCategory, RunRecord
 from neptune_migrate.registry import from_model_to_run, group_models, model_to_run_kind
 from tests.conftest import FIXTURES
+from tests.support.inprocess import run_cli
 
 _spec = importlib.util.spec_from_file_location(
     "m2r", FIXTURES / "scripts" / "make_model_to_run_fixtures.py")
@@ -36,25 +35,6 @@ SOURCES = {
     "offline": ["--from", "neptune-offline", str(FIXTURES / "neptune1" / "model_to_run"), "--project", "ws/proj"],
     "exporter": ["--from", "neptune-exporter", str(EXPORTER)],
 }
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from neptune_migrate import cli
-
-    capsys.readouterr()
-    old, environ = sys.argv, dict(os.environ)
-    sys.argv = ["neptune-migrate", *args]
-    try:
-        cli.main()
-        rc = 0
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    finally:
-        sys.argv = old
-        os.environ.clear()
-        os.environ.update(environ)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def records(dump: Path) -> list[RunRecord]:

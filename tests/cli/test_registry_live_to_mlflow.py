@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_export_neptune2_api import run_cli
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project, small_registry
+from tests.support.inprocess import run_cli
 
 
 @pytest.fixture(autouse=True)
