@@ -175,7 +175,7 @@ class RunWriter:
         if hi_ts is not None and (self.last_point_at is None or hi_ts > self.last_point_at):
             self.last_point_at = hi_ts
         paths = table.column("path")
-        if table.num_rows and pc.count_distinct(paths).as_py() == 1:
+        if table.num_rows and not paths.null_count and pc.count_distinct(paths).as_py() == 1:
             # One series in the table (the usual case): the same figures without an Acero group-by,
             # which costs about a millisecond per call, a large part of a small run's export.
             steps = pc.min_max(table.column("step")).as_py()

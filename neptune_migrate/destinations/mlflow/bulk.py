@@ -201,6 +201,9 @@ class BulkStore:
             msg = (f"MLflow run {run_id} is not in the bulk database: --mlflow-db must be the database "
                    "behind --tracking-uri")
             raise UsageError(msg)
+        if found[0] != "active":  # MLflow's own log_batch refuses a deleted run the same way
+            msg = f"MLflow run {run_id} is {found[0]}: points are not written into it"
+            raise PermanentError(msg)
         self._known_runs.add(run_id)
 
     # -- writing ----------------------------------------------------------------------------
@@ -216,6 +219,9 @@ class BulkStore:
             raw = conn.connection.driver_connection
             if self.dialect == "postgresql" and self.driver == "psycopg":
                 self._copy_pg(raw, run_id, rows)
+                if self._run_lock:  # replica mode covered the metrics rows only: latest_metrics' triggers run
+                    with raw.cursor() as cur:
+                        cur.execute("SET LOCAL session_replication_role = origin")
             elif self.dialect == "sqlite":
                 self._insert_sqlite(raw, run_id, rows)
             else:

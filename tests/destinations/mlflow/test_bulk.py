@@ -485,3 +485,51 @@ def test_parallel_log_batch_gives_the_same_run_for_any_worker_count(tmp_path: Pa
     [run] = [v for k, v in one.items() if k.endswith("|BULK-1")]
     assert len(run["history"]["train/loss"]) == 8_000
     assert run["latest"]["train/loss"] == (7_999, 1714564800000 + 7_999_000, repr(7_999 / 7))
+
+
+def test_postgresql_replica_mode_covers_the_metrics_rows_only_a_trigger_on_latest_metrics_still_runs(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """The run lock replaces the per-row foreign-key checks of `metrics` only: a user's trigger on
+    `latest_metrics`, written in the same transaction, sees every insert and update."""
+    import psycopg
+
+    reader = _edge_dump(tmp_path / "dump")
+    uri = _store("postgresql", tmp_path, postgres)
+    admin = f"host={postgres.host} port={postgres.port} user={postgres.user} dbname={uri.rsplit('/', 1)[1]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE TABLE audit (k TEXT)")
+        conn.execute("CREATE FUNCTION audit_latest() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN INSERT INTO audit VALUES (NEW.key); RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER latest_audit AFTER INSERT OR UPDATE ON latest_metrics "
+                     "FOR EACH ROW EXECUTE FUNCTION audit_latest()")
+    dest = MlflowDestination(uri, bulk_mode="always")
+    report = import_runs(reader, dest, OPTS)
+    assert {r.status for r in report.runs} == {"created"}
+    assert dest._sql is not None and dest._sql.fk_checks == "one run lock per chunk"
+    dest.close()
+    with psycopg.connect(admin) as conn:
+        audited = {k for (k,) in conn.execute("SELECT k FROM audit").fetchall()}
+        latest = {k for (k,) in conn.execute("SELECT key FROM latest_metrics").fetchall()}
+    assert latest and audited == latest
+
+
+def test_the_bulk_path_refuses_a_deleted_run_as_log_batch_does(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from neptune_migrate.errors import PermanentError
+
+    uri = _store("sqlite", tmp_path, None)
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("gone"))
+    client.delete_run(run.info.run_id)
+    store = bulk.BulkStore.open(uri)
+    try:
+        chunk = pa.table({"key": pa.array(["x"]), "value": pa.array([1.0]),
+                          "timestamp": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                          "dest_step": pa.array([0], pa.int64())})
+        with pytest.raises(PermanentError, match="deleted"):
+            store.write(run.info.run_id, chunk)
+    finally:
+        store.close()
+    assert client.get_metric_history(run.info.run_id, "x") == []
