@@ -55,6 +55,11 @@ class RequestBudget:
         """Refuse every request from now on (the ones in flight finish)."""
         self._cancelled.set()
 
+    def wait(self, seconds: float) -> None:
+        """Sleep between retries, cut short by `cancel()` (a `Retry-After: 300` must not hold Ctrl-C)."""
+        if self._cancelled.wait(max(0.0, seconds)):
+            self._check()
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -737,3 +738,38 @@ def test_the_rate_holds_for_the_whole_export_when_runs_are_read_at_once(server: 
     for k, at in enumerate(budgeted, start=1):
         assert at - budgeted[0] >= (k - 10) / 10 - 0.05, (k, at - budgeted[0])
     assert server.max_in_flight <= 4
+
+
+def test_ctrl_c_during_a_long_retry_after_wait_stops_the_export_within_seconds(server: FakeNeptune2,
+                                                                               tmp_path: Path) -> None:
+    # A 429 with Retry-After: 300 on the first series page, waited for real (the source's own sleep):
+    # cancel() (what Ctrl-C calls) must end that wait at once, not after five minutes.
+    from neptune_migrate.sources.live_budget import ExportCancelled
+
+    small_project(server)
+    server.fault("/series/float", "429", retry_after="300")
+    opts = SourceOptions(path=Path(), api_token=server.api_token(), state_dir=tmp_path / "dump" / "_state",
+                         workers=2, models=False)
+    source = Neptune2ApiSource(opts)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with DumpWriter(tmp_path / "dump") as writer:
+                export_runs(source, writer, RunSelection(projects=("ws/proj",)), location="fake")
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what ended the export
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while server.count("/series/float") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the retrier is now asleep on the 300 s Retry-After
+    assert thread.is_alive()
+    cancelled_at = time.monotonic()
+    source.cancel()
+    thread.join(10)
+    assert not thread.is_alive(), "the export still waits out the Retry-After after cancel()"
+    assert time.monotonic() - cancelled_at < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], ExportCancelled)

@@ -118,7 +118,7 @@ class Neptune2ApiSource:
         self._listed: dict[RunKey, _Listed] = {}
         self._warnings: list[str] = []
         self.budget = RequestBudget(options.workers, options.rate)
-        self.retrier = Retrier(classify_error, self.policy)
+        self.retrier = Retrier(classify_error, self.policy, sleep=self.budget.wait)
         self._backend: Any = None
         self._base_url = _token_address(token)
         self._lock = threading.Lock()

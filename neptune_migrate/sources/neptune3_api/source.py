@@ -171,12 +171,12 @@ class Neptune3ApiSource:
                 raise UsageError(msg)
         self.projects = tuple(projects)
         self.selection = RunSelection()
-        self.retrier = Retrier(classify_error, DEFAULT_POLICY)
+        self.budget = RequestBudget(options.workers, options.rate)
+        self.retrier = Retrier(classify_error, DEFAULT_POLICY, sleep=self.budget.wait)
         self.retry_after_scale = 1.0
         """Multiplies every `Retry-After` (tests only: a `Retry-After: 12` then waits 12 x scale)."""
         self.list_page = LIST_PAGE
         self.points_page = POINTS_PAGE
-        self.budget = RequestBudget(options.workers, options.rate)
         self.requests = 0
         """Requests sent (retries included)."""
         self._count_lock = threading.Lock()
@@ -196,7 +196,7 @@ class Neptune3ApiSource:
 
     @retry_policy.setter
     def retry_policy(self, policy: RetryPolicy) -> None:
-        self.retrier = Retrier(classify_error, policy)
+        self.retrier = Retrier(classify_error, policy, sleep=self.budget.wait)
 
     @property
     def run_workers(self) -> int:
