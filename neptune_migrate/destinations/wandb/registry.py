@@ -44,7 +44,7 @@ from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.records import iter_records, read_marker
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import PermanentError
-from neptune_migrate.model import DestinationRunId, Loss, LossCategory
+from neptune_migrate.model import DestinationRunId, Loss
 
 if TYPE_CHECKING:
     from neptune_migrate.destinations.wandb.destination import WandbDestination
@@ -58,6 +58,9 @@ IDENTITY_FILE = "neptune_version.json"
 """A small file in every version artifact naming the version: W&B dedupes artifact versions by the
 digest of their files (metadata is not in it), so two versions with the same files (or none) would
 become one after `wandb sync` without it. Never clashes with a Neptune file (`<attribute>/<name>`)."""
+
+ONLINE_REFUSED = ("the W&B registry is written in offline mode only (online registry import is not implemented "
+                  "yet): import with --wandb-mode offline, then `wandb sync`; or leave it out with --no-registry")
 
 
 def collection_name(name: str) -> str:
@@ -161,9 +164,7 @@ class WandbRegistry:
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         where = f"{model.project}/{model.model_id}"
         if self.dest.mode == "online":
-            return [Loss("registry_not_written", where, 1 + len(model.versions),
-                         "the W&B registry is written in offline mode only (then `wandb sync`)",
-                         category=LossCategory.LOST)]
+            raise PermanentError(ONLINE_REFUSED)  # a dry run says would_fail, as the real run fails
         return [Loss("registry_link_after_sync", where, len(model.versions),
                      f"W&B cannot link artifacts offline: versions are model artifacts {collection(model)}:vN; "
                      f"link them to {LINK_ROOT}/{collection(model)} after `wandb sync` (docs/registry.md)")]
@@ -207,9 +208,7 @@ class WandbRegistry:
 
     def ensure_model(self, model: RegistryModel) -> str:
         if self.dest.mode == "online":
-            msg = ("the W&B registry is written in offline mode only: import with --wandb-mode offline, "
-                   "then `wandb sync` (online registry import is not implemented yet)")
-            raise PermanentError(msg)
+            raise PermanentError(ONLINE_REFUSED)
         rid = self.run_id(model)
         if rid in self.open:
             return collection(model)

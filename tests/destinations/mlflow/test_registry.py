@@ -411,3 +411,30 @@ def test_a_lost_create_logged_model_answer_is_looked_up_not_created_twice(
     assert [lm.model_id for lm in logged] == [made[0]]
     assert str(logged[0].status).endswith("READY")
     assert _versions(client, name)[0].tags["nm.logged_model_id"] == made[0]
+
+
+def test_a_file_store_is_refused_by_the_registry_step_and_its_runs_are_still_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #18-dst last 1: MLflow's file store (MLflow 3.17 refuses it unless
+    MLFLOW_ALLOW_FILE_STORE=true; then its registry works) creates a version and tags it in two
+    steps; a kill in between leaves an untagged version that a re-run duplicates and verify cannot
+    see. The registry step refuses file stores in one line (the dry run says so too): the models
+    fail (exit 1), their runs are imported."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    d = build_registry_dump(tmp_path / "dump", name="clf-file")
+    store = tmp_path / "mlruns"
+    dest = MlflowDestination(store.as_uri())
+    plan = import_runs(d.reader, dest, ImportOptions(retry=FAST, dry_run=True))
+    models = [r for r in plan.registry if r.key.startswith("model:")]
+    assert [r.status for r in models] == ["would_fail", "would_fail"]
+    assert all("file store" in r.message and "--no-registry" in r.message and "\n" not in r.message
+               for r in models)
+    report = import_runs(d.reader, dest, OPTS)
+    assert {r.key: r.status for r in report.registry} == {
+        f"model:{d.project}/REG-CLS": "failed", f"model:{d.project}/REG-DUP": "failed"}
+    assert report.runs and all(r.status == "created" for r in report.runs), report.to_json()
+    client = _client(MlflowBackend("file", store.as_uri(), None, store, store))
+    assert client.search_registered_models() == []
+    assert len(_run_ids(client, d.project)) == len(report.runs)

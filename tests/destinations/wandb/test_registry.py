@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from neptune_migrate.destinations.base import RegistryModel
 from neptune_migrate.destinations.retrying import RetryingDestination
@@ -126,3 +127,25 @@ def test_two_names_w_and_b_stores_alike_become_two_collections(tmp_path: Path) -
     assert collections == {"REG-CLS-1": "my-model", "REG-DUP-1": "my-model-REG-DUP"}
     check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
     assert [str(f) for f in check.findings if f.run.startswith("model:")] == []
+
+
+def test_online_registry_is_planned_as_the_failure_the_real_run_meets(tmp_path: Path, monkeypatch: Any) -> None:
+    """Review #18-dst last 4: online, the registry is not written; the plan (dry run) must not say
+    would_create: plan_model refuses with the real run's one line and its `--no-registry` hint
+    (the pipeline turns it into would_fail / failed, shown through MLflow's file store test)."""
+    import pytest
+
+    from neptune_migrate.errors import PermanentError
+
+    netrc = tmp_path / ".netrc"  # a login the credentials check accepts; nothing is sent
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "x" * 40 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    d = build_registry_dump(tmp_path / "dump", versions=1)
+    model = _model(d.reader, WandbDestination(mode="offline", directory=tmp_path / "wb"))
+    online = WandbDestination(mode="online", directory=tmp_path / "wb-online")
+    for step in (online._registry.plan_model, online._registry.ensure_model):
+        with pytest.raises(PermanentError, match="offline mode only") as err:
+            step(model)
+        assert "--no-registry" in str(err.value)
+    assert not (tmp_path / "wb-online").exists()
