@@ -149,3 +149,37 @@ def test_online_registry_is_planned_as_the_failure_the_real_run_meets(tmp_path: 
             step(model)
         assert "--no-registry" in str(err.value)
     assert not (tmp_path / "wb-online").exists()
+
+
+def test_staged_bytes_changed_under_an_intact_marker_rewrite_the_registry_run(tmp_path: Path) -> None:
+    """Review #18-dst last 2: the registry run's marker digest names the dump's model, but the bytes
+    W&B staged for `wandb sync` (the SDK's `artifacts/staging` copies) changed: a re-run used to
+    skip it (and a version needing a write failed with "not open"); now the run is written again
+    whole, in order, and verify is clean."""
+    d = build_registry_dump(tmp_path / "dump", versions=3)
+    dest = WandbDestination(mode="offline", directory=tmp_path / "wb")
+    assert not import_runs(d.reader, dest, OPTS).failed
+    staging = tmp_path / "wb" / "neptune-migrate-staging" / "artifacts" / "staging"
+    [staged] = [f for f in staging.iterdir() if f.read_bytes() == version_bytes("REG-CLS", 2)]
+    staged.write_bytes(bytes(b ^ 0xFF for b in version_bytes("REG-CLS", 2)))  # same size, other bytes
+    assert [f.item for f in verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings] == [
+        "file:REG-CLS-2/model/binary/model.bin"]
+    again = import_runs(d.reader, dest, OPTS)
+    st = {r.key: r.status for r in again.registry}
+    assert [st[f"version:{d.project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["created"] * 3, again.to_json()
+    rid = dest._registry.run_id(_model(d.reader, dest))
+    [path] = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
+    assert [meta["neptune_version_id"] for _, meta, _, _ in _artifacts(path)] == ["REG-CLS-1", "REG-CLS-2",
+                                                                                  "REG-CLS-3"]
+    assert verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings == []
+    assert {r.status for r in import_runs(d.reader, dest, OPTS).registry} == {"skipped"}
+
+    # a version asked for while the complete run is not open: the run is reopened and written whole
+    model = _model(d.reader, dest)
+    dest._registry.ensure_version(model, "classifier", model.versions[1], None)
+    dest._registry.set_aliases(model, "classifier", {})
+    [path] = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
+    assert [meta["neptune_version_id"] for _, meta, _, _ in _artifacts(path)] == ["REG-CLS-1", "REG-CLS-2",
+                                                                                  "REG-CLS-3"]
+    assert verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings == []
+    dest.close()
