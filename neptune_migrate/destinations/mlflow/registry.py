@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neptune_migrate.destinations.base import (
+    FILES_DIGEST_TAG,
     FileDigest,
     ModelSnapshot,
     RegistryModel,
@@ -105,6 +106,7 @@ def version_tags(model: RegistryModel, version: RegistryVersion) -> dict[str, st
         tags[TAG_SOURCE_RUN] = str(version.source_run)
     if version.carrier_run_id is not None:
         tags[TAG_CARRIER_RUN] = version.carrier_run_id
+    tags[FILES_DIGEST_TAG] = version.files_digest()  # a version's files cannot change: a re-run compares it
     return tags
 
 
