@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_migrate.destinations.base import FILES_DIGEST_TAG, ModelSnapshot, RegistryModel, RegistryVersion, VersionSnapshot
+from neptune_migrate.destinations.base import (
+    FILES_DIGEST_TAG,
+    ModelSnapshot,
+    RegistryModel,
+    RegistryVersion,
+    VersionSnapshot,
+)
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import MigrateError, PermanentError, one_line, redact
