@@ -203,6 +203,20 @@ class RegistryVersion:
     aliases: tuple[str, ...] = ()
     """Stage aliases this version holds (it is the newest version of those stages)."""
 
+    def files_digest(self) -> str:
+        """sha256 over the sorted (`<attribute path>/<name>`, sha256) list of the version's files:
+        what a destination records in the tag `FILES_DIGEST_TAG` so a re-run sees changed files."""
+        import hashlib
+        import json
+
+        pairs = sorted([f"{fe.attribute_path}/{fe.name}", fe.sha256 or ""] for fe, _ in self.files)
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
+FILES_DIGEST_TAG = "neptune.files_sha256"
+"""The version tag (in `VersionSnapshot.tags`) holding `RegistryVersion.files_digest()`, for a
+destination that cannot rewrite a version's files (MLflow): the registry step compares it."""
+
 
 @dataclass(frozen=True, slots=True)
 class RegistryModel:

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_migrate.destinations.base import ModelSnapshot, RegistryModel, RegistryVersion, VersionSnapshot
+from neptune_migrate.destinations.base import (
+    FILES_DIGEST_TAG,
+    ModelSnapshot,
+    RegistryModel,
+    RegistryVersion,
+    VersionSnapshot,
+)
 from neptune_migrate.destinations.retrying import RetryingDestination
 from neptune_migrate.dump.reader import DumpReader, DumpRun
 from neptune_migrate.errors import MigrateError, PermanentError, one_line, redact
@@ -81,9 +87,10 @@ class RegistryResult:
     """`model:<project>/<model id>`, `version:<project>/<version id>`, `alias:<project>/<model id>@<alias>`."""
     status: str
     """created, completed, updated, skipped, set, removed (a stage alias no version holds any more),
+    conflict (an existing version whose files changed in the dump: kept, a `version_files_changed` loss),
     failed, not_carried (`import --no-registry`), deferred (a shard's model whose version runs
     other shards have not imported yet); in a dry run would_create, would_complete, would_skip,
-    would_set, would_remove, would_fail."""
+    would_set, would_remove, would_fail, would_conflict."""
     destination: str | None = None
     """The destination's name for it (model name, version number, alias target)."""
     message: str = ""
@@ -268,10 +275,12 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
             result.status, result.destination = ("would_skip" if same else "would_update"), found.name
         for v, want in zip(model.versions, expected.versions, strict=True):
             have = by_id.get(v.version_id)
-            status = "would_create" if have is None else (
+            changed = _files_changed(model, v, have, want)
+            status = "would_create" if have is None else "would_conflict" if changed else (
                 "would_skip" if _version_done(have, want) else "would_complete")
             out.append(RegistryResult(f"version:{model.project}/{v.version_id}", status,
-                                      None if have is None else have.number))
+                                      None if have is None else have.number,
+                                      losses=changed + _order_losses(model, v, have, by_id)))
         for alias, vid in sorted(holders_of(model).items()):
             done = found is not None and found.aliases.get(alias) == vid
             out.append(RegistryResult(f"alias:{model.project}/{model.model_id}@{alias}",
@@ -293,6 +302,12 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
     for v, want in zip(model.versions, expected.versions, strict=True):
         vkey = f"version:{model.project}/{v.version_id}"
         have = by_id.get(v.version_id)
+        changed = _files_changed(model, v, have, want)
+        if changed:  # the registry cannot give an existing version new files: left as it is, reported
+            out.append(RegistryResult(vkey, "conflict", have.number if have else None,
+                                      "its files changed in the dump; the registry keeps the old ones",
+                                      losses=changed))
+            continue
         if have is not None and _version_done(have, want):
             out.append(RegistryResult(vkey, "skipped", have.number, "already in the registry",
                                       losses=_link_losses(model, v, have, want)))
@@ -301,7 +316,8 @@ def _import_model(reader: DumpReader, dest: RetryingDestination, model: Registry
             reader.verified_blob(fe.sha256 or "")
         made = dest.ensure_version(model, name, v, have)
         status = "created" if have is None else "completed"
-        out.append(RegistryResult(vkey, status, made.number, losses=_link_losses(model, v, have, want)))
+        out.append(RegistryResult(vkey, status, made.number, losses=_link_losses(model, v, have, want)
+                                  + _order_losses(model, v, have, by_id, made.number, want.number)))
         if ledger is not None:
             ledger.append({"key": f"registry:{vkey}", "status": status, "model": name,
                            "destination_version": made.number})
@@ -329,6 +345,41 @@ def _link_losses(model: RegistryModel, v: RegistryVersion, have: VersionSnapshot
                  f"version {have.number} is linked to run {have.run_id}, not {want.run_id} (its source run, "
                  "imported since); the registry cannot change it: delete the version and import again",
                  category=LossCategory.LOST).to_json()]
+
+
+def _files_changed(model: RegistryModel, v: RegistryVersion, have: VersionSnapshot | None,
+                   want: VersionSnapshot) -> list[dict[str, Any]]:
+    """An existing version whose files differ from the dump's now (a re-export changed them), told by
+    the files digest tag of a destination that records it. The old bytes stay, the new ones are not
+    in the destination: lost by us (exit 1) until the version is deleted by hand and imported again."""
+    old, new = (have.tags.get(FILES_DIGEST_TAG) if have else None), want.tags.get(FILES_DIGEST_TAG)
+    if old is None or new is None or old == new:
+        return []
+    return [Loss("version_files_changed", f"{model.project}/{v.version_id}", max(len(v.files), 1),
+                 f"version {have.number if have else '?'} holds other files than the dump now; a registry "
+                 "version's files cannot be replaced: delete the version and import again",
+                 category=LossCategory.LOST).to_json()]
+
+
+def _order_losses(model: RegistryModel, v: RegistryVersion, have: VersionSnapshot | None,
+                  by_id: dict[str, VersionSnapshot], made: str | None = None,
+                  want: str | None = None) -> list[dict[str, Any]]:
+    """A version new in the dump placed before versions already migrated: the destination appends
+    it (its number is not Neptune's order). Planned from the later versions found; at import, told
+    by the number it got."""
+    if have is not None:
+        return []
+    if made is not None:
+        if want is None or made == want:
+            return []
+    else:
+        later = [x.version_id for x in model.versions if x.position > v.position and x.version_id in by_id]
+        if not later:
+            return []
+    return [Loss("version_out_of_order", f"{model.project}/{v.version_id}", 1,
+                 f"new in the dump before versions already migrated: appended as version "
+                 f"{made or 'after them'}, not at Neptune's place {v.position}",
+                 category=LossCategory.CHANGED_FORM).to_json()]
 
 
 def _stale_aliases(found: ModelSnapshot | None, holders: dict[str, str]) -> list[tuple[str, str]]:

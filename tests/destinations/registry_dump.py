@@ -62,10 +62,13 @@ def _record(k: RunKey, kind: str, i: int, *, name: str | None = None, descriptio
 
 def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
                         name: str = "classifier", stages: dict[int, str] | None = None,
-                        version_tags: bool = True, dup_name: str | None = None) -> RegistryDump:
+                        version_tags: bool = True, dup_name: str | None = None,
+                        changed: frozenset[int] = frozenset(), left_out: frozenset[int] = frozenset()) -> RegistryDump:
     """The dump above; `name` is both models' name (registered model names are global to a server);
     `stages` overrides some versions' stages (a re-export after stages moved), `version_tags=False`
-    exports the versions without Neptune tags (removed since); `dup_name` names REG-DUP otherwise."""
+    exports the versions without Neptune tags (removed since); `dup_name` names REG-DUP otherwise;
+    `changed` versions hold other model bytes (a re-export whose files changed), `left_out` versions
+    are not in the dump (a later export adds them back)."""
     def k(run_id: str) -> RunKey:
         return RunKey(project, SourceRunId(run_id))
 
@@ -79,8 +82,11 @@ def build_registry_dump(root: Path, project: str = "ws/reg", versions: int = 5,
                                fields={"info/framework": Field("string", "torch")}))
         for n in range(1, versions + 1):
             vid = f"REG-CLS-{n}"
+            if n in left_out:
+                continue
             with dump.begin_run(k(vid)) as run:
-                sha, size = run.store_bytes(version_bytes("REG-CLS", n))
+                data = version_bytes("REG-CLS", n)
+                sha, size = run.store_bytes(data[::-1] if n in changed else data)
                 files = [FileEntry("model/binary", "file", "model.bin", sha, size)]
                 if n == 2:
                     csha, csize = run.store_bytes(b'{"layers": 50}')

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neptune_migrate.destinations.base import (
+    FILES_DIGEST_TAG,
     FileDigest,
     ModelSnapshot,
     RegistryModel,
@@ -60,6 +61,20 @@ def _lit(value: str) -> str:
     raise PermanentError(msg)
 
 
+def is_file_store(uri: str) -> bool:
+    """An MLflow file store (`./mlruns`, a path, `file:` URI): it writes a model version and its
+    tags in separate steps, so a kill in between leaves a version no re-run can recognise."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # a bare path (also `C:\\...`)
+
+
+FILE_STORE_REFUSED = ("the MLflow registry is not written to a file store (`./mlruns`, `file:`): it tags a version "
+                      "after creating it, so a crash leaves a version no re-run can recognise; use a "
+                      "`sqlite:///` or server store, or --no-registry")
+
+
 def file_path(version: RegistryVersion, index: int) -> str:
     """Where a version's file sits among the logged model's artifacts: `<attribute key>/<name>`."""
     fe = version.files[index][0]
@@ -91,6 +106,7 @@ def version_tags(model: RegistryModel, version: RegistryVersion) -> dict[str, st
         tags[TAG_SOURCE_RUN] = str(version.source_run)
     if version.carrier_run_id is not None:
         tags[TAG_CARRIER_RUN] = version.carrier_run_id
+    tags[FILES_DIGEST_TAG] = version.files_digest()  # a version's files cannot change: a re-run compares it
     return tags
 
 
@@ -118,6 +134,8 @@ class MlflowRegistry:
     # -- planning -----------------------------------------------------------------------------
 
     def plan_model(self, model: RegistryModel) -> list[Loss]:
+        if is_file_store(self.dest.tracking_uri):
+            raise PermanentError(FILE_STORE_REFUSED)  # the model fails (exit 1); its runs are imported
         losses: list[Loss] = []
         if model.record_key is not None:
             losses.append(Loss("registry_model_data", f"{model.project}/{model.model_id}", 1,

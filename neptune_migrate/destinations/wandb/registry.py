@@ -44,7 +44,7 @@ from neptune_migrate.destinations.wandb import mapping as m
 from neptune_migrate.destinations.wandb.records import iter_records, read_marker
 from neptune_migrate.dump.writer import sha256_file
 from neptune_migrate.errors import PermanentError
-from neptune_migrate.model import DestinationRunId, Loss, LossCategory
+from neptune_migrate.model import DestinationRunId, Loss
 
 if TYPE_CHECKING:
     from neptune_migrate.destinations.wandb.destination import WandbDestination
@@ -58,6 +58,9 @@ IDENTITY_FILE = "neptune_version.json"
 """A small file in every version artifact naming the version: W&B dedupes artifact versions by the
 digest of their files (metadata is not in it), so two versions with the same files (or none) would
 become one after `wandb sync` without it. Never clashes with a Neptune file (`<attribute>/<name>`)."""
+
+ONLINE_REFUSED = ("the W&B registry is written in offline mode only (online registry import is not implemented "
+                  "yet): import with --wandb-mode offline, then `wandb sync`; or leave it out with --no-registry")
 
 
 def collection_name(name: str) -> str:
@@ -134,6 +137,8 @@ class WandbRegistry:
         self.dest = dest
         self.open: dict[str, Any] = {}
         """Run id -> the registry run being written."""
+        self.logged: dict[str, set[int]] = {}
+        """Run id -> positions of the versions logged into the open run."""
 
     def run_id(self, model: RegistryModel) -> str:
         project = m.project_name(self.dest.project_template, model.project)
@@ -161,9 +166,7 @@ class WandbRegistry:
     def plan_model(self, model: RegistryModel) -> list[Loss]:
         where = f"{model.project}/{model.model_id}"
         if self.dest.mode == "online":
-            return [Loss("registry_not_written", where, 1 + len(model.versions),
-                         "the W&B registry is written in offline mode only (then `wandb sync`)",
-                         category=LossCategory.LOST)]
+            raise PermanentError(ONLINE_REFUSED)  # a dry run says would_fail, as the real run fails
         return [Loss("registry_link_after_sync", where, len(model.versions),
                      f"W&B cannot link artifacts offline: versions are model artifacts {collection(model)}:vN; "
                      f"link them to {LINK_ROOT}/{collection(model)} after `wandb sync` (docs/registry.md)")]
@@ -201,20 +204,27 @@ class WandbRegistry:
         marker = read_marker(path, m.STATUS_KEY, REGISTRY_DIGEST_KEY)
         if not marker.exited or marker.status != m.STATUS_COMPLETE or marker.digest != self.digest(model):
             return None
-        return read_registry_run(path, hashes=hashes)
+        snap = read_registry_run(path, hashes=hashes)
+        if not hashes and not staged_intact(path):
+            return None  # the marker is intact but the bytes `wandb sync` would upload are not: rewrite it
+        return snap
 
     # -- write ----------------------------------------------------------------------------------
 
     def ensure_model(self, model: RegistryModel) -> str:
         if self.dest.mode == "online":
-            msg = ("the W&B registry is written in offline mode only: import with --wandb-mode offline, "
-                   "then `wandb sync` (online registry import is not implemented yet)")
-            raise PermanentError(msg)
+            raise PermanentError(ONLINE_REFUSED)
         rid = self.run_id(model)
         if rid in self.open:
             return collection(model)
         if self.read_model(model, hashes=False) is not None:
             return collection(model)  # complete and the same: nothing to write
+        self._reopen(model)
+        return collection(model)
+
+    def _reopen(self, model: RegistryModel) -> None:
+        """Discard the model's registry run (if any) and open a new one, empty."""
+        rid = self.run_id(model)
         wandb = self.dest.wandb_module()
         self.dest.discard_run(DestinationRunId(rid))
         project = m.project_name(self.dest.project_template, model.project)
@@ -226,15 +236,28 @@ class WandbRegistry:
             reinit="finish_previous",
         )
         self.open[rid] = run
-        return collection(model)
+        self.logged[rid] = set()
 
     def ensure_version(self, model: RegistryModel, name: str, version: RegistryVersion,
                        found: VersionSnapshot | None) -> VersionSnapshot:
-        wandb = self.dest.wandb_module()
         run = self.open.get(self.run_id(model))
-        if run is None:
-            msg = f"W&B registry run of {model.model_id} is not open (ensure_model first)"
-            raise PermanentError(msg)
+        if run is None:  # found complete by ensure_model, yet a version needs writing: rewrite it whole
+            self._reopen(model)
+            for earlier in model.versions[:version.position - 1]:
+                self._log(model, earlier)
+        self._log(model, version)
+        return VersionSnapshot(version_id=version.version_id, number=f"v{version.position - 1}",
+                               description=version.description or None,
+                               tags=_text(version_metadata(model, version)))
+
+    def _log(self, model: RegistryModel, version: RegistryVersion) -> None:
+        """Log one version artifact into the open registry run (once per run)."""
+        wandb = self.dest.wandb_module()
+        rid = self.run_id(model)
+        run = self.open[rid]
+        done = self.logged.setdefault(rid, set())
+        if version.position in done:
+            return
         art = wandb.Artifact(collection(model), type="model", description=version.description or None,
                              metadata=version_metadata(model, version))
         ident = self.dest.directory / STAGING / "identity" / self.run_id(model) / f"{version.position}.json"
@@ -245,16 +268,18 @@ class WandbRegistry:
                 art.add_file(str(blob), name=file_path(version, i))
             art.add_file(str(ident), name=IDENTITY_FILE)
             run.log_artifact(art, aliases=list(version.aliases))
-        return VersionSnapshot(version_id=version.version_id, number=f"v{version.position - 1}",
-                               description=version.description or None,
-                               tags=_text(version_metadata(model, version)))
+        done.add(version.position)
 
     def set_aliases(self, model: RegistryModel, name: str, holders: Mapping[str, str]) -> None:
         """The aliases were logged with their versions: write the marker and finish the run."""
         rid = self.run_id(model)
-        run = self.open.pop(rid, None)
+        run = self.open.get(rid)
         if run is None:
             return
+        for version in model.versions:  # a run reopened mid-model: the versions skipped after it
+            self._log(model, version)
+        del self.open[rid]
+        self.logged.pop(rid, None)
         digest = self.digest(model)
         run.summary[REGISTRY_DIGEST_KEY] = digest
         run.summary[m.STATUS_KEY] = m.STATUS_COMPLETE
@@ -277,6 +302,20 @@ class WandbRegistry:
             with contextlib.suppress(Exception):
                 run.finish(exit_code=1)  # no marker: written again whole next time
         self.open.clear()
+        self.logged.clear()
+
+
+def staged_intact(path: Path) -> bool:
+    """Every file of every model artifact in the registry run is still staged with the bytes its
+    manifest names (W&B's md5): what `wandb sync` uploads. A local read of the staged bytes."""
+    for record in iter_records(path):
+        if record.WhichOneof("record_type") == "artifact" and record.artifact.type == "model":
+            for entry in record.artifact.manifest.contents:
+                local = Path(entry.local_path) if entry.local_path else None
+                if local is None or not local.is_file() or local.stat().st_size != int(entry.size) \
+                        or md5_b64(local) != entry.digest:
+                    return False
+    return True
 
 
 def read_registry_run(path: Path, *, hashes: bool) -> ModelSnapshot:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from neptune_migrate.destinations.base import RegistryModel
 from neptune_migrate.destinations.retrying import RetryingDestination
@@ -126,3 +127,59 @@ def test_two_names_w_and_b_stores_alike_become_two_collections(tmp_path: Path) -
     assert collections == {"REG-CLS-1": "my-model", "REG-DUP-1": "my-model-REG-DUP"}
     check = verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS))
     assert [str(f) for f in check.findings if f.run.startswith("model:")] == []
+
+
+def test_online_registry_is_planned_as_the_failure_the_real_run_meets(tmp_path: Path, monkeypatch: Any) -> None:
+    """Review #18-dst last 4: online, the registry is not written; the plan (dry run) must not say
+    would_create: plan_model refuses with the real run's one line and its `--no-registry` hint
+    (the pipeline turns it into would_fail / failed, shown through MLflow's file store test)."""
+    import pytest
+
+    from neptune_migrate.errors import PermanentError
+
+    netrc = tmp_path / ".netrc"  # a login the credentials check accepts; nothing is sent
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "x" * 40 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    d = build_registry_dump(tmp_path / "dump", versions=1)
+    model = _model(d.reader, WandbDestination(mode="offline", directory=tmp_path / "wb"))
+    online = WandbDestination(mode="online", directory=tmp_path / "wb-online")
+    for step in (online._registry.plan_model, online._registry.ensure_model):
+        with pytest.raises(PermanentError, match="offline mode only") as err:
+            step(model)
+        assert "--no-registry" in str(err.value)
+    assert not (tmp_path / "wb-online").exists()
+
+
+def test_staged_bytes_changed_under_an_intact_marker_rewrite_the_registry_run(tmp_path: Path) -> None:
+    """Review #18-dst last 2: the registry run's marker digest names the dump's model, but the bytes
+    W&B staged for `wandb sync` (the SDK's `artifacts/staging` copies) changed: a re-run used to
+    skip it (and a version needing a write failed with "not open"); now the run is written again
+    whole, in order, and verify is clean."""
+    d = build_registry_dump(tmp_path / "dump", versions=3)
+    dest = WandbDestination(mode="offline", directory=tmp_path / "wb")
+    assert not import_runs(d.reader, dest, OPTS).failed
+    staging = tmp_path / "wb" / "neptune-migrate-staging" / "artifacts" / "staging"
+    [staged] = [f for f in staging.iterdir() if f.read_bytes() == version_bytes("REG-CLS", 2)]
+    staged.write_bytes(bytes(b ^ 0xFF for b in version_bytes("REG-CLS", 2)))  # same size, other bytes
+    assert [f.item for f in verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings] == [
+        "file:REG-CLS-2/model/binary/model.bin"]
+    again = import_runs(d.reader, dest, OPTS)
+    st = {r.key: r.status for r in again.registry}
+    assert [st[f"version:{d.project}/REG-CLS-{n}"] for n in (1, 2, 3)] == ["created"] * 3, again.to_json()
+    rid = dest._registry.run_id(_model(d.reader, dest))
+    [path] = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
+    assert [meta["neptune_version_id"] for _, meta, _, _ in _artifacts(path)] == ["REG-CLS-1", "REG-CLS-2",
+                                                                                  "REG-CLS-3"]
+    assert verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings == []
+    assert {r.status for r in import_runs(d.reader, dest, OPTS).registry} == {"skipped"}
+
+    # a version asked for while the complete run is not open: the run is reopened and written whole
+    model = _model(d.reader, dest)
+    dest._registry.ensure_version(model, "classifier", model.versions[1], None)
+    dest._registry.set_aliases(model, "classifier", {})
+    [path] = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rid}/run-{rid}.wandb"))
+    assert [meta["neptune_version_id"] for _, meta, _, _ in _artifacts(path)] == ["REG-CLS-1", "REG-CLS-2",
+                                                                                  "REG-CLS-3"]
+    assert verify_runs(d.reader, dest, VerifyOptions(import_options=OPTS)).findings == []
+    dest.close()
