@@ -63,6 +63,10 @@ from neptune_migrate.sources.neptune2_api.errors import classify_error, status_o
 
 log = logging.getLogger(__name__)
 
+_MARSHAL_LOCK = threading.Lock()
+"""Held while bravado builds a request: runs read at once share one client, and its marshalling
+memoises through a recursion guard that trips when two threads enter it (seen under load)."""
+
 _TIMEOUTS = {"connect_timeout": 30.0, "timeout": 300.0}
 
 
@@ -320,8 +324,9 @@ class Neptune2ApiSource:
 
         def once() -> Any:
             with self.budget.request():
-                request = construct_request(  # type: ignore[no-untyped-call]
-                    getattr(client.api, op), dict(_TIMEOUTS), **params)
+                with _MARSHAL_LOCK:  # bravado-core's marshalling is not thread-safe (RecursiveCallException)
+                    request = construct_request(  # type: ignore[no-untyped-call]
+                        getattr(client.api, op), dict(_TIMEOUTS), **params)
                 future = client.swagger_spec.http_client.request(
                     request, operation=None, request_config=RequestConfig(dict(_TIMEOUTS), True))
                 return future.response().incoming_response

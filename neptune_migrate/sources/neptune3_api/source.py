@@ -484,7 +484,7 @@ class Neptune3ApiSource:
             if ahead is not None or key in batch.taken:
                 batch.taken.add(key)
                 return ahead
-            group = [k for k in batch.following(key, self.runs_per_batch)
+            group = [k for k in batch.following(key, self.runs_per_batch, behind=self.budget.workers)
                      if k.project == project and k in self._listed]
             ids = {k: self._listed[k].sys_id for k in group}
             try:
@@ -758,13 +758,17 @@ class _Batch:
         self.taken: set[RunKey] = set()
         self.lock = threading.Lock()
 
-    def following(self, key: RunKey, count: int) -> list[RunKey]:
-        """`key` and the listed runs after it not handed out yet, `count` at most."""
+    def following(self, key: RunKey, count: int, behind: int = 0) -> list[RunKey]:
+        """`key` and the listed runs around it not handed out yet, `count` at most, from up to `behind`
+        runs before it (runs whose threads started with this one's and have not asked yet: otherwise
+        the thread that asks first decides the batch and each neighbour before it needs one more)."""
         start = self.position.get(key)
         if start is None:
             return [key]
-        out: list[RunKey] = []
-        for k in self.order[start:]:
+        out: list[RunKey] = [key]
+        for k in self.order[max(0, start - behind):]:
+            if k == key:
+                continue
             if k not in self.taken and k not in self.ready:
                 out.append(k)
                 if len(out) == count:

@@ -607,6 +607,7 @@ def test_workers_read_several_runs_at_once_and_the_dump_is_the_same_for_any_n(fa
     assert fake.max_in_flight == 1
     fake.max_in_flight = 0
     source = _source(fake, project=project, workers=4)
+    source.runs_per_batch = 1  # runs read one by one: the read-ahead's shared requests would hide the workers
     four = _export(source, tmp_path / "four")
     assert source.run_workers == 4
     assert fake.max_in_flight == 4  # 4 runs at once, every request through one budget: never 5
