@@ -72,10 +72,24 @@ _EVERY_FIXTURE_TESTS = {
 }
 
 
+SLOW_REPEATS = {
+    # Aim writes 40,000 points in a minute: the crash-and-resume contract keeps MLflow, W&B and the
+    # fake in the default run, and Aim's own SIGKILL cases (tests/store/test_aim_repo.py) stay there.
+    "tests/contract/test_destination_contract.py::test_crash_mid_run_then_resume_gives_one_complete_equal_run[aim]",
+    # Two importers at once: tests/store/test_import_lock.py keeps the one-dump case in the default run.
+    "tests/destinations/mlflow/test_faults.py::test_two_processes_importing_copies_of_a_dump_at_once_leave_one_run_per_key",
+}
+"""Heavy cases whose kind another default-run test already covers (node ids)."""
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `slow` the every-fixture cases outside `FIXTURES_EVERYWHERE` except on the MLflow SQLite store."""
+    """Mark `slow` the every-fixture cases outside `FIXTURES_EVERYWHERE` except on the MLflow SQLite
+    store, and the heavy repeats in `SLOW_REPEATS`."""
     for item in items:
+        if item.nodeid in SLOW_REPEATS:
+            item.add_marker(pytest.mark.slow)
+            continue
         if getattr(item, "originalname", None) not in _EVERY_FIXTURE_TESTS:
             continue
         params = item.callspec.params if hasattr(item, "callspec") else {}
