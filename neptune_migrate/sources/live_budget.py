@@ -96,3 +96,18 @@ class RequestBudget:
             self._check()
             self._take_token()
             yield
+
+
+class BudgetedRuns:
+    """`sources.base.ConcurrentRuns` for a live source whose requests all go through `self.budget`."""
+
+    budget: RequestBudget
+
+    @property
+    def run_workers(self) -> int:
+        """Runs the export reads at once: `--workers` (their requests share the one budget)."""
+        return self.budget.workers
+
+    def cancel(self) -> None:
+        """Every later request raises `ExportCancelled` (the export stops early)."""
+        self.budget.cancel()

@@ -57,7 +57,7 @@ from neptune_migrate.model import (
 from neptune_migrate.registry import model_to_run_kind
 from neptune_migrate.retry import Retrier, RetryPolicy
 from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions, fingerprint_files
-from neptune_migrate.sources.live_budget import RequestBudget
+from neptune_migrate.sources.live_budget import BudgetedRuns, RequestBudget
 from neptune_migrate.sources.neptune2_api import mapping
 from neptune_migrate.sources.neptune2_api.errors import classify_error, status_of
 
@@ -94,7 +94,7 @@ class _Stop:
     """End-of-series marker in the page queue."""
 
 
-class Neptune2ApiSource:
+class Neptune2ApiSource(BudgetedRuns):
     """`--from neptune2-api`: a self-hosted Neptune 2.x server (see the module docstring)."""
 
     name: ClassVar[str] = "neptune2-api"
@@ -133,15 +133,6 @@ class Neptune2ApiSource:
         return self._base_url
 
     # -- protocol -------------------------------------------------------------------------------------
-    @property
-    def run_workers(self) -> int:
-        """Runs the export reads at once: `--workers` (their requests share the one budget)."""
-        return self.budget.workers
-
-    def cancel(self) -> None:
-        """Every later request raises `ExportCancelled` (the export stops early)."""
-        self.budget.cancel()
-
     def describe(self) -> str:
         projects = ", ".join(self._projects_hint()) or "(projects from --project / --workspace)"
         return f"Neptune 2.x server at {self._base_url}, {projects}, read with neptune 1.x (read-only)"

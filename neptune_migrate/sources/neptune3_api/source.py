@@ -64,7 +64,7 @@ from neptune_migrate.model import (
 )
 from neptune_migrate.retry import Retrier, RetryPolicy
 from neptune_migrate.sources.base import RunSelection, SourceEstimate, SourceOptions, fingerprint_files
-from neptune_migrate.sources.live_budget import RequestBudget
+from neptune_migrate.sources.live_budget import BudgetedRuns, RequestBudget
 from neptune_migrate.sources.neptune3_api.errors import (
     TRANSIENT_STATUSES,
     ServerAnswerError,
@@ -147,7 +147,7 @@ def _sys_id(entry: Any) -> str:
     return str(entry.experiment_id)
 
 
-class Neptune3ApiSource:
+class Neptune3ApiSource(BudgetedRuns):
     """`--from neptune3-api`: runs of one or more projects on a live Neptune 3.x server."""
 
     name: ClassVar[str] = "neptune3-api"
@@ -197,15 +197,6 @@ class Neptune3ApiSource:
     @retry_policy.setter
     def retry_policy(self, policy: RetryPolicy) -> None:
         self.retrier = Retrier(classify_error, policy, sleep=self.budget.wait)
-
-    @property
-    def run_workers(self) -> int:
-        """Runs the export reads at once: `--workers` (their requests share the one budget)."""
-        return self.budget.workers
-
-    def cancel(self) -> None:
-        """Every later request raises `ExportCancelled` (the export stops early)."""
-        self.budget.cancel()
 
     # -- the client ------------------------------------------------------------------------------
     def _api(self) -> Any:
