@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,26 +21,14 @@ from neptune_migrate.dump.writer import DumpWriter
 from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.sources.base import RunSelection, SourceOptions
 from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
+from tests.support.fake_neptune import v2_fixtures
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
 from tests.support.inprocess import run_cli
 
+insecure_oauth = v2_fixtures.insecure_oauth  # autouse: plain http to the fake, no token from the environment
+server = v2_fixtures.server
+
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(autouse=True)
-def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The fake speaks plain http on 127.0.0.1: oauthlib refuses that unless told (tests only).
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeNeptune2]:
-    fake = FakeNeptune2().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None, slept: list[float] | None = None,

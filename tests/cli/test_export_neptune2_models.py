@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,12 @@ from neptune_migrate.pipeline.export import ExportSummary, export_runs
 from neptune_migrate.registry import group_models
 from neptune_migrate.sources.base import RunSelection, SourceOptions
 from neptune_migrate.sources.neptune2_api.source import Neptune2ApiSource
+from tests.support.fake_neptune import v2_fixtures
 from tests.support.fake_neptune.v2 import FakeNeptune2, FakeRun2, small_project, small_registry
 from tests.support.inprocess import run_cli
 
-
-@pytest.fixture(autouse=True)
-def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeNeptune2]:
-    fake = FakeNeptune2().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+insecure_oauth = v2_fixtures.insecure_oauth  # autouse: plain http to the fake, no token from the environment
+server = v2_fixtures.server
 
 
 def export(server: FakeNeptune2, dump: Path, selection: RunSelection | None = None, *,

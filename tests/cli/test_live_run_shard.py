@@ -11,12 +11,15 @@ from neptune_migrate.dump.layout import DumpLayout
 from neptune_migrate.dump.manifest import read_manifest
 from neptune_migrate.pipeline import watermark
 from neptune_migrate.pipeline.shard import Shard
-from tests.cli.test_export_neptune2_api import _insecure_oauth, server  # noqa: F401 - fixtures
+from tests.support.fake_neptune import v2_fixtures
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project
 from tests.support.inprocess import run_cli
 
+insecure_oauth = v2_fixtures.insecure_oauth  # autouse: plain http to the fake, no token from the environment
+server = v2_fixtures.server
 
-def test_run_dry_run_plans_a_live_project_per_shard(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]  # noqa: F811
+
+def test_run_dry_run_plans_a_live_project_per_shard(server: FakeNeptune2, capsys, monkeypatch,  # type: ignore[no-untyped-def]
                                                     tmp_path: Path) -> None:
     small_project(server)
     monkeypatch.setenv("NEPTUNE_API_TOKEN", server.api_token())
@@ -35,7 +38,7 @@ def test_run_dry_run_plans_a_live_project_per_shard(server: FakeNeptune2, capsys
 
 
 def test_each_shard_takes_its_share_of_the_rate_and_keeps_its_own_watermark(
-    server: FakeNeptune2, capsys, monkeypatch, tmp_path: Path  # type: ignore[no-untyped-def]  # noqa: F811
+    server: FakeNeptune2, capsys, monkeypatch, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     from neptune_migrate import sources
 

@@ -4,27 +4,16 @@ fake 2.x server, `run` imports them into MLflow's registry, and MlflowClient rea
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.fake_neptune import v2_fixtures
 from tests.support.fake_neptune.v2 import FakeNeptune2, small_project, small_registry
 from tests.support.inprocess import run_cli
 
-
-@pytest.fixture(autouse=True)
-def _insecure_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-
-
-@pytest.fixture
-def server() -> Iterator[FakeNeptune2]:
-    fake = FakeNeptune2().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+insecure_oauth = v2_fixtures.insecure_oauth  # autouse: plain http to the fake, no token from the environment
+server = v2_fixtures.server
 
 
 def _files(root: Path) -> dict[str, bytes]:
